@@ -1,0 +1,171 @@
+"""DistillationModule: a frozen teacher, a trainable student, and the DistilBERT training objective.
+
+One training step:
+    teacher encoder (no_grad) and student encoder over the batch
+    -> vocabulary heads of both, only at the positions a loss covers
+    -> soft-target KL (x T^2), masked-LM cross-entropy, hidden-state cosine, optional logits MSE
+    -> weighted sum (alphas), each term logged on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.modules.masked_lm_parts import encoder_of, vocab_head_of
+from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+
+IGNORE_INDEX = -100  # label of positions that were not masked
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DistillationModule(pl.LightningModule):
+    """Trains `student` to imitate `teacher` with the DistilBERT loss.
+
+    Args:
+        teacher: masked-LM teacher; frozen, kept in eval mode, run under no_grad, left out of checkpoints.
+        student: masked-LM student (from `build_student`); the only trainable parameters.
+        optimizer: `params -> Optimizer` (a Hydra partial of e.g. torch.optim.AdamW).
+        scheduler: `(optimizer, total_steps) -> LRScheduler`, stepped every optimizer step; None for a constant LR.
+        temperature: softmax temperature T of the soft targets (> 0).
+        alpha_ce: weight of the soft-target KL term.
+        alpha_mlm: weight of the supervised masked-LM cross-entropy.
+        alpha_cos: weight of the cosine loss between last hidden states.
+        alpha_mse: weight of the MSE between logits.
+        kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper).
+        teacher_dtype: dtype the teacher's weights are kept in: "float32", "bfloat16" or "float16".
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
+        scheduler: Callable[[Optimizer, int], LRScheduler] | None = None,
+        temperature: float = 2.0,
+        alpha_ce: float = 5.0,
+        alpha_mlm: float = 2.0,
+        alpha_cos: float = 1.0,
+        alpha_mse: float = 0.0,
+        kl_positions: Literal["all", "masked"] = "all",
+        teacher_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+    ) -> None:
+        super().__init__()
+        check_objective(temperature, alpha_ce, alpha_mlm, alpha_cos, alpha_mse, kl_positions, teacher_dtype)
+        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
+        self.teacher = teacher.to(TEACHER_DTYPES[teacher_dtype]).eval().requires_grad_(False)
+        self.student = student
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.temperature = temperature
+        self.alphas = {"ce": alpha_ce, "mlm": alpha_mlm, "cos": alpha_cos, "mse": alpha_mse}
+        self.kl_positions = kl_positions
+        self.teacher_encoder, self.teacher_head = encoder_of(teacher), vocab_head_of(teacher)
+        self.student_encoder, self.student_head = encoder_of(student), vocab_head_of(student)
+        self.val_student = MaskedLMMetrics()
+        self.val_teacher = MaskedLMMetrics()
+        self.val_agreement = Top1Agreement()
+
+    def train(self, mode: bool = True) -> "DistillationModule":
+        """Lightning calls train() on the whole module each epoch; the teacher must stay in eval mode (no dropout)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def distillation_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each loss term (unweighted) and their weighted sum under "loss", for one batch."""
+        input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        real = attention_mask.bool()
+        masked = labels != IGNORE_INDEX
+        with torch.no_grad():
+            teacher_hidden = self.teacher_encoder(input_ids, attention_mask)
+        student_hidden = self.student_encoder(input_ids, attention_mask)
+
+        losses: dict[str, torch.Tensor] = {}
+        needs_teacher_logits = self.alphas["ce"] > 0 or self.alphas["mse"] > 0
+        rows = real if needs_teacher_logits and self.kl_positions == "all" else masked
+        student_logits = self.student_head(student_hidden[rows])
+        if needs_teacher_logits:
+            with torch.no_grad():
+                teacher_logits = self.teacher_head(teacher_hidden[rows])
+            if self.alphas["ce"] > 0:
+                losses["ce"] = soft_target_loss(student_logits, teacher_logits, self.temperature)
+            if self.alphas["mse"] > 0:
+                losses["mse"] = logits_mse_loss(student_logits, teacher_logits)
+        masked_student_logits = student_logits if rows is masked else student_logits[masked[rows]]
+        losses["mlm"] = mlm_loss(masked_student_logits, labels[masked])
+        losses["cos"] = cosine_hidden_loss(student_hidden[real], teacher_hidden[real])
+        losses["loss"] = sum(self.alphas[name] * value for name, value in losses.items() if self.alphas[name] > 0)
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.distillation_losses(batch)
+        self.log_dict({f"train/{'loss' if k == 'loss' else 'loss_' + k}": v for k, v in losses.items()})
+        self.log("train/tokens", batch["attention_mask"].sum().float(), reduce_fx="sum")
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        masked = batch["labels"] != IGNORE_INDEX
+        labels = batch["labels"][masked]
+        teacher_hidden = self.teacher_encoder(batch["input_ids"], batch["attention_mask"])
+        student_hidden = self.student_encoder(batch["input_ids"], batch["attention_mask"])
+        teacher_logits = self.teacher_head(teacher_hidden[masked])
+        student_logits = self.student_head(student_hidden[masked])
+        self.val_student.update(student_logits, labels)
+        self.val_teacher.update(teacher_logits, labels)
+        self.val_agreement.update(student_logits, teacher_logits)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {f"val/student_{k}": v for k, v in self.val_student.compute().items()}
+        metrics |= {f"val/teacher_{k}": v for k, v in self.val_teacher.compute().items()}
+        metrics["val/top1_agreement"] = self.val_agreement.compute()
+        self.log_dict(metrics, sync_dist=False)  # torchmetrics already reduced them across ranks
+        for metric in (self.val_student, self.val_teacher, self.val_agreement):
+            metric.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.student.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the teacher out of checkpoints (it is reloaded from its source) and store the student's config."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        checkpoint["student_config"] = self.student.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the already-loaded teacher's weights back so strict loading of the state dict holds."""
+        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+
+
+def check_objective(
+    temperature: float,
+    alpha_ce: float,
+    alpha_mlm: float,
+    alpha_cos: float,
+    alpha_mse: float,
+    kl_positions: str,
+    teacher_dtype: str,
+) -> None:
+    """Raise ValueError naming the `distill.*` key, its value and the allowed range."""
+    if not temperature > 0:
+        raise ValueError(f"distill.temperature={temperature} is not allowed: it must be > 0")
+    alphas = {"alpha_ce": alpha_ce, "alpha_mlm": alpha_mlm, "alpha_cos": alpha_cos, "alpha_mse": alpha_mse}
+    for key, value in alphas.items():
+        if not value >= 0:
+            raise ValueError(f"distill.{key}={value} is not allowed: loss weights must be >= 0")
+    if not any(value > 0 for value in alphas.values()):
+        raise ValueError(f"distill alphas are all zero ({alphas}): at least one loss weight must be > 0")
+    if kl_positions not in ("all", "masked"):
+        raise ValueError(f"distill.kl_positions={kl_positions!r} is not allowed: use 'all' or 'masked'")
+    if teacher_dtype not in TEACHER_DTYPES:
+        raise ValueError(f"distill.teacher_dtype={teacher_dtype!r} is not allowed: use one of {list(TEACHER_DTYPES)}")

@@ -1,0 +1,55 @@
+"""Held-out masked-LM metrics (torchmetrics, so they sum correctly across batches and DDP ranks)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+
+class MaskedLMMetrics(Metric):
+    """Cross-entropy, top-1 accuracy and perplexity of a model's predictions at masked positions.
+
+    `update(logits, labels)` takes (N, V) logits and (N,) original token ids at the N masked positions.
+    `compute()` returns {"mlm_loss": mean CE in nats, "mlm_acc": fraction correct, "ppl": exp(mean CE)},
+    each averaged over all masked tokens seen (not over batches).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("loss_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+        self.correct += (logits.argmax(dim=-1) == labels).sum()
+        self.count += labels.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        mean_loss = self.loss_sum / self.count.clamp(min=1)
+        return {
+            "mlm_loss": mean_loss.float(),
+            "mlm_acc": (self.correct.double() / self.count.clamp(min=1)).float(),
+            "ppl": torch.exp(mean_loss).float(),
+        }
+
+
+class Top1Agreement(Metric):
+    """Fraction of masked positions where the student's and the teacher's top-1 predictions are the same token."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("agree", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+        self.agree += (student_logits.argmax(dim=-1) == teacher_logits.argmax(dim=-1)).sum()
+        self.count += student_logits.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return (self.agree.double() / self.count.clamp(min=1)).float()

@@ -1,0 +1,90 @@
+"""`python -m distil.train`: distil a teacher into a student with the composed Hydra config, then export it.
+
+compose -> validate (no weights loaded yet) -> data, teacher, student, module, trainer -> fit -> export student/.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from distil.config_checks import check_distill_config, check_sequence_length, check_student_config, check_vocab_sizes
+from distil.modules.teacher import load_teacher_config
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+
+
+def export_student(student, tokenizer, out_dir: Path) -> None:
+    """Write the student in Hugging Face format (weights, config, tokenizer), replacing any earlier export whole."""
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    student.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp_dir.rename(out_dir)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one distillation; returns the value of `cfg.optimized_metric` (for sweepers), when it was logged."""
+    check_distill_config(cfg)
+    teacher_config = load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)
+    check_student_config(cfg, teacher_config.num_hidden_layers)
+    check_sequence_length(cfg.data.max_length, teacher_config.max_position_embeddings)
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    check_vocab_sizes(teacher_config.vocab_size, len(datamodule.tokenizer), cfg.data.tokenizer)
+
+    teacher = instantiate(cfg.teacher)
+    student = instantiate(cfg.student)(teacher=teacher)
+    module = instantiate(cfg.distill)(teacher=teacher, student=student)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        export_student(module.student, datamodule.tokenizer, output_dir / "student")
+        log.info("student exported to %s", output_dir / "student")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summarize_held_out(metrics)
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def summarize_held_out(metrics: dict[str, float]) -> None:
+    """Print the teacher's and the student's held-out masked-LM accuracy (from the last validation)."""
+    if "val/student_mlm_acc" not in metrics:
+        return
+    teacher_acc, student_acc = metrics["val/teacher_mlm_acc"], metrics["val/student_mlm_acc"]
+    print(
+        f"held-out masked-LM accuracy: teacher {teacher_acc:.4f}, student {student_acc:.4f} "
+        f"({100 * student_acc / max(teacher_acc, 1e-12):.1f}% of the teacher); "
+        f"perplexity: teacher {metrics['val/teacher_ppl']:.2f}, student {metrics['val/student_ppl']:.2f}; "
+        f"top-1 agreement {metrics['val/top1_agreement']:.4f}"
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
