@@ -61,3 +61,19 @@ def masked_batch(vocab_size: int = 64, batch: int = 3, length: int = 16, seed: i
         labels[row, positions] = input_ids[row, positions]
         input_ids[row, positions] = 4  # the [MASK] id of these tiny vocabularies
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """A tiny BERT teacher + WordPiece tokenizer saved on disk (see tests/tiny_assets.py)."""
+    from tests.tiny_assets import write_tiny_teacher
+
+    return write_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory) -> Path:
+    """A folder of small .txt files (blank-line-separated documents) over the tiny tokenizer's words."""
+    from tests.tiny_assets import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path_factory.mktemp("tiny_corpus"))
