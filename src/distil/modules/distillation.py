@@ -108,7 +108,6 @@ class DistillationModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch)
         self.log_dict({f"train/{'loss' if k == 'loss' else 'loss_' + k}": v for k, v in losses.items()})
-        self.log("train/tokens", batch["attention_mask"].sum().float(), reduce_fx="sum")
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -30,9 +30,12 @@ def encoder_of(model: nn.Module) -> Encoder:
 
 
 def vocab_head_of(model: nn.Module) -> VocabHead:
-    """`head(hidden (N, H)) -> logits (N, V)`: the model's own masked-LM head, applied to selected rows."""
+    """`head(hidden (N, H)) -> logits (N, V)`: the model's own masked-LM head, applied to selected rows.
+
+    A plain function, not a module, so holding it does not register the head's weights a second time.
+    """
     if isinstance(model, BertForMaskedLM):
-        return model.cls
+        return lambda hidden: model.cls(hidden)
     if isinstance(model, DistilBertForMaskedLM):
         return lambda hidden: model.vocab_projector(
             model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
