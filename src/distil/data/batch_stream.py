@@ -1,0 +1,66 @@
+"""The training IterableDataset: rows of this (rank, worker) slot -> masked batches, resumable by position.
+
+Every batch carries `stream_position` (int64: slot, then the slot's position after the batch) so the data module
+can record what was consumed; `CorpusDataModule.on_before_batch_transfer` removes it before the batch reaches
+the model. Masking is seeded by (seed, slot, position of the batch's first row): a resumed run masks exactly as
+the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from distil.data.masking import MaskingCollator
+
+POSITION_KEY = "stream_position"
+
+
+def seeded_generator(*numbers: int) -> torch.Generator:
+    """A torch generator whose seed is a hash of the numbers (independent streams for different tuples)."""
+    seed = int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchStream(IterableDataset):
+    """Masked batches of `batch_size` rows for the reader slot (rank, worker) of the process iterating it."""
+
+    def __init__(
+        self,
+        rows,
+        collator: MaskingCollator,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_positions: dict[int, tuple[int, ...]] | None = None,
+    ) -> None:
+        self.rows = rows
+        self.collator = collator
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_positions = dict(start_positions or {})
+
+    def slot(self) -> tuple[int, int]:
+        """(this reader's slot, number of slots) from the rank and the dataloader worker."""
+        worker = get_worker_info()
+        num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        return self.rank * num_workers + worker_id, self.world_size * num_workers
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        slot, num_slots = self.slot()
+        batch_start = tuple(self.start_positions.get(slot, self.rows.initial_position))
+        pending: list[np.ndarray] = []
+        for row, position in self.rows.rows(slot, num_slots, batch_start):
+            pending.append(row)
+            if len(pending) == self.batch_size:
+                batch = self.collator(pending, seeded_generator(self.seed, slot, *batch_start))
+                batch[POSITION_KEY] = torch.tensor([slot, *position], dtype=torch.long)
+                yield batch
+                pending = []
+                batch_start = position

@@ -1,0 +1,200 @@
+"""CorpusDataModule: text sources -> WordPiece ids -> packed rows -> masked batches, streamed and resumable.
+
+Training batches come from an endless IterableDataset (pass after pass over the corpus; the run length is set by
+`trainer.max_steps`) split across every (rank, dataloader worker) slot. The consumed position of every slot is
+part of the Lightning checkpoint (`state_dict` / `load_state_dict`), so a resumed run continues with exactly the
+batches the uninterrupted run would have seen. Validation batches come from held-out documents with fixed masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from distil.data.batch_stream import POSITION_KEY, BatchStream
+from distil.data.corpus import Corpus
+from distil.data.masking import MaskingCollator
+from distil.data.packing import concatenate_documents, pack_rows
+from distil.data.sources import SourceUnavailable
+from distil.data.text_rows import TextRows, batched
+from distil.data.tokenization import TextEncoder, load_tokenizer
+from distil.data.validation import ValidationBatches
+
+log = logging.getLogger(__name__)
+
+MIN_MAX_LENGTH = 8
+
+
+class CorpusDataModule(pl.LightningDataModule):
+    """Masked-LM batches (input_ids, attention_mask, labels: int64 (batch_size, max_length)) from a corpus.
+
+    Args:
+        tokenizer: hub id or local directory of the (teacher's) tokenizer.
+        sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
+        fallback_sources: sources used instead when one of `sources` is unavailable (e.g. local files absent).
+        max_length: tokens per row, [CLS] and [SEP] included.
+        batch_size: rows per training batch on each device.
+        val_batch_size: rows per validation batch (default: batch_size).
+        num_workers: dataloader worker processes per device.
+        mlm_probability: fraction of real non-special tokens masked per batch.
+        mlm_smoothing: exponent of count(token)^-s position weights (original DistilBERT: 0.7); null = uniform.
+        token_counts: `.npy` token counts from `python -m distil.prepare` (needed by mlm_smoothing).
+        val_documents: documents held out for validation from the start of every source.
+        documents_per_block: documents per block, the unit tokenized together and given to one reader slot.
+        seed: seed of source interleaving and masking.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        sources: Sequence | None = None,
+        fallback_sources: Sequence | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        mlm_probability: float = 0.15,
+        mlm_smoothing: float | None = None,
+        token_counts: str | None = None,
+        val_documents: int = 100,
+        documents_per_block: int = 256,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tokenizer_name = tokenizer
+        self.tokenizer = load_tokenizer(tokenizer)
+        if max_length < MIN_MAX_LENGTH:
+            raise ValueError(f"max_length={max_length}; allowed: an integer >= {MIN_MAX_LENGTH} (128 and 512 are usual)")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(f"batch_size={batch_size}, val_batch_size={val_batch_size}; allowed: integers >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers}; allowed: an integer >= 0")
+        if not sources:
+            raise ValueError("sources is empty: give at least one source in conf/data/<name>.yaml")
+        self.sources = list(sources)
+        self.fallback_sources = list(fallback_sources or [])
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_documents = val_documents
+        self.documents_per_block = documents_per_block
+        self.seed = seed
+        counts = np.load(token_counts) if token_counts else None
+        self.collator = MaskingCollator.from_tokenizer(
+            self.tokenizer, max_length, mlm_probability=mlm_probability, mlm_smoothing=mlm_smoothing,
+            token_counts=counts,
+        )
+        self.active_sources: list | None = None
+        self.validation_rows: np.ndarray | None = None
+        self.consumed_positions: dict[int, tuple[int, ...]] = {}
+        self.restored_layout: dict | None = None
+
+    def resolve_sources(self) -> list:
+        """`sources` when all are readable, else `fallback_sources`; the error names both failures."""
+        try:
+            for source in self.sources:
+                source.check()
+            return self.sources
+        except SourceUnavailable as primary_error:
+            if not self.fallback_sources:
+                raise SourceUnavailable(f"data.sources: {primary_error}") from primary_error
+            log.warning("data.sources unavailable (%s); using data.fallback_sources", primary_error)
+            try:
+                for source in self.fallback_sources:
+                    source.check()
+            except SourceUnavailable as fallback_error:
+                raise SourceUnavailable(
+                    f"no readable corpus. data.sources: {primary_error}. data.fallback_sources: {fallback_error}. "
+                    "Set data.sources[i].paths to your text files (or paths.shared_dir / $DISTIL_SHARED to the folder "
+                    "holding data/corpus), or make the Hugging Face hub reachable"
+                ) from fallback_error
+            return self.fallback_sources
+
+    def corpus(self) -> Corpus:
+        if self.active_sources is None:
+            self.active_sources = self.resolve_sources()
+        return Corpus(self.active_sources, self.val_documents, self.seed)
+
+    def rank_and_world_size(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate", None) and self.validation_rows is None and self.val_documents > 0:
+            self.validation_rows = self.build_validation_rows()
+
+    def build_validation_rows(self) -> np.ndarray:
+        encode = TextEncoder(self.tokenizer)
+        sep_id, cls_id = self.tokenizer.sep_token_id, self.tokenizer.cls_token_id
+        pieces = [concatenate_documents(encode(docs), sep_id) for docs in batched(self.corpus().validation_documents(), 256)]
+        tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        rows = pack_rows(tokens, self.max_length, cls_id, sep_id)
+        if len(rows) == 0:
+            raise ValueError(
+                f"validation set is empty: the first val_documents={self.val_documents} documents of each source hold "
+                f"{len(tokens)} tokens, less than one row of max_length={self.max_length}; raise val_documents"
+            )
+        log.info("validation: %d rows of %d tokens from %d documents per source", len(rows), self.max_length,
+                 self.val_documents)
+        return rows
+
+    def train_dataset(self) -> BatchStream:
+        rank, world_size = self.rank_and_world_size()
+        rows = TextRows(
+            self.corpus(), TextEncoder(self.tokenizer), self.max_length, self.tokenizer.cls_token_id,
+            self.tokenizer.sep_token_id, self.documents_per_block,
+        )
+        return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.num_workers > 0:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers tokenize; no nested thread pools
+        return DataLoader(self.train_dataset(), batch_size=None, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available())
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_documents == 0:
+            return []
+        if self.validation_rows is None:
+            self.setup("validate")
+        batches = ValidationBatches(self.validation_rows, self.collator, self.val_batch_size, self.seed)
+        return DataLoader(batches, batch_size=None, shuffle=False, pin_memory=torch.cuda.is_available())
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Records the stream position of a training batch the trainer is about to use, and removes it."""
+        if isinstance(batch, dict) and POSITION_KEY in batch:
+            position = batch.pop(POSITION_KEY).tolist()
+            self.consumed_positions[int(position[0])] = tuple(int(p) for p in position[1:])
+        return batch
+
+    def layout(self) -> dict:
+        """What the slot positions depend on; a resume with another layout cannot continue exactly."""
+        _, world_size = self.rank_and_world_size()
+        return {"world_size": world_size, "num_workers": max(self.num_workers, 1), "batch_size": self.batch_size,
+                "max_length": self.max_length, "documents_per_block": self.documents_per_block, "seed": self.seed}
+
+    def state_dict(self) -> dict:
+        """Consumed positions of all slots of all ranks (gathered when running distributed), and the layout."""
+        positions = {slot: list(position) for slot, position in self.consumed_positions.items()}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, positions)
+            positions = {slot: position for rank_positions in gathered for slot, position in rank_positions.items()}
+        return {"positions": positions, "layout": self.layout()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continues every slot after its last consumed batch, when the layout is the same as when saved."""
+        if state_dict.get("layout") != self.layout():
+            log.warning(
+                "data layout changed since the checkpoint (saved %s, now %s): the data stream restarts from the "
+                "beginning instead of continuing exactly", state_dict.get("layout"), self.layout(),
+            )
+            return
+        self.consumed_positions = {int(slot): tuple(position) for slot, position in state_dict["positions"].items()}

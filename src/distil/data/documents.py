@@ -1,0 +1,119 @@
+"""Local text files -> documents (strings).
+
+Formats, chosen by file name: `.txt` (documents separated by one or more blank lines), `.jsonl` (one JSON object
+per line, the document in `text_field`), `.parquet` (the document in column `text_field`); each may end in `.gz`
+(gzip) except parquet, which compresses internally.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".txt.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+ALLOWED_SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+DECODE_ERROR_MODES = ("strict", "replace")
+
+
+def expand_paths(patterns: str | Sequence[str], config_key: str = "paths") -> list[Path]:
+    """Files matched by the glob patterns, sorted per pattern (a stable order); errors name what matched nothing."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    if not patterns:
+        raise ValueError(f"{config_key} is empty: give at least one file path or glob pattern")
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+        if not matched:
+            raise FileNotFoundError(f"{config_key}: no file matches {pattern!r} (check the path, or set {config_key})")
+        for path in matched:
+            if not path.name.endswith(ALLOWED_SUFFIXES):
+                raise ValueError(f"{config_key}: {path} has an unsupported type; allowed: {', '.join(ALLOWED_SUFFIXES)}")
+        files.extend(matched)
+    return files
+
+
+def open_text(path: Path, decode_errors: str) -> io.TextIOBase:
+    """Open a possibly gzipped file as UTF-8 text."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors=decode_errors)
+    return open(path, encoding="utf-8", errors=decode_errors)
+
+
+def text_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
+    """Blank-line-separated documents of a .txt file; the lines of a document are joined with newlines."""
+    lines: list[str] = []
+    with open_text(path, decode_errors) as file:
+        for line in file:
+            if line.strip():
+                lines.append(line.strip())
+            elif lines:
+                yield "\n".join(lines)
+                lines = []
+    if lines:
+        yield "\n".join(lines)
+
+
+def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Iterator[str]:
+    """The `text_field` of each JSON line; a missing field is an error naming the fields that exist."""
+    with open_text(path, decode_errors) as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number} is not valid JSON ({error})") from error
+            if not isinstance(record, dict) or text_field not in record:
+                fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise KeyError(f"{path}:{line_number} has no field text_field={text_field!r}; fields: {fields}")
+            yield str(record[text_field])
+
+
+def parquet_file_documents(path: Path, text_field: str) -> Iterator[str]:
+    """Column `text_field` of a parquet file, read one row group at a time."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    columns = parquet.schema_arrow.names
+    if text_field not in columns:
+        raise KeyError(f"{path} has no column text_field={text_field!r}; columns: {columns}")
+    for group in range(parquet.num_row_groups):
+        for text in parquet.read_row_group(group, columns=[text_field]).column(0).to_pylist():
+            if text is not None:
+                yield text
+
+
+def file_documents(path: Path, text_field: str = "text", decode_errors: str = "strict") -> Iterator[str]:
+    """Documents of one file, by its type. Undecodable bytes raise an error naming the file unless
+    decode_errors="replace", which substitutes U+FFFD and logs how many were replaced."""
+    if decode_errors not in DECODE_ERROR_MODES:
+        raise ValueError(f"decode_errors={decode_errors!r}; allowed: {DECODE_ERROR_MODES}")
+    name = path.name
+    if name.endswith(PARQUET_SUFFIXES):
+        yield from parquet_file_documents(path, text_field)
+        return
+    documents = text_file_documents(path, decode_errors) if name.endswith(TEXT_SUFFIXES) else (
+        jsonl_file_documents(path, text_field, decode_errors)
+    )
+    replaced = 0
+    try:
+        for document in documents:
+            if decode_errors == "replace":
+                replaced += document.count("\ufffd")
+            yield document
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: bytes {error.object[error.start:error.end]!r} are not valid UTF-8 ({error.reason}); "
+            f"fix the file or set decode_errors=replace"
+        ) from error
+    if replaced:
+        log.warning("%s: replaced %d undecodable bytes with U+FFFD (decode_errors=replace)", path, replaced)
