@@ -1,4 +1,4 @@
-"""CorpusDataModule: text sources -> WordPiece ids -> packed rows -> masked batches, streamed and resumable.
+"""CorpusDataModule: text sources (or pre-tokenized shards) -> WordPiece ids -> packed rows -> masked batches.
 
 Training batches come from an endless IterableDataset (pass after pass over the corpus; the run length is set by
 `trainer.max_steps`) split across every (rank, dataloader worker) slot. The consumed position of every slot is
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -21,7 +22,9 @@ from distil.data.batch_stream import POSITION_KEY, BatchStream
 from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator
 from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.sources import SourceUnavailable
+from distil.data.shard_rows import ShardRows
+from distil.data.shards import TOKEN_COUNTS_FILE, check_tokenizer, open_split, read_metadata
+from distil.data.sources import resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
 from distil.data.validation import ValidationBatches
@@ -38,6 +41,8 @@ class CorpusDataModule(pl.LightningDataModule):
         tokenizer: hub id or local directory of the (teacher's) tokenizer.
         sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
         fallback_sources: sources used instead when one of `sources` is unavailable (e.g. local files absent).
+        shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
+        shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
         max_length: tokens per row, [CLS] and [SEP] included.
         batch_size: rows per training batch on each device.
         val_batch_size: rows per validation batch (default: batch_size).
@@ -55,6 +60,8 @@ class CorpusDataModule(pl.LightningDataModule):
         tokenizer: str,
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
+        shards_dir: str | None = None,
+        shuffle: bool = True,
         max_length: int = 128,
         batch_size: int = 32,
         val_batch_size: int | None = None,
@@ -75,10 +82,18 @@ class CorpusDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size={batch_size}, val_batch_size={val_batch_size}; allowed: integers >= 1")
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers}; allowed: an integer >= 0")
-        if not sources:
-            raise ValueError("sources is empty: give at least one source in conf/data/<name>.yaml")
-        self.sources = list(sources)
+        if bool(sources) == bool(shards_dir):
+            raise ValueError(f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})")
+        self.sources = list(sources or [])
         self.fallback_sources = list(fallback_sources or [])
+        self.shards_dir = shards_dir
+        self.shuffle = shuffle
+        self.shards_metadata = None
+        if shards_dir:
+            self.shards_metadata = read_metadata(shards_dir)
+            check_tokenizer(self.shards_metadata, self.tokenizer, tokenizer, shards_dir)
+            if mlm_smoothing is not None and token_counts is None:
+                token_counts = str(Path(shards_dir) / TOKEN_COUNTS_FILE)
         self.max_length = max_length
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -96,30 +111,9 @@ class CorpusDataModule(pl.LightningDataModule):
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
         self.restored_layout: dict | None = None
 
-    def resolve_sources(self) -> list:
-        """`sources` when all are readable, else `fallback_sources`; the error names both failures."""
-        try:
-            for source in self.sources:
-                source.check()
-            return self.sources
-        except SourceUnavailable as primary_error:
-            if not self.fallback_sources:
-                raise SourceUnavailable(f"data.sources: {primary_error}") from primary_error
-            log.warning("data.sources unavailable (%s); using data.fallback_sources", primary_error)
-            try:
-                for source in self.fallback_sources:
-                    source.check()
-            except SourceUnavailable as fallback_error:
-                raise SourceUnavailable(
-                    f"no readable corpus. data.sources: {primary_error}. data.fallback_sources: {fallback_error}. "
-                    "Set data.sources[i].paths to your text files (or paths.shared_dir / $DISTIL_SHARED to the folder "
-                    "holding data/corpus), or make the Hugging Face hub reachable"
-                ) from fallback_error
-            return self.fallback_sources
-
     def corpus(self) -> Corpus:
         if self.active_sources is None:
-            self.active_sources = self.resolve_sources()
+            self.active_sources = resolve_sources(self.sources, self.fallback_sources)
         return Corpus(self.active_sources, self.val_documents, self.seed)
 
     def rank_and_world_size(self) -> tuple[int, int]:
@@ -127,30 +121,44 @@ class CorpusDataModule(pl.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", "validate", None) and self.validation_rows is None and self.val_documents > 0:
+        if stage in ("fit", "validate", None) and self.validation_rows is None and self.has_validation():
             self.validation_rows = self.build_validation_rows()
 
-    def build_validation_rows(self) -> np.ndarray:
-        encode = TextEncoder(self.tokenizer)
-        sep_id, cls_id = self.tokenizer.sep_token_id, self.tokenizer.cls_token_id
+    def has_validation(self) -> bool:
+        if self.shards_metadata is not None:
+            return self.shards_metadata["splits"]["validation"]["documents"] > 0
+        return self.val_documents > 0
+
+    def validation_tokens(self) -> np.ndarray:
+        """Token ids of the held-out documents, each followed by [SEP]."""
+        if self.shards_metadata is not None:
+            shards = open_split(self.shards_dir, self.shards_metadata, "validation")
+            return np.concatenate(shards).astype(np.int64) if shards else np.zeros(0, dtype=np.int64)
+        encode, sep_id = TextEncoder(self.tokenizer), self.tokenizer.sep_token_id
         pieces = [concatenate_documents(encode(docs), sep_id) for docs in batched(self.corpus().validation_documents(), 256)]
-        tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-        rows = pack_rows(tokens, self.max_length, cls_id, sep_id)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+    def build_validation_rows(self) -> np.ndarray:
+        tokens = self.validation_tokens()
+        rows = pack_rows(tokens, self.max_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
         if len(rows) == 0:
             raise ValueError(
-                f"validation set is empty: the first val_documents={self.val_documents} documents of each source hold "
-                f"{len(tokens)} tokens, less than one row of max_length={self.max_length}; raise val_documents"
+                f"validation set is empty: the held-out documents (val_documents={self.val_documents} per source) hold "
+                f"{len(tokens)} tokens, less than one row of max_length={self.max_length}; raise val_documents "
+                "(with shards: in `python -m distil.prepare`)"
             )
-        log.info("validation: %d rows of %d tokens from %d documents per source", len(rows), self.max_length,
-                 self.val_documents)
+        log.info("validation: %d rows of %d tokens", len(rows), self.max_length)
         return rows
 
     def train_dataset(self) -> BatchStream:
         rank, world_size = self.rank_and_world_size()
-        rows = TextRows(
-            self.corpus(), TextEncoder(self.tokenizer), self.max_length, self.tokenizer.cls_token_id,
-            self.tokenizer.sep_token_id, self.documents_per_block,
-        )
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        if self.shards_metadata is not None:
+            rows = ShardRows(self.shards_dir, self.shards_metadata, self.max_length, cls_id, sep_id, self.shuffle,
+                             self.seed)
+        else:
+            rows = TextRows(self.corpus(), TextEncoder(self.tokenizer), self.max_length, cls_id, sep_id,
+                            self.documents_per_block)
         return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
 
     def train_dataloader(self) -> DataLoader:
@@ -160,7 +168,7 @@ class CorpusDataModule(pl.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.val_documents == 0:
+        if not self.has_validation():
             return []
         if self.validation_rows is None:
             self.setup("validate")
@@ -178,7 +186,8 @@ class CorpusDataModule(pl.LightningDataModule):
         """What the slot positions depend on; a resume with another layout cannot continue exactly."""
         _, world_size = self.rank_and_world_size()
         return {"world_size": world_size, "num_workers": max(self.num_workers, 1), "batch_size": self.batch_size,
-                "max_length": self.max_length, "documents_per_block": self.documents_per_block, "seed": self.seed}
+                "max_length": self.max_length, "documents_per_block": self.documents_per_block, "seed": self.seed,
+                "shards_dir": self.shards_dir, "shuffle": self.shuffle}
 
     def state_dict(self) -> dict:
         """Consumed positions of all slots of all ranks (gathered when running distributed), and the layout."""

@@ -74,6 +74,9 @@ class MaskingCollator:
 
     def pad(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows stacked into (B, row_length) ids and attention mask; rows shorter than row_length are padded."""
+        if all(len(row) == self.row_length for row in rows):
+            return torch.from_numpy(np.stack(rows).astype(np.int64, copy=False)), torch.ones(
+                (len(rows), self.row_length), dtype=torch.long)
         input_ids = torch.full((len(rows), self.row_length), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), self.row_length), dtype=torch.long)
         for i, row in enumerate(rows):

@@ -7,6 +7,7 @@ sources by `weight`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,28 @@ log = logging.getLogger(__name__)
 
 class SourceUnavailable(RuntimeError):
     """The source cannot be read here (files absent, hub unreachable); the message says what to set."""
+
+
+def resolve_sources(sources: list, fallback_sources: list) -> list:
+    """`sources` when all are readable, else `fallback_sources`; the error names both failures and what to set."""
+    try:
+        for source in sources:
+            source.check()
+        return sources
+    except SourceUnavailable as primary_error:
+        if not fallback_sources:
+            raise SourceUnavailable(f"data.sources: {primary_error}") from primary_error
+        log.warning("data.sources unavailable (%s); using data.fallback_sources", primary_error)
+        try:
+            for source in fallback_sources:
+                source.check()
+        except SourceUnavailable as fallback_error:
+            raise SourceUnavailable(
+                f"no readable corpus. data.sources: {primary_error}. data.fallback_sources: {fallback_error}. "
+                "Set data.sources[i].paths to your text files (or paths.shared_dir / $DISTIL_SHARED to the folder "
+                "holding data/corpus), or make the Hugging Face hub reachable"
+            ) from fallback_error
+        return fallback_sources
 
 
 class LocalFiles:
@@ -67,7 +90,11 @@ class LocalFiles:
 
 
 class HubDataset:
-    """Documents streamed from a Hugging Face hub dataset (`datasets.load_dataset(..., streaming=True)`)."""
+    """Documents streamed from a Hugging Face hub dataset (`datasets.load_dataset(..., streaming=True)`).
+
+    `records_per_document` > 1 joins that many consecutive records into one document (BookCorpus stores one
+    sentence per record; joining keeps [SEP] at real document-like borders instead of after every sentence).
+    """
 
     def __init__(
         self,
@@ -77,8 +104,14 @@ class HubDataset:
         text_field: str = "text",
         weight: float = 1.0,
         revision: str | None = None,
+        data_files: str | list[str] | None = None,
+        records_per_document: int = 1,
         name: str | None = None,
     ) -> None:
+        if records_per_document < 1:
+            raise ValueError(f"records_per_document={records_per_document}; allowed: an integer >= 1")
+        self.records_per_document = records_per_document
+        self.data_files = data_files if data_files is None or isinstance(data_files, str) else list(data_files)
         self.path = path
         self.config_name = config_name
         self.split = split
@@ -94,7 +127,8 @@ class HubDataset:
 
         try:
             return datasets.load_dataset(
-                self.path, self.config_name, split=self.split, streaming=True, revision=self.revision
+                self.path, self.config_name, split=self.split, streaming=True, revision=self.revision,
+                data_files=self.data_files,
             )
         except Exception as error:  # the hub raises many types (connection, not found, gated)
             raise SourceUnavailable(
@@ -108,10 +142,16 @@ class HubDataset:
         if features is not None and self.text_field not in features:
             raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {list(features)}")
 
-    def documents(self) -> Iterator[str]:
+    def texts(self) -> Iterator[str]:
         for record in self.load():
             if self.text_field not in record:
                 raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {sorted(record)}")
-            text = record[self.text_field]
-            if text:
-                yield text
+            yield record[self.text_field] or ""
+
+    def documents(self) -> Iterator[str]:
+        texts = self.texts()
+        if self.records_per_document == 1:
+            yield from texts
+            return
+        while group := list(itertools.islice(texts, self.records_per_document)):
+            yield "\n".join(group)

@@ -1,0 +1,86 @@
+"""Rows read from pre-tokenized shards by index arithmetic: no tokenization, O(1) seek, exact sharding.
+
+The training shards form one token stream; row r holds tokens [r*(L-2), (r+1)*(L-2)) framed by [CLS] and [SEP]
+(rows may cross document and shard borders; the tail shorter than a row is dropped). Each pass visits all rows in
+an order that is a seeded permutation per pass (or the stored order); slot s of S reads entries s, s+S, s+2S...
+of that order. A position is `(pass, k)`: the next row is the slot's k-th row of pass `pass`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+
+from distil.data.shards import open_split
+
+Position = tuple[int, int]
+
+
+class ShardRows:
+    """One slot's rows of the training shards, pass after pass."""
+
+    initial_position: Position = (0, 0)
+
+    def __init__(self, directory: str, metadata: dict, row_length: int, cls_id: int, sep_id: int, shuffle: bool,
+                 seed: int) -> None:
+        self.directory = directory
+        self.metadata = metadata
+        self.row_length = row_length
+        self.cls_id = cls_id
+        self.sep_id = sep_id
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_rows = metadata["splits"]["train"]["tokens"] // (row_length - 2)
+        if self.num_rows == 0:
+            raise ValueError(f"shards in {directory} hold {metadata['splits']['train']['tokens']} training tokens, "
+                             f"less than one row of max_length={row_length}")
+        self.shards: list[np.ndarray] | None = None  # memory maps, opened in the process that reads them
+
+    def open(self) -> tuple[list[np.ndarray], np.ndarray]:
+        if self.shards is None:
+            self.shards = open_split(self.directory, self.metadata, "train")
+        starts = np.cumsum([0] + [len(shard) for shard in self.shards])
+        return self.shards, starts
+
+    def pass_order(self, pass_index: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_rows, dtype=np.int64)
+        return np.random.default_rng([self.seed, pass_index]).permutation(self.num_rows)
+
+    def read_rows(self, row_indices: np.ndarray) -> np.ndarray:
+        """Rows (n, row_length) int64 for global row indices."""
+        shards, starts = self.open()
+        content = self.row_length - 2
+        rows = np.empty((len(row_indices), self.row_length), dtype=np.int64)
+        rows[:, 0] = self.cls_id
+        rows[:, -1] = self.sep_id
+        for i, row_index in enumerate(row_indices):
+            begin = int(row_index) * content
+            shard = int(np.searchsorted(starts, begin, side="right")) - 1
+            offset = begin - starts[shard]
+            if offset + content <= len(shards[shard]):
+                rows[i, 1:-1] = shards[shard][offset : offset + content]
+            else:  # the row crosses into the next shard(s)
+                pieces, needed = [], content
+                while needed:
+                    piece = shards[shard][offset : offset + needed]
+                    pieces.append(piece)
+                    needed -= len(piece)
+                    shard, offset = shard + 1, 0
+                rows[i, 1:-1] = np.concatenate(pieces)
+        return rows
+
+    def rows(self, slot: int, num_slots: int, start: Position = (0, 0)) -> Iterator[tuple[np.ndarray, Position]]:
+        if self.num_rows < num_slots:
+            raise RuntimeError(f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: the shards "
+                               f"hold only {self.num_rows} rows of {self.row_length} tokens; lower num_workers")
+        chunk = 256
+        for pass_index in itertools.count(start[0]):
+            mine = self.pass_order(pass_index)[slot::num_slots]
+            first = start[1] if pass_index == start[0] else 0
+            for chunk_start in range(first, len(mine), chunk):
+                rows = self.read_rows(mine[chunk_start : chunk_start + chunk])
+                for k, row in enumerate(rows, start=chunk_start + 1):
+                    yield row, (pass_index, k)
