@@ -18,8 +18,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from distil.modules.fused_vocab_loss import VocabLossWeights, chunk_loss_terms, fused_vocab_losses
 from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
-from distil.modules.masked_lm_parts import encoder_of, vocab_head_of
+from distil.modules.masked_lm_parts import encoder_of, head_features_of, output_projection_of, vocab_head_of
+from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 
 IGNORE_INDEX = -100  # label of positions that were not masked
@@ -41,6 +43,13 @@ class DistillationModule(pl.LightningModule):
         alpha_mse: weight of the MSE between logits.
         kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper).
         teacher_dtype: dtype the teacher's weights are kept in: "float32", "bfloat16" or "float16".
+        row_index_on_host: find the masked and real positions on the host copy of each batch before it moves to the
+            device (no device sync, static shapes; see `row_index.py`); False selects them with masks on the device.
+        skip_full_attention_mask: pass no attention mask to the encoders for batches without padding, so SDPA can
+            use its flash kernel (padding is known from the row index's length, without a device sync).
+        vocab_chunk_rows: rows per chunk of the fused vocabulary projection + loss (`fused_vocab_loss.py`); full
+            logits are never held; None computes the logits of all selected rows at once, then the losses.
+        compile: `torch.compile` the teacher and student encoders and the fused per-chunk loss math.
     """
 
     def __init__(
@@ -56,9 +65,15 @@ class DistillationModule(pl.LightningModule):
         alpha_mse: float = 0.0,
         kl_positions: Literal["all", "masked"] = "all",
         teacher_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        row_index_on_host: bool = True,
+        skip_full_attention_mask: bool = True,
+        vocab_chunk_rows: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         check_objective(temperature, alpha_ce, alpha_mlm, alpha_cos, alpha_mse, kl_positions, teacher_dtype)
+        if vocab_chunk_rows is not None and not vocab_chunk_rows >= 1:
+            raise ValueError(f"distill.vocab_chunk_rows={vocab_chunk_rows} is not allowed: use null or an integer >= 1")
         self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
         self.teacher = teacher.to(TEACHER_DTYPES[teacher_dtype]).eval().requires_grad_(False)
         self.student = student
@@ -69,6 +84,20 @@ class DistillationModule(pl.LightningModule):
         self.kl_positions = kl_positions
         self.teacher_encoder, self.teacher_head = encoder_of(teacher), vocab_head_of(teacher)
         self.student_encoder, self.student_head = encoder_of(student), vocab_head_of(student)
+        self.teacher_features, self.teacher_projection = head_features_of(teacher), output_projection_of(teacher)
+        self.student_features, self.student_projection = head_features_of(student), output_projection_of(student)
+        self.row_index_on_host = row_index_on_host
+        self.skip_full_attention_mask = skip_full_attention_mask
+        self.vocab_loss_weights = (
+            None
+            if vocab_chunk_rows is None
+            else VocabLossWeights(temperature, alpha_ce, alpha_mlm, alpha_mse, int(vocab_chunk_rows))
+        )
+        self.chunk_loss_terms = chunk_loss_terms
+        if compile:
+            self.teacher_encoder = torch.compile(self.teacher_encoder)
+            self.student_encoder = torch.compile(self.student_encoder)
+            self.chunk_loss_terms = torch.compile(chunk_loss_terms, dynamic=False)
         self.val_student = MaskedLMMetrics()
         self.val_teacher = MaskedLMMetrics()
         self.val_agreement = Top1Agreement()
@@ -79,31 +108,84 @@ class DistillationModule(pl.LightningModule):
         self.teacher.eval()
         return self
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Adds the row index on the host copy of the batch (no device sync), then moves the batch."""
+        if self.row_index_on_host and isinstance(batch, dict) and "labels" in batch:
+            batch = with_row_index(batch)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def distillation_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each loss term (unweighted) and their weighted sum under "loss", for one batch."""
-        input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        real = attention_mask.bool()
-        masked = labels != IGNORE_INDEX
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        rows = row_index_of(batch)
+        attention_mask = None if self.skip_full_attention_mask and rows.padding_free else batch["attention_mask"]
         with torch.no_grad():
-            teacher_hidden = self.teacher_encoder(input_ids, attention_mask)
-        student_hidden = self.student_encoder(input_ids, attention_mask)
+            teacher_hidden = self.teacher_encoder(input_ids, attention_mask).flatten(0, 1)
+        student_hidden = self.student_encoder(input_ids, attention_mask).flatten(0, 1)
 
+        kl_on_all = (self.alphas["ce"] > 0 or self.alphas["mse"] > 0) and self.kl_positions == "all"
+        vocab_rows = rows.real if kl_on_all else rows.masked  # None: every position
+        if self.vocab_loss_weights is None:
+            losses = self.vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows, kl_on_all)
+            vocab_loss = sum(self.alphas[name] * value for name, value in losses.items() if self.alphas[name] > 0)
+        else:
+            losses = self.fused_vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows)
+            vocab_loss = losses.pop("vocab_loss", 0.0)
+        losses["cos"] = cosine_hidden_loss(select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real))
+        losses["loss"] = vocab_loss + self.alphas["cos"] * losses["cos"] if self.alphas["cos"] > 0 else vocab_loss
+        return losses
+
+    def vocab_losses(
+        self,
+        student_hidden: torch.Tensor,
+        teacher_hidden: torch.Tensor,
+        flat_labels: torch.Tensor,
+        rows: RowIndex,
+        vocab_rows: torch.Tensor | None,
+        kl_on_all: bool,
+    ) -> dict[str, torch.Tensor]:
+        """The logit-level terms from the logits of all `vocab_rows` at once (None: every position)."""
         losses: dict[str, torch.Tensor] = {}
-        needs_teacher_logits = self.alphas["ce"] > 0 or self.alphas["mse"] > 0
-        rows = real if needs_teacher_logits and self.kl_positions == "all" else masked
-        student_logits = self.student_head(student_hidden[rows])
-        if needs_teacher_logits:
+        student_logits = self.student_head(select_rows(student_hidden, vocab_rows))
+        if self.alphas["ce"] > 0 or self.alphas["mse"] > 0:
             with torch.no_grad():
-                teacher_logits = self.teacher_head(teacher_hidden[rows])
+                teacher_logits = self.teacher_head(select_rows(teacher_hidden, vocab_rows))
             if self.alphas["ce"] > 0:
                 losses["ce"] = soft_target_loss(student_logits, teacher_logits, self.temperature)
             if self.alphas["mse"] > 0:
                 losses["mse"] = logits_mse_loss(student_logits, teacher_logits)
-        masked_student_logits = student_logits if rows is masked else student_logits[masked[rows]]
-        losses["mlm"] = mlm_loss(masked_student_logits, labels[masked])
-        losses["cos"] = cosine_hidden_loss(student_hidden[real], teacher_hidden[real])
-        losses["loss"] = sum(self.alphas[name] * value for name, value in losses.items() if self.alphas[name] > 0)
+        if kl_on_all:  # the masked rows' places among the selected rows (both indexes ascend)
+            masked_in_rows = rows.masked if vocab_rows is None else torch.searchsorted(vocab_rows, rows.masked)
+            student_logits = student_logits.index_select(0, masked_in_rows)
+        losses["mlm"] = mlm_loss(student_logits, flat_labels.index_select(0, rows.masked))
         return losses
+
+    def fused_vocab_losses(
+        self,
+        student_hidden: torch.Tensor,
+        teacher_hidden: torch.Tensor,
+        flat_labels: torch.Tensor,
+        rows: RowIndex,
+        vocab_rows: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """The logit-level terms and their weighted sum "vocab_loss", projected and reduced chunk by chunk."""
+        if not any(self.alphas[name] > 0 for name in ("ce", "mlm", "mse")):
+            return {}
+        needs_teacher = self.alphas["ce"] > 0 or self.alphas["mse"] > 0
+        teacher_features = None
+        if needs_teacher:
+            with torch.no_grad():
+                teacher_features = self.teacher_features(select_rows(teacher_hidden, vocab_rows))
+        return fused_vocab_losses(
+            self.student_features(select_rows(student_hidden, vocab_rows)),
+            self.student_projection(),
+            teacher_features,
+            self.teacher_projection(),
+            select_rows(flat_labels, vocab_rows),
+            rows.masked.numel(),
+            self.vocab_loss_weights,
+            self.chunk_loss_terms,
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch)

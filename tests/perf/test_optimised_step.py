@@ -1,0 +1,74 @@
+"""The optimised training step (host row index, no attention mask on full rows, fused chunked vocab loss) computes
+the same losses and gradients as the plain reference (full logits of every position, fp32, eager)."""
+
+import pytest
+import torch
+
+from distil.modules.row_index import row_index_of, with_row_index
+from tests.conftest import masked_batch
+from tests.modules.test_distillation import make_module, reference_losses
+
+OPTIMISED = {"row_index_on_host": True, "skip_full_attention_mask": True, "vocab_chunk_rows": 7}
+PLAIN = {"row_index_on_host": False, "skip_full_attention_mask": False, "vocab_chunk_rows": None}
+
+
+def full_rows_batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    batch = masked_batch(seed=seed)
+    batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
+    return batch
+
+
+def student_gradients(module, batch) -> dict[str, torch.Tensor]:
+    module.student.zero_grad()
+    module.distillation_losses(batch)["loss"].backward()
+    return {name: p.grad.clone() for name, p in module.student.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kl_positions", ["all", "masked"])
+@pytest.mark.parametrize("make_batch", [masked_batch, full_rows_batch], ids=["padded", "full_rows"])
+def test_optimised_losses_equal_full_logits_reference(kl_positions, make_batch):
+    module = make_module(kl_positions=kl_positions, temperature=2.0, **OPTIMISED).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        losses = module.distillation_losses(with_row_index(batch))
+    expected = reference_losses(module, batch, kl_positions)
+    for name in ("ce", "mlm", "cos"):
+        assert losses[name].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+    weighted = 5.0 * expected["ce"] + 2.0 * expected["mlm"] + 1.0 * expected["cos"]
+    assert losses["loss"].item() == pytest.approx(weighted, rel=1e-5)
+
+
+@pytest.mark.parametrize("kl_positions", ["all", "masked"])
+def test_optimised_gradients_equal_plain_path(kl_positions):
+    optimised = make_module(kl_positions=kl_positions, alpha_mse=0.5, **OPTIMISED).eval()
+    plain = make_module(kl_positions=kl_positions, alpha_mse=0.5, **PLAIN).eval()
+    plain.student.load_state_dict(optimised.student.state_dict())
+    for batch in (masked_batch(seed=2), full_rows_batch(seed=3)):
+        got = student_gradients(optimised, with_row_index(batch))
+        expected = student_gradients(plain, batch)
+        assert got.keys() == expected.keys()
+        for name, grad in expected.items():
+            torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_row_index_lists_flat_positions_and_detects_padding():
+    padded = masked_batch()
+    rows = row_index_of(with_row_index(padded))
+    assert rows.masked.tolist() == torch.nonzero(padded["labels"].flatten() != -100).flatten().tolist()
+    assert rows.masked.numel() == 9  # 3 masked positions in each of 3 rows
+    assert rows.real.numel() == 3 * 16 - 5 and not rows.padding_free
+    full = row_index_of(with_row_index(full_rows_batch()))
+    assert full.real is None and full.padding_free
+
+
+def test_host_row_index_is_added_before_transfer():
+    module = make_module(**OPTIMISED)
+    moved = module.transfer_batch_to_device(masked_batch(), torch.device("cpu"), 0)
+    assert moved["masked_index"].shape == (9,) and moved["real_index"].shape == (43,)
+    plain = make_module(**PLAIN).transfer_batch_to_device(masked_batch(), torch.device("cpu"), 0)
+    assert "masked_index" not in plain
+
+
+def test_vocab_chunk_rows_must_be_positive():
+    with pytest.raises(ValueError, match=r"distill.vocab_chunk_rows=0 is not allowed"):
+        make_module(vocab_chunk_rows=0)
