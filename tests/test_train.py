@@ -1,0 +1,116 @@
+"""`python -m distil.train` end to end: a few steps on tiny assets, export, and errors before training."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(run_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "distil.train", f"hydra.run.dir={run_dir}", *overrides]
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(run_dir))
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
+    return [
+        f"teacher.name_or_path={teacher_dir}",
+        "data=local_files",
+        f"data.sources.0.paths={corpus_dir}/*.txt",
+        "data.max_length=32",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.val_documents=5",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_train(run_dir, *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
+    run_dir, result = tiny_run
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    train_rows = [r for r in rows if r.get("train/loss")]
+    assert [int(r["step"]) for r in train_rows] == [0, 1]
+    for row in train_rows:
+        terms = {k: float(row[f"train/loss_{k}"]) for k in ("ce", "mlm", "cos")}
+        assert float(row["train/loss"]) == pytest.approx(5.0 * terms["ce"] + 2.0 * terms["mlm"] + terms["cos"], rel=1e-4)
+    val = [r for r in rows if r.get("val/student_mlm_acc")]
+    assert len(val) == 1 and 0.0 <= float(val[0]["val/teacher_mlm_acc"]) <= 1.0
+    assert "held-out masked-LM accuracy: teacher" in result.stdout
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_exported_student_loads_in_transformers_and_fill_mask(tiny_run, tiny_teacher_dir):
+    run_dir, _ = tiny_run
+    student = AutoModelForMaskedLM.from_pretrained(run_dir / "student")
+    assert type(student).__name__ == "DistilBertForMaskedLM" and student.config.n_layers == 2
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, tensor in student.state_dict().items():
+        assert torch.equal(tensor, checkpoint["state_dict"][f"student.{name}"]), name
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)  # training moved the student off its init
+    assert not torch.equal(
+        student.distilbert.transformer.layer[0].attention.q_lin.weight,
+        teacher.bert.encoder.layer[0].attention.self.query.weight,
+    )
+    fill_mask = pipeline("fill-mask", model=str(run_dir / "student"), tokenizer=str(run_dir / "student"))
+    predictions = fill_mask("the king opened the [MASK].")
+    assert len(predictions) == 5 and all(0.0 <= p["score"] <= 1.0 for p in predictions)
+
+
+def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
+    mismatched = tmp_path / "teacher_100"
+    BertForMaskedLM(
+        BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    ).save_pretrained(mismatched)
+    AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(mismatched)
+    overrides = tiny_overrides(mismatched, tiny_corpus_dir)
+    result = run_train(tmp_path / "run", *overrides, "trainer.max_steps=2")
+    assert result.returncode != 0
+    assert "vocabulary mismatch: the teacher has 100 token embeddings but the tokenizer" in result.stderr
+    assert "has 128 tokens" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("temperature", ["0", "-2.0"])
+def test_bad_temperature_fails_before_anything_is_loaded(tmp_path, temperature):
+    result = run_train(tmp_path / "run", f"distill.temperature={temperature}", "teacher.name_or_path=/nonexistent")
+    assert result.returncode != 0
+    assert f"distill.temperature={temperature} is not allowed: it must be > 0" in result.stderr
+    assert "could not load the teacher" not in result.stderr  # the temperature is checked before the teacher
+
+
+@pytest.mark.shared
+def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
+    result = run_train(
+        tmp_path / "run",
+        f"paths.shared_dir={shared_dir}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        "data.batch_size=4",
+        "data.val_batch_size=4",
+        "logger=csv",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    student = AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "student")
+    assert student.config.n_layers == 6 and student.config.dim == 256 and student.config.vocab_size == 30522
