@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from distil.data.datamodule import CorpusDataModule
 from distil.data.sources import LocalFiles
+from distil.prepare import prepare
 
 STEPS = 9
 STOP_AT = 4
@@ -36,11 +38,8 @@ class BatchRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def run(tokenizer_dir: Path, corpus_dir: Path, checkpoint_dir: Path, ckpt_path: str | None) -> BatchRecorder:
-    datamodule = CorpusDataModule(
-        str(tokenizer_dir), sources=[LocalFiles(str(corpus_dir / "*.txt"))], max_length=24, batch_size=3,
-        num_workers=2, val_documents=5, documents_per_block=15, seed=11,
-    )
+def run(tokenizer_dir: Path, data: dict, checkpoint_dir: Path, ckpt_path: str | None) -> BatchRecorder:
+    datamodule = CorpusDataModule(str(tokenizer_dir), max_length=24, batch_size=3, num_workers=2, seed=11, **data)
     model = BatchRecorder()
     trainer = pl.Trainer(
         max_steps=STEPS, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -52,13 +51,20 @@ def run(tokenizer_dir: Path, corpus_dir: Path, checkpoint_dir: Path, ckpt_path: 
     return model
 
 
-def test_resumed_run_sees_the_same_batches_as_the_uninterrupted_run(tokenizer_dir, corpus_dir, tmp_path):
-    full = run(tokenizer_dir, corpus_dir, tmp_path / "full", None)
+@pytest.mark.parametrize("kind", ["text", "shards"])
+def test_resumed_run_sees_the_same_batches_as_the_uninterrupted_run(kind, tokenizer_dir, corpus_dir, tmp_path):
+    sources = [LocalFiles(str(corpus_dir / "*.txt"))]
+    if kind == "text":
+        data = dict(sources=sources, val_documents=5, documents_per_block=15)
+    else:
+        prepare(str(tokenizer_dir), sources, [], str(tmp_path / "shards"), val_documents=5, seed=11, num_proc=1)
+        data = dict(shards_dir=str(tmp_path / "shards"))
+    full = run(tokenizer_dir, data, tmp_path / "full", None)
     assert len(full.seen) == STEPS
     checkpoint = tmp_path / "full" / f"step={STOP_AT}.ckpt"
     state = torch.load(checkpoint, weights_only=False)["CorpusDataModule"]
     assert sorted(state["positions"]) == [0, 1]  # both workers' positions are saved
-    resumed = run(tokenizer_dir, corpus_dir, tmp_path / "resumed", str(checkpoint))
+    resumed = run(tokenizer_dir, data, tmp_path / "resumed", str(checkpoint))
     assert len(resumed.seen) == STEPS - STOP_AT
     assert resumed.seen == full.seen[STOP_AT:]
     assert full.seen[STOP_AT] != full.seen[STOP_AT - 1]

@@ -1,0 +1,127 @@
+"""Local file formats, hub streaming (through `datasets` on local files), interleaving, fallback and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distil.data.corpus import Corpus, interleave
+from distil.data.sources import HubDataset, LocalFiles, SourceUnavailable, resolve_sources
+
+DOCUMENTS = ["first document.\nstill the first.", "second one", "third, with émojis ✓"]
+
+
+def write_jsonl(path, records, compress=False):
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    if compress:
+        with gzip.open(path, "wt", encoding="utf-8") as file:
+            file.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_txt_documents_are_separated_by_blank_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\nfirst document.\nstill the first.\n \n\n\nsecond one\n\nthird, with émojis ✓",
+                                    encoding="utf-8")
+    assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == DOCUMENTS
+
+
+def test_jsonl_gzip_txt_and_parquet_give_the_same_documents(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": d, "id": i} for i, d in enumerate(DOCUMENTS)])
+    write_jsonl(tmp_path / "b.jsonl.gz", [{"text": d} for d in DOCUMENTS], compress=True)
+    with gzip.open(tmp_path / "c.txt.gz", "wt", encoding="utf-8") as file:
+        file.write("\n\n".join(DOCUMENTS))
+    pq.write_table(pa.table({"body": DOCUMENTS}), tmp_path / "d.parquet", row_group_size=2)
+    assert list(LocalFiles([str(tmp_path / "a.jsonl")]).documents()) == DOCUMENTS
+    assert list(LocalFiles(str(tmp_path / "b.jsonl.gz")).documents()) == DOCUMENTS
+    assert list(LocalFiles(str(tmp_path / "c.txt.gz")).documents()) == DOCUMENTS
+    assert list(LocalFiles(str(tmp_path / "d.parquet"), text_field="body").documents()) == DOCUMENTS
+
+
+def test_a_missing_text_field_names_the_field_and_the_fields_present(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"content": "x"}])
+    pq.write_table(pa.table({"content": ["x"]}), tmp_path / "b.parquet")
+    with pytest.raises(KeyError, match=r"text_field='text'.*content"):
+        list(LocalFiles(str(tmp_path / "a.jsonl")).documents())
+    with pytest.raises(KeyError, match=r"text_field='text'.*content"):
+        list(LocalFiles(str(tmp_path / "b.parquet")).documents())
+
+
+def test_undecodable_bytes_are_an_error_unless_replaced_and_counted(tmp_path, caplog):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n\nna\xefve".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt: bytes b'\\xe9' are not valid UTF-8.*decode_errors=replace"):
+        list(LocalFiles(str(tmp_path / "latin1.txt")).documents())
+    with caplog.at_level(logging.WARNING):
+        documents = list(LocalFiles(str(tmp_path / "latin1.txt"), decode_errors="replace").documents())
+    assert documents == ["caf\ufffd au lait", "na\ufffdve"]
+    assert "replaced 2 undecodable bytes" in caplog.text
+
+
+def test_empty_files_are_skipped_and_logged_but_an_all_empty_source_is_an_error(tmp_path, caplog):
+    (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    (tmp_path / "full.txt").write_text("one\n\ntwo\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == ["one", "two"]
+    assert "skipped 1 empty file(s)" in caplog.text and "empty.txt" in caplog.text
+    with pytest.raises(ValueError, match="hold no document"):
+        list(LocalFiles(str(tmp_path / "empty.txt")).documents())
+
+
+def test_missing_and_unsupported_files_are_errors_naming_them(tmp_path):
+    (tmp_path / "notes.docx").write_text("x")
+    with pytest.raises(FileNotFoundError, match="absent-"):
+        list(LocalFiles(str(tmp_path / "absent-*.txt")).documents())
+    with pytest.raises(ValueError, match=r"notes.docx has an unsupported type; allowed: .txt"):
+        list(LocalFiles(str(tmp_path / "*.docx")).documents())
+    with pytest.raises(ValueError, match="weight=0"):
+        LocalFiles("x.txt", weight=0)
+
+
+def test_hub_dataset_streams_records_and_joins_them_into_documents(tmp_path):
+    path = write_jsonl(tmp_path / "sentences.jsonl", [{"text": f"sentence {i}."} for i in range(7)])
+    source = HubDataset("json", data_files=str(path), records_per_document=3)
+    assert list(source.documents()) == ["sentence 0.\nsentence 1.\nsentence 2.",
+                                        "sentence 3.\nsentence 4.\nsentence 5.", "sentence 6."]
+    with pytest.raises(KeyError, match="text_field='body'"):
+        list(HubDataset("json", data_files=str(path), text_field="body").documents())
+
+
+def test_unreachable_sources_fall_back_and_otherwise_name_what_to_set(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # no network wait: the hub counts as unreachable
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    path = write_jsonl(tmp_path / "backup.jsonl", [{"text": "backup"}])
+    missing = [LocalFiles(str(tmp_path / "shared/*.txt"), name="wikipedia")]
+    fallback = [HubDataset("json", data_files=str(path))]
+    assert resolve_sources(missing, fallback) is fallback
+    unreachable = [HubDataset("no-such-org/no-such-dataset")]
+    with pytest.raises(SourceUnavailable, match=r"data.sources: .*shared/\*.txt.*data.fallback_sources: .*no-such-org"):
+        resolve_sources(missing, unreachable)
+
+
+def test_interleaving_follows_the_weights_and_keeps_every_document_once():
+    streams = [iter([f"a{i}" for i in range(300)]), iter([f"b{i}" for i in range(100)])]
+    mixed = list(interleave(streams, [3.0, 1.0], np.random.default_rng(0)))
+    assert sorted(mixed) == sorted([f"a{i}" for i in range(300)] + [f"b{i}" for i in range(100)])
+    share_a = sum(d.startswith("a") for d in mixed[:200]) / 200
+    assert 0.68 < share_a < 0.82
+    assert [d for d in mixed if d.startswith("b")] == [f"b{i}" for i in range(100)]  # order within a source kept
+
+
+def test_validation_takes_the_first_documents_of_every_source_and_training_the_rest(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"a{i}" for i in range(10)), encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\n\n".join(f"b{i}" for i in range(10)), encoding="utf-8")
+    corpus = Corpus([LocalFiles(str(tmp_path / "a.txt")), LocalFiles(str(tmp_path / "b.txt"))], val_documents=3, seed=0)
+    assert sorted(corpus.validation_documents()) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    first_pass, second_pass = list(corpus.training_documents(0)), list(corpus.training_documents(1))
+    assert sorted(first_pass) == sorted(second_pass) == sorted([f"a{i}" for i in range(3, 10)] + [f"b{i}" for i in range(3, 10)])
+    assert first_pass != second_pass  # a new interleaving every pass
