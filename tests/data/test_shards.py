@@ -21,7 +21,7 @@ from distil.data.shards import read_metadata, token_dtype
 from distil.data.sources import LocalFiles
 from distil.data.throughput import measure_tokens_per_second
 from distil.prepare import prepare
-from tests.data.conftest import WORDS, random_documents, write_text_file, write_tokenizer
+from tests.data.conftest import WORDS, write_text_file, write_tokenizer
 
 ROW = 24
 

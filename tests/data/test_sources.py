@@ -28,8 +28,8 @@ def write_jsonl(path, records, compress=False):
 
 
 def test_txt_documents_are_separated_by_blank_lines(tmp_path):
-    (tmp_path / "a.txt").write_text("\n\nfirst document.\nstill the first.\n \n\n\nsecond one\n\nthird, with émojis ✓",
-                                    encoding="utf-8")
+    text = "\n\nfirst document.\nstill the first.\n \n\n\nsecond one\n\nthird, with émojis ✓"
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
     assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == DOCUMENTS
 
 
@@ -70,7 +70,7 @@ def test_empty_files_are_skipped_and_logged_but_an_all_empty_source_is_an_error(
     with caplog.at_level(logging.WARNING):
         assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == ["one", "two"]
     assert "skipped 1 empty file(s)" in caplog.text and "empty.txt" in caplog.text
-    with pytest.raises(ValueError, match="hold no document"):
+    with pytest.raises(ValueError, match="hold no text"):
         list(LocalFiles(str(tmp_path / "empty.txt")).documents())
 
 
@@ -123,5 +123,6 @@ def test_validation_takes_the_first_documents_of_every_source_and_training_the_r
     corpus = Corpus([LocalFiles(str(tmp_path / "a.txt")), LocalFiles(str(tmp_path / "b.txt"))], val_documents=3, seed=0)
     assert sorted(corpus.validation_documents()) == ["a0", "a1", "a2", "b0", "b1", "b2"]
     first_pass, second_pass = list(corpus.training_documents(0)), list(corpus.training_documents(1))
-    assert sorted(first_pass) == sorted(second_pass) == sorted([f"a{i}" for i in range(3, 10)] + [f"b{i}" for i in range(3, 10)])
+    expected = sorted([f"a{i}" for i in range(3, 10)] + [f"b{i}" for i in range(3, 10)])
+    assert sorted(first_pass) == sorted(second_pass) == expected
     assert first_pass != second_pass  # a new interleaving every pass

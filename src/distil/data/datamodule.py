@@ -77,13 +77,15 @@ class CorpusDataModule(pl.LightningDataModule):
         self.tokenizer_name = tokenizer
         self.tokenizer = load_tokenizer(tokenizer)
         if max_length < MIN_MAX_LENGTH:
-            raise ValueError(f"max_length={max_length}; allowed: an integer >= {MIN_MAX_LENGTH} (128 and 512 are usual)")
+            raise ValueError(f"max_length={max_length}; allowed: an integer >= {MIN_MAX_LENGTH} (usual: 128, 512)")
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise ValueError(f"batch_size={batch_size}, val_batch_size={val_batch_size}; allowed: integers >= 1")
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers}; allowed: an integer >= 0")
         if bool(sources) == bool(shards_dir):
-            raise ValueError(f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})")
+            raise ValueError(
+                f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
+            )
         self.sources = list(sources or [])
         self.fallback_sources = list(fallback_sources or [])
         self.shards_dir = shards_dir
@@ -135,7 +137,8 @@ class CorpusDataModule(pl.LightningDataModule):
             shards = open_split(self.shards_dir, self.shards_metadata, "validation")
             return np.concatenate(shards).astype(np.int64) if shards else np.zeros(0, dtype=np.int64)
         encode, sep_id = TextEncoder(self.tokenizer), self.tokenizer.sep_token_id
-        pieces = [concatenate_documents(encode(docs), sep_id) for docs in batched(self.corpus().validation_documents(), 256)]
+        blocks = batched(self.corpus().validation_documents(), self.documents_per_block)
+        pieces = [concatenate_documents(encode(documents), sep_id) for documents in blocks]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
     def build_validation_rows(self) -> np.ndarray:

@@ -36,7 +36,8 @@ def expand_paths(patterns: str | Sequence[str], config_key: str = "paths") -> li
             raise FileNotFoundError(f"{config_key}: no file matches {pattern!r} (check the path, or set {config_key})")
         for path in matched:
             if not path.name.endswith(ALLOWED_SUFFIXES):
-                raise ValueError(f"{config_key}: {path} has an unsupported type; allowed: {', '.join(ALLOWED_SUFFIXES)}")
+                allowed = ", ".join(ALLOWED_SUFFIXES)
+                raise ValueError(f"{config_key}: {path} has an unsupported type; allowed: {allowed}")
         files.extend(matched)
     return files
 

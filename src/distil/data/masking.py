@@ -103,7 +103,8 @@ class MaskingCollator:
             random_tokens = self.random_token_ids[
                 torch.randint(len(self.random_token_ids), (n_masked,), generator=generator)
             ]
-            replacement = torch.where(action == 0, self.mask_id, torch.where(action == 1, random_tokens, flat_ids[positions]))
+            kept_or_random = torch.where(action == 1, random_tokens, flat_ids[positions])
+            replacement = torch.where(action == 0, self.mask_id, kept_or_random)
             flat_ids[positions] = replacement
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 

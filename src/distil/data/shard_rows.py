@@ -74,7 +74,7 @@ class ShardRows:
 
     def rows(self, slot: int, num_slots: int, start: Position = (0, 0)) -> Iterator[tuple[np.ndarray, Position]]:
         if self.num_rows < num_slots:
-            raise RuntimeError(f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: the shards "
+            raise RuntimeError(f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: shards "
                                f"hold only {self.num_rows} rows of {self.row_length} tokens; lower num_workers")
         chunk = 256
         for pass_index in itertools.count(start[0]):

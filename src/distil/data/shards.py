@@ -81,7 +81,7 @@ def open_split(directory: str | Path, metadata: dict, split: str) -> list[np.nda
     for name in metadata["splits"][split]["shards"]:
         path = Path(directory) / name
         if not path.is_file():
-            raise FileNotFoundError(f"shard {path} listed in {METADATA_FILE} is missing; re-run `python -m distil.prepare`")
+            raise FileNotFoundError(f"shard {path} listed in {METADATA_FILE} is missing; re-run distil.prepare")
         if path.stat().st_size:
             maps.append(np.memmap(path, dtype=dtype, mode="r"))
     return maps

@@ -86,7 +86,7 @@ class LocalFiles:
         if empty_files:
             log.warning("source %s: skipped %d empty file(s): %s", self.name, len(empty_files), empty_files[:5])
         if total == 0:
-            raise ValueError(f"source {self.name}: the {len(files)} file(s) matched by {self.patterns} hold no document")
+            raise ValueError(f"source {self.name}: the {len(files)} file(s) matched by {self.patterns} hold no text")
 
 
 class HubDataset:

@@ -59,7 +59,9 @@ class TextRows:
         tokens = concatenate_documents(self.encode(documents), self.sep_id)
         return pack_rows(tokens, self.row_length, self.cls_id, self.sep_id)
 
-    def pass_rows(self, pass_index: int, slot: int, num_slots: int, start: Position) -> Iterator[tuple[np.ndarray, Position]]:
+    def pass_rows(
+        self, pass_index: int, slot: int, num_slots: int, start: Position
+    ) -> Iterator[tuple[np.ndarray, Position]]:
         """This slot's rows of one pass from `start`, each with the position that follows it."""
         blocks = batched(self.corpus.training_documents(pass_index), self.documents_per_block)
         for block_index, documents in enumerate(blocks):
