@@ -131,7 +131,8 @@ class DistillationModule(pl.LightningModule):
         else:
             losses = self.fused_vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows)
             vocab_loss = losses.pop("vocab_loss", 0.0)
-        losses["cos"] = cosine_hidden_loss(select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real))
+        real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
+        losses["cos"] = cosine_hidden_loss(real_student, real_teacher)
         losses["loss"] = vocab_loss + self.alphas["cos"] * losses["cos"] if self.alphas["cos"] > 0 else vocab_loss
         return losses
 
@@ -210,6 +211,21 @@ class DistillationModule(pl.LightningModule):
         self.log_dict(metrics, sync_dist=False)  # torchmetrics already reduced them across ranks
         for metric in (self.val_student, self.val_teacher, self.val_agreement):
             metric.reset()
+
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip by global norm; also for fused optimizers under bf16, which Lightning's mixed-precision plugin refuses.
+
+        Lightning forbids clipping with optimizers that can unscale fp16 gradients themselves (fused AdamW) because
+        its plugin would not unscale them first; bf16 has no gradient scaler, so clipping before the step is exact.
+        """
+        no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and fused and no_scaler and gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.student.parameters())

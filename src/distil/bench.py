@@ -1,0 +1,224 @@
+"""`python -m distil.bench`: tokens/s of the real distillation training step, one JSON line per setting.
+
+Builds a BERT-shaped teacher with random weights from `bench_model` (no download), the student from `student`, and
+`DistillationModule` from `distill` exactly as `distil.train` does, then runs the Lightning Trainer's training loop
+(forward, loss, backward, gradient clipping, optimizer and LR-scheduler step) for `warmup_steps + timed_steps`
+steps. The timed window runs from the end of the last warm-up step to the end of the last step, with a device
+synchronisation at both ends. Batches come from the host like in training: random full rows with exactly
+ceil(15% x content tokens) masked positions (`batches=synthetic`), or the real `CorpusDataModule` over pre-tokenized
+shards (`batches=shards`), which shows whether the loader keeps up.
+
+Examples:
+    python -m distil.bench                                      # all optimisations, 256 x 128 tokens
+    python -m distil.bench -m seq_length=128,512 distill.kl_positions=masked,all
+    python -m distil.bench -m bench_opt=reference,bf16_student,bf16_teacher,static_rows,fused_vocab_loss,all
+    python -m distil.bench batches=shards shards_dir=DIR tokenizer=DIR
+    python -m distil.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import BertConfig, BertForMaskedLM
+
+IGNORE_INDEX = -100
+CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 1000  # BERT-uncased ids; [unused*] and specials below 1000
+
+
+def masked_count(batch_size: int, seq_length: int, mlm_probability: float) -> int:
+    """Positions the collator masks in a batch of full rows: ceil(p x content tokens), [CLS]/[SEP] excluded."""
+    return math.ceil(mlm_probability * batch_size * (seq_length - 2))
+
+
+class SyntheticBatches(IterableDataset):
+    """Endless host batches of full rows ([CLS] random words [SEP]) masked like `MaskingCollator` (80/10/10).
+
+    `distinct` batches are drawn once and then cycled, so generating them costs nothing during timing.
+    """
+
+    def __init__(self, batch_size: int, seq_length: int, vocab_size: int, mlm_probability: float, distinct: int = 8,
+                 seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        count = masked_count(batch_size, seq_length, mlm_probability)
+        self.batches = [self.draw(batch_size, seq_length, vocab_size, count, generator) for _ in range(distinct)]
+
+    @staticmethod
+    def draw(batch_size: int, seq_length: int, vocab_size: int, count: int, generator: torch.Generator) -> dict:
+        input_ids = torch.randint(FIRST_WORD_ID, vocab_size, (batch_size, seq_length), generator=generator)
+        input_ids[:, 0], input_ids[:, -1] = CLS_ID, SEP_ID
+        content = torch.arange(batch_size * seq_length).view(batch_size, seq_length)[:, 1:-1].flatten()
+        chosen = content[torch.randperm(content.numel(), generator=generator)[:count]]
+        labels = torch.full((batch_size * seq_length,), IGNORE_INDEX)
+        flat_ids = input_ids.flatten()
+        labels[chosen] = flat_ids[chosen]
+        kind = torch.rand(count, generator=generator)
+        flat_ids[chosen[kind < 0.8]] = MASK_ID
+        random_ids = chosen[(kind >= 0.8) & (kind < 0.9)]
+        flat_ids[random_ids] = torch.randint(FIRST_WORD_ID, vocab_size, (random_ids.numel(),), generator=generator)
+        return {
+            "input_ids": flat_ids.view(batch_size, seq_length),
+            "attention_mask": torch.ones(batch_size, seq_length, dtype=torch.long),
+            "labels": labels.view(batch_size, seq_length),
+        }
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+
+class StepTimer(pl.Callback):
+    """Times steps `warmup_steps .. warmup_steps + timed_steps - 1` and keeps every step's loss on the device.
+
+    With `count_syncs`, CUDA's sync debug mode is on inside the timed window and each host-device synchronisation
+    (`.item()`, `nonzero`, a blocking copy ...) is counted.
+    """
+
+    def __init__(self, warmup_steps: int, timed_steps: int, count_syncs: bool) -> None:
+        self.warmup_steps, self.timed_steps = warmup_steps, timed_steps
+        self.count_syncs = count_syncs and torch.cuda.is_available()
+        self.losses: list[torch.Tensor] = []
+        self.seconds = float("nan")
+        self.syncs: int | None = None
+        self.caught: warnings.catch_warnings | None = None
+        self.sync_warnings: list = []
+        self.start = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.losses.append(outputs["loss"].detach())
+        if batch_idx == self.warmup_steps - 1:
+            synchronize()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            if self.count_syncs:
+                self.caught = warnings.catch_warnings(record=True)
+                self.sync_warnings = self.caught.__enter__()
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+            self.start = time.perf_counter()
+        elif batch_idx == self.warmup_steps + self.timed_steps - 1:
+            if self.count_syncs:
+                torch.cuda.set_sync_debug_mode("default")
+                self.caught.__exit__(None, None, None)
+                self.syncs = sum("synchroniz" in str(w.message) for w in self.sync_warnings)
+            synchronize()
+            self.seconds = time.perf_counter() - self.start
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def model_flops_per_step(
+    teacher: BertConfig, student_layers: int, batch_size: int, seq_length: int, vocab_rows: int
+) -> float:
+    """Matrix FLOPs the step must do: teacher forward, student forward + backward (x3), both MLM heads on
+    `vocab_rows` rows (teacher forward, student x3). Elementwise work, embeddings and recomputation are not counted.
+    """
+    hidden, ffn, vocab = teacher.hidden_size, teacher.intermediate_size, teacher.vocab_size
+    per_layer_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_length * hidden  # matmuls + attention
+    encoders = batch_size * seq_length * per_layer_token * (teacher.num_hidden_layers + 3 * student_layers)
+    heads = vocab_rows * 2 * hidden * (hidden + vocab) * (1 + 3)
+    return float(encoders + heads)
+
+
+def build_teacher(model_cfg: DictConfig, seed: int) -> BertForMaskedLM:
+    """A BertForMaskedLM of the configured shape with random weights."""
+    torch.manual_seed(seed)
+    return BertForMaskedLM(BertConfig(**OmegaConf.to_container(model_cfg, resolve=True)))
+
+
+def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataLoader | pl.LightningDataModule:
+    if cfg.batches == "synthetic":
+        batches = SyntheticBatches(batch_size, cfg.seq_length, vocab_size, cfg.mlm_probability, seed=cfg.seed)
+        return DataLoader(batches, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())
+    if cfg.batches == "shards":
+        from distil.data.datamodule import CorpusDataModule
+
+        return CorpusDataModule(
+            tokenizer=cfg.tokenizer, shards_dir=cfg.shards_dir, max_length=cfg.seq_length, batch_size=batch_size,
+            num_workers=cfg.num_workers, mlm_probability=cfg.mlm_probability, val_documents=0, seed=cfg.seed,
+        )
+    raise ValueError(f"batches={cfg.batches!r} is not allowed: use 'synthetic' or 'shards'")
+
+
+def run_setting(cfg: DictConfig) -> dict[str, Any]:
+    """Build teacher, student, module and trainer from `cfg`, run the steps, and return the measurements."""
+    torch._dynamo.reset()
+    batch_size = cfg.batch_size or cfg.tokens_per_step // cfg.seq_length
+    teacher = build_teacher(cfg.bench_model, cfg.seed)
+    student = instantiate(cfg.student)(teacher=teacher)
+    module = instantiate(cfg.distill)(teacher=teacher, student=student)
+    timer = StepTimer(cfg.warmup_steps, cfg.timed_steps, cfg.count_syncs)
+    trainer: pl.Trainer = instantiate(cfg.trainer, max_steps=cfg.warmup_steps + cfg.timed_steps, callbacks=[timer])
+    data = train_dataloader(cfg, batch_size, teacher.config.vocab_size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|TF32).*")
+        if isinstance(data, pl.LightningDataModule):
+            trainer.fit(module, datamodule=data)
+        else:
+            trainer.fit(module, train_dataloaders=data)
+
+    tokens = batch_size * cfg.seq_length * cfg.timed_steps
+    masked = masked_count(batch_size, cfg.seq_length, cfg.mlm_probability)
+    kl_on_all = cfg.distill.kl_positions == "all" and (cfg.distill.alpha_ce > 0 or cfg.distill.alpha_mse > 0)
+    vocab_rows = batch_size * cfg.seq_length if kl_on_all else masked
+    flops = model_flops_per_step(teacher.config, student.config.n_layers, batch_size, cfg.seq_length, vocab_rows)
+    achieved = flops * cfg.timed_steps / timer.seconds
+    on_cuda = next(module.student.parameters()).is_cuda
+    losses = torch.stack(timer.losses).float().tolist()
+    result = {
+        "setting": cfg.name,
+        "device": torch.cuda.get_device_name() if on_cuda else "cpu",
+        "batch_size": batch_size,
+        "seq_length": cfg.seq_length,
+        "kl_positions": cfg.distill.kl_positions,
+        "precision": str(cfg.trainer.precision),
+        "teacher_dtype": cfg.distill.teacher_dtype,
+        "batches": cfg.batches,
+        "tokens_per_s": round(tokens / timer.seconds),
+        "sequences_per_s": round(batch_size * cfg.timed_steps / timer.seconds, 1),
+        "step_ms": round(1000 * timer.seconds / cfg.timed_steps, 2),
+        "model_tflop_per_step": round(flops / 1e12, 3),
+        "achieved_tflops": round(achieved / 1e12, 1),
+        "mfu": round(achieved / (cfg.peak_tflops * 1e12), 4),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
+        "host_syncs_per_step": None if timer.syncs is None else round(timer.syncs / cfg.timed_steps, 2),
+        "final_loss": round(losses[-1], 4),
+        "timed_steps": cfg.timed_steps,
+    }
+    if cfg.loss_curve_file:
+        Path(cfg.loss_curve_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.loss_curve_file).write_text(json.dumps({"setting": result, "losses": losses}))
+    del trainer, module, teacher, student, data
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    result = run_setting(cfg)
+    line = json.dumps(result)
+    print(line, flush=True)
+    if cfg.results_file:
+        with open(cfg.results_file, "a") as results:
+            results.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

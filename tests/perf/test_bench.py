@@ -1,0 +1,63 @@
+"""`python -m distil.bench` on a CPU with a tiny model: one JSON line per setting, FLOP counts that match the issue."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from transformers import BertConfig
+
+from distil.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting
+from tests.conftest import REPO_ROOT
+
+TINY = ["bench_model=tiny", "trainer.accelerator=cpu", "warmup_steps=1", "timed_steps=2", "seq_length=16",
+        "tokens_per_step=64", "count_syncs=false"]
+
+
+def bench_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="bench", overrides=overrides)
+
+
+def test_bert_base_flops_per_token_match_the_issue():
+    """About 465 MFLOP per token at 256 x 128 with the vocabulary projection only on the masked tokens."""
+    bert_base = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, intermediate_size=3072)
+    masked = masked_count(256, 128, 0.15)
+    assert masked == math.ceil(0.15 * 256 * 126) == 4839
+    per_token = model_flops_per_step(bert_base, 6, 256, 128, masked) / (256 * 128)
+    assert per_token == pytest.approx(465e6, rel=5e-3)
+    all_rows = model_flops_per_step(bert_base, 6, 256, 128, 256 * 128) / (256 * 128)
+    assert all_rows - per_token == pytest.approx((256 * 128 - masked) / (256 * 128) * 4 * 2 * 768 * (768 + 30522))
+
+
+def test_synthetic_batches_mask_exactly_the_collator_count():
+    batch = next(iter(SyntheticBatches(batch_size=4, seq_length=16, vocab_size=1100, mlm_probability=0.15)))
+    masked = batch["labels"] != -100
+    assert int(masked.sum()) == masked_count(4, 16, 0.15) == 9
+    assert not masked[:, 0].any() and not masked[:, -1].any()  # never [CLS] or [SEP]
+    assert batch["attention_mask"].all()
+    assert bool((batch["input_ids"][masked] == 103).any())  # most masked positions show [MASK]
+
+
+@pytest.mark.parametrize("opt", ["reference", "fused_adamw"])
+def test_tiny_cpu_setting_reports_throughput(opt, tmp_path):
+    curve = tmp_path / "curve.json"
+    result = run_setting(bench_config([*TINY, f"bench_opt={opt}", f"loss_curve_file={curve}"]))
+    assert result["setting"] == opt and result["device"] == "cpu"
+    assert (result["batch_size"], result["seq_length"]) == (4, 16)
+    assert result["tokens_per_s"] == pytest.approx(64 * 1000 / result["step_ms"], rel=0.03)  # 64 tokens a step
+    assert result["achieved_tflops"] >= 0 and 0 <= result["mfu"] < 1
+    losses = json.loads(curve.read_text())["losses"]
+    assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
+def test_command_line_prints_one_json_line(tmp_path):
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "distil.bench", *TINY, "bench_opt=host_row_index", f"results_file={results}",
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    output = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and lines[0]["setting"] == "host_row_index"
+    assert json.loads(results.read_text()) == lines[0]
