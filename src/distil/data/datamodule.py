@@ -50,7 +50,8 @@ class CorpusDataModule(pl.LightningDataModule):
         mlm_probability: fraction of real non-special tokens masked per batch.
         mlm_smoothing: exponent of count(token)^-s position weights (original DistilBERT: 0.7); null = uniform.
         token_counts: `.npy` token counts from `python -m distil.prepare` (needed by mlm_smoothing).
-        val_documents: documents held out for validation from the start of every source.
+        val_documents: documents held out for validation from the start of every source (with shards: set by
+            `distil.prepare`; here only 0 matters, meaning no validation loader).
         documents_per_block: documents per block, the unit tokenized together and given to one reader slot.
         seed: seed of source interleaving and masking.
     """
@@ -127,6 +128,9 @@ class CorpusDataModule(pl.LightningDataModule):
             self.validation_rows = self.build_validation_rows()
 
     def has_validation(self) -> bool:
+        """False when val_documents=0 (no validation), or when the shards hold no validation documents."""
+        if self.val_documents == 0:
+            return False
         if self.shards_metadata is not None:
             return self.shards_metadata["splits"]["validation"]["documents"] > 0
         return self.val_documents > 0
