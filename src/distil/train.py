@@ -16,7 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distil.config_checks import check_distill_config, check_sequence_length, check_student_config, check_vocab_sizes
+from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
+from distil.wandb_run import finished_wandb_run, log_run_config
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def train(cfg: DictConfig) -> float | None:
     student = instantiate(cfg.student)(teacher=teacher)
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg))
+    log_run_config(trainer.loggers, cfg)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -83,7 +86,8 @@ def summarize_held_out(metrics: dict[str, float]) -> None:
 def main(cfg: DictConfig) -> float | None:
     log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    return train(cfg)
+    with finished_wandb_run(), pinned_job():
+        return train(cfg)
 
 
 if __name__ == "__main__":
