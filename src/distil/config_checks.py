@@ -5,6 +5,7 @@ Each error names the config key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 
 from distil.modules.distillation import check_objective
@@ -47,3 +48,72 @@ def check_sequence_length(max_length: int, max_position_embeddings: int) -> None
             f"data.max_length={max_length} is out of range: allowed 8..{max_position_embeddings} "
             "(the teacher's max_position_embeddings)"
         )
+
+
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+FP16_PRECISIONS = ("16-mixed", "16-true")
+BF16_PRECISIONS = ("bf16-mixed", "bf16-true")
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated, many times slower."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def training_device(accelerator: str) -> str | None:
+    """"cpu" or "cuda" for the accelerators this project checks; None for others (mps, tpu: left to Lightning)."""
+    if accelerator == "cpu":
+        return "cpu"
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"trainer.accelerator={accelerator!r} but no CUDA GPU is visible here: use trainer=cpu, or run on a "
+                "machine with a GPU"
+            )
+        return "cuda"
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return None
+
+
+def check_precision(precision: str | int, accelerator: str) -> None:
+    """`trainer.precision` must be a Lightning precision the chosen accelerator runs natively."""
+    name = PRECISION_ALIASES.get(str(precision), str(precision))
+    if name not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
+    device = training_device(str(accelerator))
+    if device == "cpu" and name in FP16_PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={precision!r} is not supported on the CPU (trainer.accelerator={accelerator!r}; "
+            "Lightning would silently switch to bf16-mixed): use 32-true, or bf16-mixed on a CPU with native bf16"
+        )
+    if device == "cpu" and name in BF16_PRECISIONS and not cpu_supports_bf16():
+        raise ValueError(
+            f"trainer.precision={precision!r} needs native bf16 on the CPU (AVX512-BF16 or AMX), which this CPU "
+            f"lacks (trainer.accelerator={accelerator!r}): use 32-true"
+        )
+    if device == "cuda" and name in BF16_PRECISIONS and not torch.cuda.is_bf16_supported():
+        major, minor = torch.cuda.get_device_capability()
+        raise ValueError(
+            f"trainer.precision={precision!r} needs a GPU with bf16 (compute capability >= 8.0); "
+            f"{torch.cuda.get_device_name()} has {major}.{minor}: use 16-mixed or 32-true"
+        )
+
+
+def check_trainer_config(cfg: DictConfig) -> None:
+    """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`)."""
+    check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+
+
+def check_mask_probability(mlm_probability: float) -> None:
+    if not 0 < mlm_probability < 1:
+        raise ValueError(
+            f"data.mlm_probability={mlm_probability} is out of range: allowed 0 < p < 1 (DistilBERT: 0.15)"
+        )
+
+
+def check_data_config(cfg: DictConfig) -> None:
+    """Masking probability (`data.mlm_probability`) of masked-LM data configs."""
+    if cfg.data.get("mlm_probability") is not None:
+        check_mask_probability(cfg.data.mlm_probability)

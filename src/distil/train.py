@@ -15,9 +15,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distil.config_checks import check_distill_config, check_sequence_length, check_student_config, check_vocab_sizes
+from distil.callbacks.run_config import RunConfigInCheckpoint
+from distil.checkpoint_io import AtomicCheckpointIO
+from distil.config_checks import (
+    check_data_config,
+    check_distill_config,
+    check_sequence_length,
+    check_student_config,
+    check_trainer_config,
+    check_vocab_sizes,
+)
 from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
+from distil.resume import resolve_ckpt_path, run_checkpoint_dir
 from distil.wandb_run import finished_wandb_run, log_run_config
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,11 @@ log = logging.getLogger(__name__)
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def build_plugins(cfg: DictConfig) -> list:
+    """`trainer.plugins` of the config, plus the atomic, weights-only checkpoint IO (always)."""
+    return [*(instantiate(node) for node in cfg.trainer.get("plugins") or []), AtomicCheckpointIO()]
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -44,6 +59,10 @@ def export_student(student, tokenizer, out_dir: Path) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Run one distillation; returns the value of `cfg.optimized_metric` (for sweepers), when it was logged."""
     check_distill_config(cfg)
+    check_trainer_config(cfg)
+    check_data_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), run_checkpoint_dir(cfg))
+    callbacks = [*build_callbacks(cfg), RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
     teacher_config = load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)
     check_student_config(cfg, teacher_config.num_hidden_layers)
     check_sequence_length(cfg.data.max_length, teacher_config.max_position_embeddings)
@@ -55,10 +74,12 @@ def train(cfg: DictConfig) -> float | None:
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), plugins=build_plugins(cfg)
+    )
     log_run_config(trainer.loggers, cfg)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:

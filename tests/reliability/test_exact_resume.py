@@ -1,0 +1,52 @@
+"""Exact resume on CPU in fp32: a run interrupted at step k and resumed logs bitwise the losses of the
+uninterrupted run after k (student, AdamW moments, LR schedule, step counters, RNG states, data position).
+
+Kept to MAX_STEPS=16 tiny steps (2-layer student, hidden 32, 4 x 32 tokens per batch, validation every 3 steps so
+that resuming also crosses validations), not thousands: every state that matters is exercised in the first steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from distil.resume import find_resume_checkpoint
+from tests.reliability.runs import MAX_STEPS, run_train, train_losses
+
+
+def test_uninterrupted_run_logs_every_step(uninterrupted_run):
+    losses = train_losses(uninterrupted_run)
+    assert sorted(losses) == list(range(MAX_STEPS))
+    assert all(torch.isfinite(torch.tensor(list(losses.values()))))
+
+
+def test_resume_auto_after_sigterm_continues_with_the_uninterrupted_losses(
+    preempted_run, uninterrupted_run, overrides, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(preempted_run.run_dir, run_dir)
+    stopped_at = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"]
+
+    result = run_train(run_dir, [*overrides, "resume=auto"])
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resume=auto: resuming from {run_dir / 'checkpoints' / 'preempted.ckpt'}" in result.stdout + result.stderr
+    expected, resumed = train_losses(uninterrupted_run), train_losses(run_dir)
+    after = range(stopped_at, MAX_STEPS)
+    assert sorted(resumed)[-len(after):] == list(after)
+    assert [resumed[step] for step in after] == [expected[step] for step in after]  # bitwise equal floats
+    assert torch.load(find_resume_checkpoint(run_dir / "checkpoints"), weights_only=True)["global_step"] == MAX_STEPS
+    assert (run_dir / "student" / "model.safetensors").is_file()
+
+
+def test_ckpt_path_resume_in_a_new_run_dir_gives_the_uninterrupted_losses(uninterrupted_run, overrides, tmp_path):
+    checkpoint = tmp_path / "step8.ckpt"
+    shutil.copy(uninterrupted_run / "checkpoints" / "step0000008.ckpt", checkpoint)
+
+    result = run_train(tmp_path / "run", [*overrides, f"ckpt_path={checkpoint}"])
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, resumed = train_losses(uninterrupted_run), train_losses(tmp_path / "run")
+    assert sorted(resumed) == list(range(8, MAX_STEPS))
+    assert [resumed[step] for step in range(8, MAX_STEPS)] == [expected[step] for step in range(8, MAX_STEPS)]
