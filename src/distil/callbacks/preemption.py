@@ -1,18 +1,21 @@
-"""On SIGTERM or SIGUSR1: finish the current optimizer step, write a checkpoint, requeue on SLURM, exit.
+"""On SIGTERM, SIGUSR1 or SIGUSR2: finish the current optimizer step, write a checkpoint, requeue on SLURM, exit.
 
 What Lightning does on its own (2.x): on SIGTERM it raises `SIGTERMException` at the end of the current batch (or in
 the middle of a validation) and exits with status 0 *without* a checkpoint. Under SLURM with auto-requeue it also
 catches SIGUSR1, but writes `hpc_ckpt_N.ckpt` from inside the signal handler, i.e. wherever the step happens to be
 (weights may be updated while the step counter and the data position are not), into the run directory rather than
-the checkpoint folder.
+the checkpoint folder. The submitit launcher's USR2 handler requeues and exits on the spot, without a checkpoint.
 
-This callback takes the signals over when training starts (after Lightning installed its handlers) and gives them
-back when training ends. Its handler only records the signal. At the next step boundary (`on_train_batch_end`, where
-periodic checkpoints are also written, so resuming is exact) it writes `<dirpath>/<filename>.ckpt` atomically, under
-SLURM asks `scontrol requeue` for the job when the signal was SIGUSR1, and raises `Preempted`, which exits with
-status 128 + signal number (143 for SIGTERM): a preempted run did not finish, so job runners (Kubernetes,
-torchrun) must restart it. A signal during a validation is acted on after the next training step. `resume=auto`
-then picks the file up. A signal before the first training step falls back to Lightning's handling.
+This callback takes the signals over when training starts (after Lightning and submitit installed theirs) and gives
+them back when training ends. Its handler only records the signal. At the next step boundary (`on_train_batch_end`,
+where periodic checkpoints are also written, so resuming is exact) it writes `<dirpath>/<filename>.ckpt`
+atomically. Then, for a signal other than SIGTERM:
+- that had a handler of the job environment before (submitit's USR2 handler), it calls that handler, which
+  requeues the job and exits;
+- otherwise, under SLURM (`#SBATCH --signal=USR1@120`), it runs `scontrol requeue` for the job.
+Finally it raises `Preempted`, which exits with status 128 + signal number (143 for SIGTERM): a preempted run did
+not finish, so job runners (Kubernetes, torchrun) must restart it. A signal during a validation is acted on after
+the next training step; one before the first training step falls back to Lightning's handling.
 
 With several processes, the decision is all-reduced at every step (any rank signalled -> all save and stop), which
 costs one tiny collective per step.
@@ -34,8 +37,6 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 
 log = logging.getLogger(__name__)
 
-REQUEUE_SIGNAL = "SIGUSR1"  # sent by SLURM before the time limit with `#SBATCH --signal=USR1@<seconds>`
-
 
 class Preempted(SystemExit):
     """Training stopped on a signal after writing its checkpoint; the exit status is 128 + the signal number."""
@@ -47,6 +48,12 @@ def slurm_job_id() -> str | None:
     if array_job and array_task:
         return f"{array_job}_{array_task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def is_environment_handler(handler: Any) -> bool:
+    """A handler installed by the job environment (e.g. submitit), not Lightning's (whose SIGTERM handler does a
+    collective broadcast and whose SLURM handler writes a checkpoint of its own) nor a default disposition."""
+    return callable(handler) and not type(handler).__module__.startswith("lightning")
 
 
 def requeue_slurm_job(job_id: str) -> None:
@@ -65,14 +72,14 @@ class PreemptionCheckpoint(pl.Callback):
         dirpath: folder of the checkpoint (the run's checkpoint folder, where `resume=auto` looks).
         filename: checkpoint file name without `.ckpt`; each preemption overwrites it (one file at most).
         signals: names of the signals to handle, e.g. ["SIGTERM", "SIGUSR1"].
-        slurm_requeue: under SLURM, requeue the job after saving when the signal was SIGUSR1.
+        slurm_requeue: under SLURM, requeue the job after saving on a signal other than SIGTERM that had no handler.
     """
 
     def __init__(
         self,
         dirpath: str,
         filename: str = "preempted",
-        signals: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1"),
+        signals: list[str] | tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
         slurm_requeue: bool = True,
     ) -> None:
         unknown = [name for name in signals if name not in signal.Signals.__members__]
@@ -121,6 +128,7 @@ class PreemptionCheckpoint(pl.Callback):
         self.previous_handlers = {}
 
     def save_and_stop(self, trainer: pl.Trainer) -> None:
+        """Write the checkpoint, let the environment's own handler requeue (or requeue on SLURM), then stop."""
         trainer.save_checkpoint(self.path)
         signum = self.received if self.received is not None else signal.SIGTERM.value
         name = signal.Signals(signum).name if self.received is not None else "a signal on another rank"
@@ -128,10 +136,12 @@ class PreemptionCheckpoint(pl.Callback):
             "received %s: checkpoint of step %d written to %s; resume with resume=auto and the same hydra.run.dir",
             name, trainer.global_step, self.path,
         )
-        job_id = slurm_job_id()
-        if (
-            self.slurm_requeue and job_id and SLURMEnvironment.detect() and trainer.is_global_zero
-            and signum == signal.Signals[REQUEUE_SIGNAL].value
-        ):
-            requeue_slurm_job(job_id)
+        previous = self.previous_handlers.get(signum)
+        self.restore_handlers()
+        if self.received is not None and signum != signal.SIGTERM and is_environment_handler(previous):
+            previous(signum, None)  # e.g. submitit's USR2 handler: requeues the job and exits
+        elif self.slurm_requeue and signum != signal.SIGTERM and trainer.is_global_zero and SLURMEnvironment.detect():
+            job_id = slurm_job_id()
+            if job_id:
+                requeue_slurm_job(job_id)
         raise Preempted(128 + int(signum))

@@ -1,0 +1,60 @@
+"""NonFiniteLossGuard: NaN/inf steps leave weights and Adam state untouched, are counted, and a streak stops training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from tests.reliability.toy import OnStep, ToyRegression, WeightsPerStep, toy_loader, toy_trainer
+
+
+def test_nan_loss_steps_are_skipped_and_counted(tmp_path):
+    model, weights = ToyRegression(nan_steps={2, 3}), WeightsPerStep()
+    trainer = toy_trainer(tmp_path, 8, [NonFiniteLossGuard(max_consecutive=3), weights])
+    trainer.fit(model, toy_loader())
+
+    assert trainer.global_step == 8  # skipped steps still count towards max_steps
+    assert torch.equal(weights.weights[2], weights.weights[1]) and torch.equal(weights.weights[3], weights.weights[1])
+    assert not torch.equal(weights.weights[4], weights.weights[3])  # training resumes after the bad steps
+    assert torch.isfinite(model.layer.weight).all()
+    adam_state = trainer.optimizers[0].state[model.layer.weight]
+    assert int(adam_state["step"]) == 6  # 8 steps, 2 skipped: the moments never saw the bad steps
+    assert float(trainer.callback_metrics["train/nonfinite_steps"]) == 2.0
+
+
+def test_non_finite_gradients_with_a_finite_loss_are_skipped(tmp_path):
+    def poison_gradient(trainer, pl_module):
+        pl_module.layer.bias.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+
+    model, weights, guard = ToyRegression(), WeightsPerStep(), NonFiniteLossGuard(max_consecutive=2)
+    trainer = toy_trainer(tmp_path, 4, [guard, weights, OnStep(2, poison_gradient)])
+    with pytest.raises(NonFiniteLossError):
+        trainer.fit(model, toy_loader())
+    assert guard.skipped_steps == 2
+    assert len(weights.weights) == 3 and torch.equal(weights.weights[2], weights.weights[1])  # step 2 skipped
+    assert torch.isfinite(model.layer.weight).all()  # step 3 stopped training before it could update anything
+
+
+def test_a_streak_of_max_consecutive_bad_steps_stops_with_a_clear_error(tmp_path):
+    model = ToyRegression(nan_steps=range(3, 100))
+    trainer = toy_trainer(tmp_path, 20, [NonFiniteLossGuard(max_consecutive=4)])
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit(model, toy_loader())
+    message = str(error.value)
+    assert "4 optimizer steps in a row" in message and "max_consecutive=4" in message and "steps 3..6" in message
+    assert trainer.global_step == 6  # steps 0, 1, 2 trained; 3, 4, 5 skipped; the 4th bad step (6) stopped it
+
+
+def test_counts_are_saved_in_checkpoints_and_restored():
+    guard = NonFiniteLossGuard(max_consecutive=5)
+    guard.skipped_steps, guard.consecutive = 7, 2
+    restored = NonFiniteLossGuard(max_consecutive=5)
+    restored.load_state_dict(guard.state_dict())
+    assert (restored.skipped_steps, restored.consecutive) == (7, 2)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_max_consecutive_must_be_a_positive_integer(value):
+    with pytest.raises(ValueError, match=f"callbacks.nonfinite_guard.max_consecutive={value}"):
+        NonFiniteLossGuard(max_consecutive=value)
