@@ -1,0 +1,191 @@
+"""`python -m distil.export ckpt=PATH out=DIR [onnx=true]`: a training checkpoint -> a Hugging Face model directory.
+
+The directory holds the student's config, weights and the teacher's tokenizer, so it loads with
+`AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask", model=DIR)`. With `onnx=true` it also holds
+`model.onnx` (input_ids, attention_mask -> logits, dynamic batch and sequence length), checked against the PyTorch
+model on a batch of real text: the largest absolute logit difference is reported and must stay under `onnx_atol`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
+ONNX_FILE = "model.onnx"
+LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a value starting so names a local path, never a hub id
+ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis
+    "the capital of france is [MASK].",
+    "she opened the [MASK] and walked into the room, where a letter from her brother lay on the table.",
+)
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    """Load a `distil.train` checkpoint on the CPU, or raise naming what is missing."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={str(ckpt_path)!r} does not exist: give a .ckpt file written by distil.train")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    missing = [key for key in ("state_dict", "student_config", "run_config") if key not in checkpoint]
+    if missing:
+        raise ValueError(
+            f"ckpt={str(ckpt_path)!r} lacks {missing}: it is not a distil.train checkpoint "
+            "(expected keys state_dict, student_config, run_config)"
+        )
+    return checkpoint
+
+
+def student_from_checkpoint(checkpoint: dict) -> PreTrainedModel:
+    """The student masked-LM model with the checkpoint's weights, in eval mode on the CPU."""
+    student_config = dict(checkpoint["student_config"])
+    config = AutoConfig.for_model(student_config.pop("model_type"), **student_config)
+    model = AutoModelForMaskedLM.from_config(config)
+    state = {
+        name[len(STUDENT_PREFIX):]: tensor
+        for name, tensor in checkpoint["state_dict"].items()
+        if name.startswith(STUDENT_PREFIX)
+    }
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"the checkpoint's student weights do not fit a {type(model).__name__}: {error}") from error
+    return model.eval()
+
+
+def tokenizer_source(checkpoint: dict) -> str:
+    """Where the run's tokenizer comes from: the teacher it was distilled from (`run_config.teacher.name_or_path`)."""
+    try:
+        return str(checkpoint["run_config"]["teacher"]["name_or_path"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "the checkpoint's run_config has no teacher.name_or_path; pass tokenizer=PATH to name the tokenizer"
+        ) from error
+
+
+def export_checkpoint(
+    ckpt: str | Path, out: str | Path, tokenizer: str | None = None, dtype: str = "float32"
+) -> PreTrainedModel:
+    """Write the checkpoint's student and its tokenizer to `out` in Hugging Face format; return the model.
+
+    Args:
+        ckpt: `.ckpt` file written by `distil.train`.
+        out: output directory (created).
+        tokenizer: tokenizer directory or hub id; None takes the teacher's from the checkpoint's run config.
+        dtype: dtype of the saved weights ("float32", "float16" or "bfloat16"); the returned model stays float32.
+    """
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype={dtype!r} is not allowed: use float32, float16 or bfloat16")
+    checkpoint = read_checkpoint(ckpt)
+    model = student_from_checkpoint(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer or tokenizer_source(checkpoint))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    log.info("exported %s -> %s (%s weights)", ckpt, out, dtype)
+    return model.float()
+
+
+def hf_model_path(key: str, value: str, export_dir: Path) -> str:
+    """A Hugging Face directory or hub id for `key=value`; a `.ckpt` is exported to `export_dir/key` first.
+
+    Raises FileNotFoundError naming the key when `value` looks like a local path that does not exist.
+    """
+    path = Path(value).expanduser()
+    if path.suffix == ".ckpt":
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}={value!r} does not exist (a .ckpt file written by distil.train)")
+        out = export_dir / key
+        export_checkpoint(path, out)
+        return str(out)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{key}={value!r} has no config.json: give a Hugging Face model directory")
+        return str(path)
+    if path.exists() or value.startswith(LOCAL_PATH_PREFIXES):
+        raise FileNotFoundError(
+            f"{key}={value!r} is not a model: give a Hugging Face model directory, a distil.train .ckpt, "
+            "or a hub id such as bert-base-uncased"
+        )
+    return value
+
+
+class LogitsOnly(torch.nn.Module):
+    """Wraps a masked-LM model so that ONNX sees tensors in, logits out."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_onnx(model: PreTrainedModel, tokenizer, path: str | Path, opset: int) -> None:
+    """Write `model` as ONNX (torch.export based exporter; needs onnx and onnxscript) with dynamic batch and length."""
+    example = tokenizer(["a short example [MASK] ."], return_tensors="pt")
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dynamic = {0: batch, 1: length}
+    torch.onnx.export(
+        LogitsOnly(model.float().eval()),
+        (example["input_ids"], example["attention_mask"]),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
+    )
+
+
+def onnx_max_abs_diff(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
+    """Largest |ONNX Runtime logits - PyTorch logits| over a padded batch of `ONNX_CHECK_TEXTS` (real tokens only)."""
+    import onnxruntime
+
+    batch = tokenizer(list(ONNX_CHECK_TEXTS), padding=True, return_tensors="pt")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.inference_mode():
+        expected = model.float().eval()(**inputs).logits
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(["logits"], {name: t.numpy() for name, t in inputs.items()})[0])
+    real = batch["attention_mask"].bool()
+    return (got[real] - expected[real]).abs().max().item()
+
+
+def check_onnx_installed() -> None:
+    """Raise before any work when the optional ONNX packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"onnx=true needs {missing}: install the extra with `pip install -e .[onnx]`")
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+def main(cfg: DictConfig) -> float | None:
+    """Export `cfg.ckpt` to `cfg.out`; with `cfg.onnx`, also ONNX, and return the max abs logit difference."""
+    if cfg.onnx:
+        check_onnx_installed()
+    model = export_checkpoint(cfg.ckpt, cfg.out, tokenizer=cfg.tokenizer, dtype=cfg.dtype)
+    print(f"Hugging Face model: {cfg.out}")
+    if not cfg.onnx:
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(cfg.out)
+    onnx_path = Path(cfg.out) / ONNX_FILE
+    export_onnx(model, tokenizer, onnx_path, opset=cfg.onnx_opset)
+    diff = onnx_max_abs_diff(model, tokenizer, onnx_path)
+    print(f"ONNX model: {onnx_path} (max |onnx - pytorch| logit difference {diff:.2e}, tolerance {cfg.onnx_atol:.0e})")
+    if not diff <= cfg.onnx_atol:
+        raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={cfg.onnx_atol}")
+    return diff
+
+
+if __name__ == "__main__":
+    main()
