@@ -1,0 +1,91 @@
+"""`distil.export`: checkpoint -> Hugging Face directory (identical logits, fill-mask works) and ONNX (checked)."""
+
+import importlib.util
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+from distil.export import export_checkpoint, hf_model_path, onnx_max_abs_diff, read_checkpoint
+from tests.conftest import masked_batch
+from tests.evaluation.conftest import run_module
+from tests.tiny_assets import VOCAB_SIZE
+
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def test_exported_directory_reproduces_the_checkpoint_student(tmp_path, student_checkpoint, fresh_teacher_dir):
+    ckpt, student = student_checkpoint
+    export_checkpoint(ckpt, tmp_path / "hf")
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    batch = masked_batch(VOCAB_SIZE)
+    assert type(loaded).__name__ == "DistilBertForMaskedLM"
+    assert torch.equal(logits(loaded, batch), logits(student, batch))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")  # the teacher's, named by the checkpoint's run config
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(fresh_teacher_dir).get_vocab()
+    predictions = pipeline("fill-mask", model=str(tmp_path / "hf"))("the king opened the [MASK] .")
+    assert len(predictions) == 5 and sum(p["score"] for p in predictions) <= 1.0
+
+
+def test_float16_export_halves_the_weights_on_disk(tmp_path, student_checkpoint):
+    ckpt, student = student_checkpoint
+    export_checkpoint(ckpt, tmp_path / "fp32")
+    export_checkpoint(ckpt, tmp_path / "fp16", dtype="float16")
+    fp32, fp16 = ((tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "fp16"))
+    assert fp16 / fp32 == pytest.approx(0.5, abs=0.02)
+    half = AutoModelForMaskedLM.from_pretrained(tmp_path / "fp16", dtype=torch.float32).eval()
+    batch = masked_batch(VOCAB_SIZE)
+    assert torch.allclose(logits(half, batch), logits(student, batch), atol=1e-2)
+
+
+def test_real_training_checkpoint_exports_like_the_runs_own_student(tmp_path, tiny_run_dir):
+    export_checkpoint(tiny_run_dir / "checkpoints" / "last.ckpt", tmp_path / "hf")
+    ours = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    runs = AutoModelForMaskedLM.from_pretrained(tiny_run_dir / "student").eval()
+    batch = masked_batch(VOCAB_SIZE)
+    assert torch.equal(logits(ours, batch), logits(runs, batch))
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ckpt='.*missing.ckpt' does not exist"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match=r"lacks \['student_config', 'run_config'\]"):
+        read_checkpoint(tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="dtype='int8' is not allowed"):
+        export_checkpoint(tmp_path / "other.ckpt", tmp_path / "out", dtype="int8")
+
+
+def test_model_paths_resolve_or_fail_with_the_key(tmp_path, fresh_teacher_dir, student_checkpoint):
+    assert hf_model_path("teacher_model", str(fresh_teacher_dir), tmp_path) == str(fresh_teacher_dir)
+    assert hf_model_path("teacher_model", "bert-base-uncased", tmp_path) == "bert-base-uncased"  # a hub id
+    exported = hf_model_path("student_model", str(student_checkpoint[0]), tmp_path)
+    assert exported == str(tmp_path / "student_model") and (tmp_path / "student_model" / "config.json").is_file()
+    with pytest.raises(FileNotFoundError, match="student_model='/nonexistent/student'"):
+        hf_model_path("student_model", "/nonexistent/student", tmp_path)
+    with pytest.raises(FileNotFoundError, match="model='.*' has no config.json"):
+        hf_model_path("model", str(tmp_path), tmp_path)
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="ONNX extra not installed (pip install -e .[onnx])")
+def test_onnx_export_matches_pytorch_and_the_check_can_fail(tmp_path, student_checkpoint, fresh_teacher_dir):
+    ckpt, student = student_checkpoint
+    out = tmp_path / "hf"
+    result = run_module("distil.export", f"ckpt={ckpt}", f"out={out}", "onnx=true", f"hydra.run.dir={tmp_path}/log")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max |onnx - pytorch| logit difference" in result.stdout
+    import onnxruntime
+
+    batch = masked_batch(VOCAB_SIZE, batch=5, length=11, seed=3)  # another batch size and length than the export's
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    got = session.run(["logits"], {k: batch[k].numpy() for k in ("input_ids", "attention_mask")})[0]
+    real = batch["attention_mask"].bool()
+    assert (torch.from_numpy(got)[real] - logits(student, batch)[real]).abs().max().item() < 1e-4
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    other = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir)  # a different model: the check must see it
+    assert onnx_max_abs_diff(other, tokenizer, out / "model.onnx") > 1e-2
