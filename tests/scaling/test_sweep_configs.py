@@ -1,0 +1,122 @@
+"""The sweep configs compose: W&B sweep commands become Hydra overrides, the hparams_search spaces name existing
+keys, the SLURM launcher takes its size from the trainer."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
+
+
+def compose_train(*overrides: str, hydra_config: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def sample_value(spec: dict):
+    """A value the W&B controller could send for one parameter: the last listed value, or the upper bound."""
+    return spec["values"][-1] if "values" in spec else spec["max"]
+
+
+def render_agent_command(sweep: dict, values: dict) -> list[str]:
+    """The command `wandb agent` runs for these parameter values (its macro expansion, wandb_agent.Agent._command_run)."""
+    macros = create_sweep_command_args({"args": {name: {"value": value} for name, value in values.items()}})
+    macros.update(env=["/usr/bin/env"], interpreter=["python"], program=[sweep["program"]])
+    command = []
+    for chunk in create_sweep_command(list(sweep["command"])):
+        command += macros[chunk[2:-1]] if chunk.startswith("${") and chunk.endswith("}") else [chunk]
+    return command
+
+
+def test_sweep_files_found():
+    assert {p.stem for p in SWEEPS} >= {"distill_bayes", "temperature_grid"}
+
+
+@pytest.mark.parametrize("sweep_file", SWEEPS, ids=lambda p: p.stem)
+def test_wandb_sweep_command_composes_with_the_sampled_values(sweep_file):
+    sweep = yaml.safe_load(sweep_file.read_text())
+    values = {name: sample_value(spec) for name, spec in sweep["parameters"].items()}
+    command = render_agent_command(sweep, values)
+    assert command[:4] == ["/usr/bin/env", "python", "-m", "distil.train"]
+    overrides = command[4:]
+    assert overrides[-len(values) :] == [f"{name}={value}" for name, value in values.items()]
+    cfg = compose_train(*overrides)
+    for name, value in values.items():
+        assert OmegaConf.select(cfg, name) == pytest.approx(value), name
+    assert set(cfg.logger) == {"csv", "wandb"}
+    assert sweep["metric"]["name"] == cfg.optimized_metric
+
+
+def test_bayes_sweep_renders_exact_overrides():
+    sweep = yaml.safe_load((CONF_DIR / "sweeps" / "distill_bayes.yaml").read_text())
+    command = render_agent_command(sweep, {"distill.temperature": 3.5, "distill.optimizer.lr": 0.0002})
+    assert command[4:] == ["logger=csv_wandb", "distill.temperature=3.5", "distill.optimizer.lr=0.0002"]
+    cfg = compose_train(*command[4:])
+    assert cfg.distill.temperature == 3.5 and cfg.distill.optimizer.lr == 2e-4
+
+
+def test_grid_search_space_names_existing_keys():
+    cfg = compose_train("hparams_search=distill_grid", hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    assert {name: str(values) for name, values in params.items()} == {
+        "distill.temperature": "1.0,2.0,4.0,8.0",
+        "distill.alpha_ce": "2.0,5.0",
+        "distill.optimizer.lr": "1.0e-4,5.0e-4",
+    }
+    for name in params:
+        assert OmegaConf.select(cfg, name) is not None, name
+    assert cfg.optimized_metric == "val/student_mlm_acc"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="hydra-optuna-sweeper not installed (pip install -e '.[optuna]'; needs optuna<3)")
+def test_optuna_search_space_names_existing_keys():
+    cfg = compose_train("hparams_search=distill_optuna", hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.n_trials == 24
+    assert set(sweeper.params) == {
+        "distill.temperature", "distill.alpha_ce", "distill.alpha_mlm", "distill.alpha_cos", "distill.optimizer.lr",
+    }
+    for name in sweeper.params:
+        assert OmegaConf.select(cfg, name) is not None, name
+
+
+def test_slurm_launcher_is_sized_by_the_trainer():
+    cfg = compose_train("hydra/launcher=slurm", "trainer=ddp_multinode", "trainer.num_nodes=4", hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "accelerator", "devices", "num_nodes", "precision"),
+    [
+        ("gpu", "gpu", 1, 1, "bf16-mixed"),
+        ("ddp", "gpu", 8, 1, "bf16-mixed"),
+        ("ddp_multinode", "gpu", 8, 2, "bf16-mixed"),
+        ("ddp_cpu", "cpu", 2, 1, "32-true"),
+    ],
+)
+def test_trainer_configs(trainer, accelerator, devices, num_nodes, precision):
+    cfg = compose_train(f"trainer={trainer}")
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.precision) == (
+        accelerator, devices, num_nodes, precision,
+    )
+    if devices * num_nodes > 1:
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.use_distributed_sampler is False
+
+
+def test_global_batch_of_the_paper_run_on_two_nodes():
+    """32 sequences x 8 GPUs x 2 nodes x 8 accumulated micro-batches = the paper's 4096 (ddp.yaml's rule)."""
+    cfg = compose_train("experiment=distilbert", "trainer=ddp_multinode", "trainer.accumulate_grad_batches=8")
+    t = cfg.trainer
+    assert cfg.data.batch_size * t.devices * t.num_nodes * t.accumulate_grad_batches == 4096

@@ -1,0 +1,41 @@
+"""Run `python -m distil.train` on the tiny on-disk teacher and corpus, in a clean W&B environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "DISTIL_RUN_DIR", "RANK", "SLURM_PROCID")
+
+
+def tiny_overrides(teacher_dir: Path, corpus_dir: Path, steps: int = 2) -> list[str]:
+    """A run of `steps` optimizer steps on 4 rows of 32 tokens, validated once at the end on 2 batches."""
+    return [
+        f"teacher.name_or_path={teacher_dir}",
+        "data=local_files",
+        f"data.sources.0.paths={corpus_dir}/*.txt",
+        "data.max_length=32",
+        "data.batch_size=4",
+        "data.val_batch_size=4",
+        "data.num_workers=0",
+        "data.val_documents=5",
+        "data.documents_per_block=8",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+
+
+def run_train(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240):
+    """`python -m distil.train *args` from the repository root, with no W&B key, mode or netrc of the machine
+    (NETRC points to a missing file) unless `env` sets them; outputs go under tmp_path."""
+    clean = {k: v for k, v in os.environ.items() if k not in WANDB_ENV}
+    clean.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
+    clean.update(env or {})
+    command = [sys.executable, "-m", "distil.train", *args, f"paths.log_dir={tmp_path / 'outputs'}"]
+    return subprocess.run(command, cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=timeout)
