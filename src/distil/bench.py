@@ -117,6 +117,38 @@ class StepTimer(pl.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
+class KernelProfile(pl.Callback):
+    """Profiles steps `first_step .. first_step + steps - 1` (after the timed window) with the torch profiler.
+
+    Writes the kernels by total device time to `table_file` and keeps `busy_fraction`: device kernel time over wall
+    time of the profiled steps (well under 1 means the GPU waits for the host).
+    """
+
+    def __init__(self, first_step: int, steps: int, table_file: str) -> None:
+        self.first_step, self.steps, self.table_file = first_step, steps, table_file
+        self.profiler: torch.profiler.profile | None = None
+        self.busy_fraction: float | None = None
+        self.start = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.first_step - 1:
+            synchronize()
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.start = time.perf_counter()
+        elif batch_idx == self.first_step + self.steps - 1 and self.profiler is not None:
+            synchronize()
+            wall_us = (time.perf_counter() - self.start) * 1e6
+            self.profiler.__exit__(None, None, None)
+            events = self.profiler.key_averages()
+            on_device = [event for event in events if event.device_type == torch.autograd.DeviceType.CUDA]
+            kernel_us = sum(event.self_device_time_total for event in on_device)
+            self.busy_fraction = round(kernel_us / wall_us, 3)
+            table = events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70)
+            Path(self.table_file).write_text(f"device busy {self.busy_fraction:.3f} of {wall_us / 1e3:.1f} ms\n{table}")
+
+
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -163,7 +195,11 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
     student = instantiate(cfg.student)(teacher=teacher)
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
     timer = StepTimer(cfg.warmup_steps, cfg.timed_steps, cfg.count_syncs)
-    trainer: pl.Trainer = instantiate(cfg.trainer, max_steps=cfg.warmup_steps + cfg.timed_steps, callbacks=[timer])
+    steps = cfg.warmup_steps + cfg.timed_steps
+    profile = KernelProfile(steps, cfg.profile_steps, cfg.profile_file) if cfg.profile_file else None
+    callbacks = [timer] + ([profile] if profile else [])
+    max_steps = steps + (cfg.profile_steps if profile else 0)
+    trainer: pl.Trainer = instantiate(cfg.trainer, max_steps=max_steps, callbacks=callbacks)
     data = train_dataloader(cfg, batch_size, teacher.config.vocab_size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|TF32).*")
@@ -178,7 +214,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
     vocab_rows = batch_size * cfg.seq_length if kl_on_all else masked
     flops = model_flops_per_step(teacher.config, student.config.n_layers, batch_size, cfg.seq_length, vocab_rows)
     achieved = flops * cfg.timed_steps / timer.seconds
-    on_cuda = next(module.student.parameters()).is_cuda
+    on_cuda = trainer.strategy.root_device.type == "cuda"
     losses = torch.stack(timer.losses).float().tolist()
     result = {
         "setting": cfg.name,
@@ -197,8 +233,9 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "mfu": round(achieved / (cfg.peak_tflops * 1e12), 4),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
         "host_syncs_per_step": None if timer.syncs is None else round(timer.syncs / cfg.timed_steps, 2),
-        "final_loss": round(losses[-1], 4),
+        "final_loss": round(losses[steps - 1], 4),
         "timed_steps": cfg.timed_steps,
+        "device_busy_fraction": profile.busy_fraction if profile else None,
     }
     if cfg.loss_curve_file:
         Path(cfg.loss_curve_file).parent.mkdir(parents=True, exist_ok=True)
