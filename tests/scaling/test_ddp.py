@@ -29,6 +29,7 @@ def ddp_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
         *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=3),
         "logger=csv_wandb",
         "logger.wandb.mode=offline",  # an API key is set below, which would otherwise mean online
+        "logger.wandb.log_model=true",  # the last checkpoint as an artifact (staged offline, uploaded by wandb sync)
         env={"WANDB_API_KEY": FAKE_API_KEY},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,12 +58,16 @@ def test_one_checkpoint_after_three_steps_and_one_metrics_file(ddp_run):
     assert config["trainer"]["devices"] == 2 and config["trainer"]["strategy"] == "ddp"
 
 
-def test_only_rank_zero_logs_to_wandb_and_the_key_is_written_nowhere(ddp_run):
+def test_only_rank_zero_logs_to_wandb_with_the_checkpoint_and_the_key_is_written_nowhere(ddp_run):
     tmp_path, _ = ddp_run
     run_dir = next((tmp_path / "outputs" / "runs").iterdir())
     runs = wandb_files.offline_runs(run_dir)
     assert len(runs) == 1
     assert wandb_files.summary(runs[0])["trainer/global_step"] == 2  # the last of 3 optimizer steps
+    artifacts = [r.artifact for r in wandb_files.read_records(runs[0]) if r.WhichOneof("record_type") == "artifact"]
+    assert [(a.type, list(a.aliases), [f.path for f in a.manifest.contents]) for a in artifacts] == [
+        ("model", ["latest"], ["model.ckpt"])
+    ]
     assert files_containing(tmp_path, FAKE_API_KEY) == []
 
 
