@@ -29,9 +29,11 @@ def overrides(tiny_teacher_dir, tiny_corpus_dir) -> list[str]:
 
 @pytest.fixture(scope="session")
 def uninterrupted_run(tmp_path_factory, overrides) -> Path:
-    """The reference run, MAX_STEPS steps without interruption, with WANDB_API_KEY set to a sentinel."""
+    """The reference run, MAX_STEPS steps without interruption; it also logs to W&B (offline) with WANDB_API_KEY set
+    to a sentinel (W&B does not touch the torch RNG: the losses are those of a CSV-only run)."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_train(run_dir, overrides, WANDB_API_KEY=WANDB_KEY_SENTINEL)
+    with_wandb = [item if item != "logger=csv" else "logger=csv_wandb" for item in overrides]
+    result = run_train(run_dir, with_wandb, WANDB_API_KEY=WANDB_KEY_SENTINEL, WANDB_MODE="offline")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir / "console.txt").write_text(result.stdout + result.stderr)
     return run_dir

@@ -40,7 +40,7 @@ def train_command(run_dir: Path, overrides: list[str]) -> list[str]:
 
 
 def train_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", **extra)
+    return {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
 def run_train(run_dir: Path, overrides: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:

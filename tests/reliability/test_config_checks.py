@@ -1,0 +1,102 @@
+"""Bad configs fail before any weights are loaded, with an error naming the key, the value and the allowed range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+
+from distil import config_checks
+from distil.modules import teacher as teacher_module
+from distil.train import train
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# (overrides, phrases the error must contain); the tiny teacher has 4 layers and 64 positions
+BAD_CONFIGS = [
+    (["distill.temperature=0"], ["distill.temperature=0", "> 0"]),
+    (["distill.temperature=-2.0"], ["distill.temperature=-2.0", "> 0"]),
+    (["distill.alpha_mlm=-1"], ["distill.alpha_mlm=-1", ">= 0"]),
+    (["distill.alpha_ce=0", "distill.alpha_mlm=0", "distill.alpha_cos=0", "distill.alpha_mse=0"], ["all zero", "> 0"]),
+    (["student.num_layers=0"], ["student.num_layers=0", "1..4"]),
+    (["student.num_layers=5"], ["student.num_layers=5", "1..4"]),
+    (["student.num_layers=2", "student.layer_map=[0,4]"], ["student.layer_map=[0, 4]", "0..3"]),
+    (["student.num_layers=2", "student.layer_map=[2,1]"], ["student.layer_map=[2, 1]", "strictly increasing"]),
+    (["student.num_layers=2", "student.layer_map=[1,1]"], ["student.layer_map=[1, 1]", "strictly increasing"]),
+    (["student.num_layers=2", "student.layer_map=[0,1,2]"], ["student.layer_map=[0, 1, 2]", "num_layers=2"]),
+    (["data.mlm_probability=0"], ["data.mlm_probability=0", "0 < p < 1"]),
+    (["data.mlm_probability=1.0"], ["data.mlm_probability=1.0", "0 < p < 1"]),
+    (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "not supported on the CPU", "32-true"]),
+    (["trainer.precision=16-true"], ["trainer.precision='16-true'", "not supported on the CPU"]),
+    (["trainer.precision=fp8"], ["trainer.precision='fp8'", "not allowed", "32-true", "bf16-mixed"]),
+    (["data.max_length=65"], ["data.max_length=65", "8..64", "max_position_embeddings"]),
+    (["resume=always"], ["resume='always'", "auto"]),
+    (["callbacks.nonfinite_guard.max_consecutive=0"], ["callbacks.nonfinite_guard.max_consecutive=0", ">= 1"]),
+    (["+callbacks.preemption.signals=[SIGTERM,SIGFOO]"], ["callbacks.preemption.signals", "SIGFOO"]),
+]
+
+
+def compose_tiny(teacher_dir: Path, corpus_dir: Path, output_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                "experiment=demo", f"teacher.name_or_path={teacher_dir}", "data=local_files",
+                f"data.sources.0.paths={corpus_dir}/*.txt", "data.max_length=32", "logger=csv",
+                f"paths.output_dir={output_dir}", *overrides,
+            ],
+        )
+
+
+@pytest.fixture
+def no_weight_loading(monkeypatch):
+    """Loading the teacher's weights fails the test: every check must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("teacher weights were loaded before the config was rejected")
+
+    monkeypatch.setattr(teacher_module, "load_teacher", refuse)
+
+
+@pytest.mark.parametrize("overrides, phrases", BAD_CONFIGS, ids=[" ".join(o) for o, _ in BAD_CONFIGS])
+def test_bad_config_fails_before_weights_load_naming_key_value_and_range(
+    overrides, phrases, tiny_teacher_dir, tiny_corpus_dir, tmp_path, no_weight_loading
+):
+    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, tmp_path, *overrides)
+    with pytest.raises((ValueError, InstantiationException)) as error:  # Hydra wraps errors of callback constructors
+        train(cfg)
+    for phrase in phrases:
+        assert phrase in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused(tiny_teacher_dir, tiny_corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(config_checks, "cpu_supports_bf16", lambda: False)
+    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, tmp_path, "trainer.precision=bf16-mixed")
+    with pytest.raises(ValueError, match=r"trainer.precision='bf16-mixed' needs native bf16 on the CPU.*use 32-true"):
+        config_checks.check_trainer_config(cfg)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "32", 32, "bf16-mixed"])
+def test_supported_cpu_precisions_pass(precision, monkeypatch):
+    monkeypatch.setattr(config_checks, "cpu_supports_bf16", lambda: True)
+    config_checks.check_precision(precision, "cpu")
+
+
+def test_a_gpu_accelerator_without_a_visible_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(config_checks.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="trainer.accelerator='gpu' but no CUDA GPU is visible"):
+        config_checks.check_precision("bf16-mixed", "gpu")
+
+
+def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch):
+    cuda = config_checks.torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(cuda, "get_device_capability", lambda: (7, 0))
+    monkeypatch.setattr(cuda, "get_device_name", lambda: "Tesla V100")
+    with pytest.raises(ValueError, match=r"trainer.precision='bf16-mixed' needs a GPU with bf16.*V100 has 7.0"):
+        config_checks.check_precision("bf16-mixed", "gpu")
+    config_checks.check_precision("16-mixed", "gpu")
