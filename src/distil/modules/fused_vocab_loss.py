@@ -42,16 +42,18 @@ def chunk_loss_terms(
     mlm_scale: float,
     mse_scale: float,
     with_grad: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sums of the KL, cross-entropy and squared-error terms over one chunk, and d(weighted loss)/d(student logits).
 
     Args:
         student_logits, teacher_logits: (C, V) logits of the chunk (teacher None when no term needs it).
         labels: (C,) original ids at masked rows, -100 elsewhere.
         kl_scale, mlm_scale, mse_scale: factor of each summed term in the weighted loss (alpha x T^2 / N, ...).
-        with_grad: also return the (C, V) fp32 gradient of the weighted loss with respect to `student_logits`.
+        with_grad: also return the gradient of the weighted loss with respect to `student_logits` and its bias.
 
-    Returns (gradient or None, KL sum, cross-entropy sum, squared-error sum); sums of absent terms are 0.
+    Returns (gradient (C, V) in the logits' dtype or None, fp32 bias gradient (V,) or None, KL sum, cross-entropy
+    sum, squared-error sum); sums of absent terms are 0. Computing the bias gradient and the cast here lets a
+    compiled version do them in the same pass over the chunk.
     """
     s = student_logits.float()
     zero = s.new_zeros(())
@@ -79,10 +81,13 @@ def chunk_loss_terms(
         mse_sum = difference.square().sum()
         if with_grad:
             grads.append((2.0 * mse_scale) * difference)
-    return (sum(grads[1:], grads[0]) if grads else None), kl_sum, ce_sum, mse_sum
+    if not (with_grad and grads):
+        return None, None, kl_sum, ce_sum, mse_sum
+    grad = sum(grads[1:], grads[0])
+    return grad.to(student_logits.dtype), grad.sum(0), kl_sum, ce_sum, mse_sum
 
 
-ChunkTerms = Callable[..., tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]]
+ChunkTerms = Callable[..., tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class FusedVocabLosses(torch.autograd.Function):
@@ -129,16 +134,15 @@ class FusedVocabLosses(torch.autograd.Function):
                 teacher_logits = (
                     F.linear(teacher_features[start:stop].to(dtype), t_weight, t_bias) if needs_teacher else None
                 )
-                grad, kl_sum, ce_sum, mse_sum = terms(
+                grad_logits, chunk_grad_bias, kl_sum, ce_sum, mse_sum = terms(
                     student_logits, teacher_logits, labels[start:stop], weights, kl_scale, mlm_scale, mse_scale,
                     with_grad,
                 )
                 sums = sums + torch.stack([kl_sum, ce_sum, mse_sum])
                 if with_grad:
-                    grad_logits = grad.to(dtype)
                     grad_features[start:stop] = grad_logits @ weight
                     grad_weight += grad_logits.t() @ features
-                    grad_bias += grad.sum(0)
+                    grad_bias += chunk_grad_bias
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ce = sums[0] * weights.temperature**2 / rows
         mlm = sums[1] / max(masked_count, 1)
