@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -58,3 +60,19 @@ def test_counts_are_saved_in_checkpoints_and_restored():
 def test_max_consecutive_must_be_a_positive_integer(value):
     with pytest.raises(ValueError, match=f"callbacks.nonfinite_guard.max_consecutive={value}"):
         NonFiniteLossGuard(max_consecutive=value)
+
+
+def test_with_an_fp16_grad_scaler_overflowing_gradients_are_left_to_the_scaler():
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")), global_step=0)
+    weight = torch.nn.Parameter(torch.ones(2))
+    weight.grad = torch.tensor([float("inf"), 1.0])
+    optimizer = torch.optim.AdamW([weight])
+    guard = NonFiniteLossGuard(max_consecutive=3)
+
+    guard.on_before_backward(trainer, None, torch.tensor(1.5))
+    guard.on_before_optimizer_step(trainer, None, optimizer)
+    assert guard.skipped_steps == 0 and weight.grad is not None  # the scaler will skip this step and lower its scale
+
+    guard.on_before_backward(trainer, None, torch.tensor(float("nan")))
+    guard.on_before_optimizer_step(trainer, None, optimizer)
+    assert guard.skipped_steps == 1 and weight.grad is None  # a NaN loss is still caught

@@ -5,6 +5,9 @@ are set to None, and torch optimizers leave parameters without gradients alone. 
 `trainer.max_steps` and of the LR schedule, like a step skipped by an AMP grad scaler, so the step counter keeps
 matching the number of batches consumed and a resume stays exact.
 
+With fp16 loss scaling (`trainer.precision=16-mixed`) only the loss is judged: overflowing gradients are the grad
+scaler's business (it skips the step and lowers the scale), a NaN/inf loss is not.
+
 Cost: one device-to-host copy of a single bool per optimizer step (the skip decision must be known on the host
 before `optimizer.step`). On a GPU that stops the host from queueing the next step's kernels while the current
 step finishes; the loss, the gradient norms and the finiteness test themselves stay on the device. A sync-free
@@ -55,7 +58,7 @@ class NonFiniteLossGuard(pl.Callback):
         finite = self.loss_finite if self.loss_finite is not None else torch.tensor(True)
         self.loss_finite = None
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads:
+        if grads and getattr(trainer.precision_plugin, "scaler", None) is None:  # fp16 scalers handle overflow
             finite = finite.to(grads[0].device) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
         if bool(finite):  # the one host sync per step
             self.consecutive = 0
