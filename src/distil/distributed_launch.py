@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch.distributed
 from hydra._internal.utils import get_args_parser
@@ -55,8 +55,11 @@ def child_process_argv() -> list[str]:
     args = get_args_parser().parse_args(sys.argv[1:])
     flags = [
         f"--{name.replace('_', '-')}={value}"
-        for name, value in (("config_path", args.config_path), ("config_name", args.config_name),
-                            ("config_dir", args.config_dir))
+        for name, value in (
+            ("config_path", args.config_path),
+            ("config_name", args.config_name),
+            ("config_dir", args.config_dir),
+        )
         if value is not None
     ]
     hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode=")]

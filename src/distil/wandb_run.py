@@ -11,9 +11,10 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from hydra.core.hydra_config import HydraConfig

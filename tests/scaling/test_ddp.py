@@ -52,7 +52,8 @@ def test_one_checkpoint_after_three_steps_and_one_metrics_file(ddp_run):
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert checkpoint["global_step"] == 3
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1, 2]  # rank 0 only: no duplicate rows
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["trainer"]["devices"] == 2 and config["trainer"]["strategy"] == "ddp"

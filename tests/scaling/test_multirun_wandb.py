@@ -33,8 +33,9 @@ def multirun(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
 def last_csv_values(job_dir) -> dict[str, float]:
     """The last logged value of every metric in <job dir>/csv/metrics.csv."""
     values = {}
-    for row in csv.DictReader(open(job_dir / "csv" / "metrics.csv")):
-        values.update({k: float(v) for k, v in row.items() if v != ""})
+    with open(job_dir / "csv" / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            values.update({k: float(v) for k, v in row.items() if v != ""})
     return values
 
 

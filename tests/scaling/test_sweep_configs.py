@@ -77,14 +77,20 @@ def test_grid_search_space_names_existing_keys():
     assert cfg.optimized_metric == "val/student_mlm_acc"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                    reason="hydra-optuna-sweeper not installed (pip install -e '.[optuna]'; needs optuna<3)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+    reason="hydra-optuna-sweeper not installed (pip install -e '.[optuna]'; needs optuna<3)",
+)
 def test_optuna_search_space_names_existing_keys():
     cfg = compose_train("hparams_search=distill_optuna", hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.n_trials == 24
     assert set(sweeper.params) == {
-        "distill.temperature", "distill.alpha_ce", "distill.alpha_mlm", "distill.alpha_cos", "distill.optimizer.lr",
+        "distill.temperature",
+        "distill.alpha_ce",
+        "distill.alpha_mlm",
+        "distill.alpha_cos",
+        "distill.optimizer.lr",
     }
     for name in sweeper.params:
         assert OmegaConf.select(cfg, name) is not None, name
@@ -109,7 +115,10 @@ def test_slurm_launcher_is_sized_by_the_trainer():
 def test_trainer_configs(trainer, accelerator, devices, num_nodes, precision):
     cfg = compose_train(f"trainer={trainer}")
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.precision) == (
-        accelerator, devices, num_nodes, precision,
+        accelerator,
+        devices,
+        num_nodes,
+        precision,
     )
     if devices * num_nodes > 1:
         assert cfg.trainer.strategy == "ddp" and cfg.trainer.use_distributed_sampler is False

@@ -21,8 +21,12 @@ def test_torchrun_processes_share_the_run_directory(tmp_path, tiny_teacher_dir, 
     run_dir = tmp_path / "shared_run"
     env = {"NPROC": "2", "PYTHON": sys.executable, "MASTER_PORT": str(free_port()), "DISTIL_RUN_DIR": str(run_dir)}
     result = run_train(
-        tmp_path, "trainer=ddp_cpu", *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "logger=csv",
-        env=env, command=["bash", str(REPO_ROOT / "scripts" / "torchrun.sh")],
+        tmp_path,
+        "trainer=ddp_cpu",
+        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir),
+        "logger=csv",
+        env=env,
+        command=["bash", str(REPO_ROOT / "scripts" / "torchrun.sh")],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "outputs").exists()  # no process fell back to a directory named by its own clock

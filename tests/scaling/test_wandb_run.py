@@ -56,11 +56,13 @@ def test_run_is_finished_with_exit_code_1_when_the_job_raises(no_wandb_env, tmp_
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    with pytest.raises(RuntimeError, match="boom"):
-        with wandb_run.finished_wandb_run():
-            wandb.init(project="p", dir=str(tmp_path))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), wandb_run.finished_wandb_run():
+        wandb.init(project="p", dir=str(tmp_path))
+        raise RuntimeError("boom")
     assert wandb.run is None  # finished: the next job would start a run of its own
-    exits = [r.exit.exit_code for r in wandb_files.read_records(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))
-             if r.WhichOneof("record_type") == "exit"]
+    exits = [
+        r.exit.exit_code
+        for r in wandb_files.read_records(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))
+        if r.WhichOneof("record_type") == "exit"
+    ]
     assert exits == [1]

@@ -31,13 +31,19 @@ def tiny_overrides(teacher_dir: Path, corpus_dir: Path, steps: int = 2) -> list[
     ]
 
 
-def run_train(tmp_path: Path, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None,
-              timeout: int = 240):
+def run_train(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None, timeout: int = 240
+):
     """`python -m distil.train *args` (or `command` + args) from the repository root, with no W&B key, mode or netrc
     of the machine (NETRC points to a missing file) unless `env` sets them; all outputs go under tmp_path."""
     clean = {k: v for k, v in os.environ.items() if k not in WANDB_ENV}
-    clean.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-                 WANDB_DATA_DIR=str(tmp_path / "wandb-data"))  # staged artifact files
+    clean.update(
+        NETRC=str(tmp_path / "no-netrc"),
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+        WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
+    )  # staged artifact files
     clean.update(env or {})
     command = [*(command or [sys.executable, "-m", "distil.train"]), *args, f"paths.log_dir={tmp_path / 'outputs'}"]
-    return subprocess.run(command, cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=clean, capture_output=True, text=True, timeout=timeout, check=False
+    )
