@@ -129,7 +129,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def save_and_stop(self, trainer: pl.Trainer) -> None:
         """Write the checkpoint, let the environment's own handler requeue (or requeue on SLURM), then stop."""
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state
         signum = self.received if self.received is not None else signal.SIGTERM.value
         name = signal.Signals(signum).name if self.received is not None else "a signal on another rank"
         log.warning(
