@@ -8,6 +8,7 @@ into the config, the logs or the checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import netrc
 import os
 import sys
@@ -52,16 +53,27 @@ def multirun_group() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
-def wandb_logger(*, mode: str | None = None, group: str | None = None, **kwargs: Any) -> WandbLogger:
-    """Lightning's WandbLogger with `mode` (None: `default_mode()`) and `group` (None: `multirun_group()`) filled in.
+def run_id_of(run_dir: str) -> str:
+    """A W&B run id fixed by the run directory: a run resumed in its own directory continues the same W&B run."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
-    Other keyword arguments are WandbLogger's (project, save_dir, log_model, ...) or `wandb.init`'s (entity, tags,
+
+def wandb_logger(
+    *, save_dir: str, mode: str | None = None, group: str | None = None, id: str | None = None, **kwargs: Any
+) -> WandbLogger:
+    """Lightning's WandbLogger with `mode` (None: `default_mode()`), `group` (None: `multirun_group()`) and the run
+    `id` (None: `run_id_of(save_dir)`, resumed when it exists) filled in.
+
+    Other keyword arguments are WandbLogger's (project, log_model, ...) or `wandb.init`'s (entity, tags,
     job_type, ...). The run itself starts on global rank 0 only, when Lightning first logs.
     """
     mode = mode or default_mode()
     if mode not in WANDB_MODES:
         raise ValueError(f"logger.wandb.mode={mode} is not allowed: it must be one of {', '.join(WANDB_MODES)}")
-    return WandbLogger(mode=mode, group=group or multirun_group(), **kwargs)
+    return WandbLogger(
+        save_dir=save_dir, mode=mode, group=group or multirun_group(), id=id or run_id_of(save_dir), resume="allow",
+        **kwargs,
+    )
 
 
 def log_run_config(loggers: list[Logger], cfg: DictConfig) -> None:

@@ -42,7 +42,7 @@ def test_wandb_mode_variable_wins(no_wandb_env, monkeypatch):
 
 def test_unknown_mode_is_rejected_with_the_allowed_ones():
     with pytest.raises(ValueError, match="logger.wandb.mode=dryrun is not allowed: it must be one of online, offline"):
-        wandb_run.wandb_logger(mode="dryrun", project="p")
+        wandb_run.wandb_logger(mode="dryrun", project="p", save_dir="unused")
 
 
 def test_single_run_has_no_group_and_the_logger_gets_mode_and_group(no_wandb_env, tmp_path):
@@ -50,6 +50,15 @@ def test_single_run_has_no_group_and_the_logger_gets_mode_and_group(no_wandb_env
     logger = wandb_run.wandb_logger(project="p", save_dir=str(tmp_path), tags=["a"], job_type="train")
     assert logger._wandb_init["mode"] == "offline" and logger._wandb_init["group"] is None
     assert logger._wandb_init["tags"] == ["a"] and logger._wandb_init["dir"] == str(tmp_path)
+
+
+def test_run_id_is_fixed_by_the_run_directory_so_a_resumed_run_continues(no_wandb_env, tmp_path):
+    first = wandb_run.wandb_logger(project="p", save_dir=str(tmp_path / "run"))
+    again = wandb_run.wandb_logger(project="p", save_dir=str(tmp_path / "run"))
+    other = wandb_run.wandb_logger(project="p", save_dir=str(tmp_path / "other"))
+    assert first._wandb_init["id"] == again._wandb_init["id"] != other._wandb_init["id"]
+    assert len(first._wandb_init["id"]) == 16 and first._wandb_init["resume"] == "allow"
+    assert wandb_run.wandb_logger(project="p", save_dir=str(tmp_path), id="mine")._wandb_init["id"] == "mine"
 
 
 def test_run_is_finished_with_exit_code_1_when_the_job_raises(no_wandb_env, tmp_path, monkeypatch):
