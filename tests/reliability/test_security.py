@@ -22,7 +22,7 @@ from tests.reliability.conftest import WANDB_KEY_SENTINEL
 
 SRC_DIR = Path(__file__).resolve().parents[2] / "src" / "distil"
 UNSAFE_LOADING = re.compile(
-    r"pickle\.loads?\(|allow_pickle\s*=\s*True|weights_only\s*=\s*False|read_pickle|joblib\.load|dill\.load"
+    r"pickle\.loads?\(|allow_pickle\s*=\s*True|load\w*\(.*weights_only\s*=\s*False|read_pickle|joblib\.load|dill\.load"
     r"|trust_remote_code\s*=\s*True"
 )
 
