@@ -15,9 +15,7 @@ from distil.modules.student import validate_layer_map
 def check_distill_config(cfg: DictConfig) -> None:
     """Temperature, loss weights, KL positions and teacher dtype (`distill.*`)."""
     d = cfg.distill
-    check_objective(
-        d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype
-    )
+    check_objective(d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype)
 
 
 def check_student_config(cfg: DictConfig, teacher_layers: int) -> None:
@@ -62,7 +60,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def training_device(accelerator: str) -> str | None:
-    """"cpu" or "cuda" for the accelerators this project checks; None for others (mps, tpu: left to Lightning)."""
+    """ "cpu" or "cuda" for the accelerators this project checks; None for others (mps, tpu: left to Lightning)."""
     if accelerator == "cpu":
         return "cpu"
     if accelerator in ("gpu", "cuda"):

@@ -46,7 +46,12 @@ def train_env(**extra: str) -> dict[str, str]:
 def run_train(run_dir: Path, overrides: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """Run `python -m distil.train` to completion (or failure) and return its result."""
     return subprocess.run(
-        train_command(run_dir, overrides), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        train_command(run_dir, overrides),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env=train_env(**env),
     )
 
@@ -69,5 +74,6 @@ def file_digests(directory: Path) -> dict[str, str]:
     """SHA-256 of every file under `directory`, by relative path."""
     return {
         str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*")) if path.is_file()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
     }

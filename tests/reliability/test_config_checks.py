@@ -43,9 +43,14 @@ def compose_tiny(teacher_dir: Path, corpus_dir: Path, output_dir: Path, *overrid
         return compose(
             config_name="train",
             overrides=[
-                "experiment=demo", f"teacher.name_or_path={teacher_dir}", "data=local_files",
-                f"data.sources.0.paths={corpus_dir}/*.txt", "data.max_length=32", "logger=csv",
-                f"paths.output_dir={output_dir}", *overrides,
+                "experiment=demo",
+                f"teacher.name_or_path={teacher_dir}",
+                "data=local_files",
+                f"data.sources.0.paths={corpus_dir}/*.txt",
+                "data.max_length=32",
+                "logger=csv",
+                f"paths.output_dir={output_dir}",
+                *overrides,
             ],
         )
 

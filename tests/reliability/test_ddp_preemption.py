@@ -37,11 +37,13 @@ def ddp_runs(overrides, tmp_path_factory) -> tuple[Path, Path, int, str]:
 
 
 def test_sigterm_to_rank_0_stops_both_ranks_at_the_same_step_with_one_checkpoint(ddp_runs):
-    _, run_dir, returncode, log = ddp_runs
+    _, _, returncode, log = ddp_runs
     assert returncode == 143, log[-3000:]
     assert "received SIGTERM: checkpoint of step" in log  # rank 0
     assert "received a signal on another rank: checkpoint of step" in log  # rank 1, told by the all-reduce
-    steps = {line.split("checkpoint of step ")[1].split()[0] for line in log.splitlines() if "checkpoint of step" in line}
+    steps = {
+        line.split("checkpoint of step ")[1].split()[0] for line in log.splitlines() if "checkpoint of step" in line
+    }
     assert len(steps) == 1
 
 

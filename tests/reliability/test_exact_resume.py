@@ -34,7 +34,7 @@ def test_resume_auto_after_sigterm_continues_with_the_uninterrupted_losses(
     assert f"resume=auto: resuming from {run_dir / 'checkpoints' / 'preempted.ckpt'}" in result.stdout + result.stderr
     expected, resumed = train_losses(uninterrupted_run), train_losses(run_dir)
     after = range(stopped_at, MAX_STEPS)
-    assert sorted(resumed)[-len(after):] == list(after)
+    assert sorted(resumed)[-len(after) :] == list(after)
     assert [resumed[step] for step in after] == [expected[step] for step in after]  # bitwise equal floats
     assert torch.load(find_resume_checkpoint(run_dir / "checkpoints"), weights_only=True)["global_step"] == MAX_STEPS
     assert (run_dir / "student" / "model.safetensors").is_file()

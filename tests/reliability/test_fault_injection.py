@@ -42,7 +42,9 @@ def test_sigterm_keeps_every_file_written_before_it(preempted_run):
 
 
 @pytest.fixture(scope="module")
-def resumed_over_damage(preempted_run, overrides, tmp_path_factory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+def resumed_over_damage(
+    preempted_run, overrides, tmp_path_factory
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
     """The preempted run with its two newest checkpoints damaged (preempted.ckpt truncated, one byte of a weight
     in last.ckpt flipped), then resumed with resume=auto."""
     run_dir = tmp_path_factory.mktemp("damaged") / "run"
@@ -129,8 +131,9 @@ def test_a_checkpoint_carrying_code_is_skipped_by_resume_auto_and_never_run(tmp_
 
 
 @pytest.mark.parametrize("fault", ["trainer.precision=16-mixed", "damaged ckpt_path"])
-def test_a_failing_relaunch_leaves_the_existing_run_untouched(fault, uninterrupted_run, tiny_teacher_dir,
-                                                               tiny_corpus_dir, tmp_path):
+def test_a_failing_relaunch_leaves_the_existing_run_untouched(
+    fault, uninterrupted_run, tiny_teacher_dir, tiny_corpus_dir, tmp_path
+):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted_run, run_dir)
     damaged = tmp_path / "damaged.ckpt"

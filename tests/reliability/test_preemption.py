@@ -23,7 +23,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_with_143(preempted_run):
     assert not (preempted_run.run_dir / "student").exists()  # a preempted run is not a finished run
     assert not list(preempted_run.run_dir.rglob("*.tmp"))
     logged = train_losses(preempted_run.run_dir)
-    assert sorted(logged)[: CHECKPOINT_EVERY] == list(range(CHECKPOINT_EVERY))
+    assert sorted(logged)[:CHECKPOINT_EVERY] == list(range(CHECKPOINT_EVERY))
 
 
 def send_to_self(signum: int):

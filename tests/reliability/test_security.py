@@ -36,9 +36,14 @@ def test_the_wandb_api_key_is_in_no_file_of_the_run(uninterrupted_run):
 
 
 def test_credential_keys_are_redacted_from_the_run_config_in_checkpoints():
-    config = {"logger": {"wandb": {"api_key": "k", "project": "p"}}, "hub": [{"hf_token": "t"}], "data": {"token_counts": "c.npy"}}
+    config = {
+        "logger": {"wandb": {"api_key": "k", "project": "p"}},
+        "hub": [{"hf_token": "t"}],
+        "data": {"token_counts": "c.npy"},
+    }
     assert redact_secrets(config) == {
-        "logger": {"wandb": {"api_key": REDACTED, "project": "p"}}, "hub": [{"hf_token": REDACTED}],
+        "logger": {"wandb": {"api_key": REDACTED, "project": "p"}},
+        "hub": [{"hf_token": REDACTED}],
         "data": {"token_counts": "c.npy"},
     }
 
@@ -101,7 +106,9 @@ def test_pickled_token_counts_in_a_data_directory_are_refused(tiny_teacher_dir, 
     np.save(counts, np.array([{"not": "counts"}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="allow_pickle=False"):
         CorpusDataModule(
-            str(tiny_teacher_dir), sources=[LocalFiles(str(tiny_corpus_dir / "*.txt"))], mlm_smoothing=0.7,
+            str(tiny_teacher_dir),
+            sources=[LocalFiles(str(tiny_corpus_dir / "*.txt"))],
+            mlm_smoothing=0.7,
             token_counts=str(counts),
         )
 

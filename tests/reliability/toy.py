@@ -63,6 +63,13 @@ class WeightsPerStep(pl.Callback):
 
 def toy_trainer(root: Path, max_steps: int, callbacks: list[pl.Callback]) -> pl.Trainer:
     return pl.Trainer(
-        default_root_dir=root, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )

@@ -54,7 +54,9 @@ class NonFiniteLossGuard(pl.Callback):
         finite = torch.isfinite(loss.detach()).all()
         self.loss_finite = finite if self.loss_finite is None else self.loss_finite & finite
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
         finite = self.loss_finite if self.loss_finite is not None else torch.tensor(True)
         self.loss_finite = None
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -68,7 +70,9 @@ class NonFiniteLossGuard(pl.Callback):
         self.consecutive += 1
         log.warning(
             "non-finite loss or gradients at step %d: optimizer step skipped (%d in a row, %d in this run)",
-            trainer.global_step, self.consecutive, self.skipped_steps,
+            trainer.global_step,
+            self.consecutive,
+            self.skipped_steps,
         )
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(self.stop_message(trainer))

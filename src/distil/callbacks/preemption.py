@@ -134,7 +134,9 @@ class PreemptionCheckpoint(pl.Callback):
         name = signal.Signals(signum).name if self.received is not None else "a signal on another rank"
         log.warning(
             "received %s: checkpoint of step %d written to %s; resume with resume=auto and the same hydra.run.dir",
-            name, trainer.global_step, self.path,
+            name,
+            trainer.global_step,
+            self.path,
         )
         previous = self.previous_handlers.get(signum)
         self.restore_handlers()

@@ -73,7 +73,9 @@ class RngStateCheckpoint(pl.Callback):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.pending_restore = ranks[rank] if rank < len(ranks) else None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.pending_restore is not None:
             restore_rng_state(self.pending_restore)
             self.pending_restore = None

@@ -36,5 +36,7 @@ class RunConfigInCheckpoint(pl.Callback):
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = redact_secrets(run_config)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["run_config"] = self.run_config
