@@ -49,6 +49,17 @@ def test_sigusr1_under_slurm_saves_at_the_step_boundary_requeues_and_exits_138(t
     assert signal.getsignal(signal.SIGUSR1) == handler_before
 
 
+def test_with_gradient_accumulation_the_checkpoint_is_taken_at_the_optimizer_step_boundary(tmp_path):
+    callback = PreemptionCheckpoint(str(tmp_path / "checkpoints"), signals=["SIGUSR1"])
+    received_at = OnStep(2, send_to_self(signal.SIGUSR1))  # on the first of the 2 micro-batches of step 2
+    trainer = toy_trainer(tmp_path, 10, [callback, received_at], accumulate_grad_batches=2)
+    with pytest.raises(Preempted):
+        trainer.fit(ToyRegression(), toy_loader())
+    checkpoint = torch.load(tmp_path / "checkpoints" / "preempted.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"] == 6  # 3 steps x 2
+
+
 def test_an_environment_handler_such_as_submitits_is_called_after_the_checkpoint(tmp_path):
     calls: list[int] = []
 

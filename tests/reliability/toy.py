@@ -61,7 +61,7 @@ class WeightsPerStep(pl.Callback):
         self.weights.append(pl_module.layer.weight.detach().clone())
 
 
-def toy_trainer(root: Path, max_steps: int, callbacks: list[pl.Callback]) -> pl.Trainer:
+def toy_trainer(root: Path, max_steps: int, callbacks: list[pl.Callback], **trainer_args) -> pl.Trainer:
     return pl.Trainer(
         default_root_dir=root,
         max_steps=max_steps,
@@ -72,4 +72,5 @@ def toy_trainer(root: Path, max_steps: int, callbacks: list[pl.Callback]) -> pl.
         enable_model_summary=False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
+        **trainer_args,
     )

@@ -108,6 +108,8 @@ class PreemptionCheckpoint(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # in the middle of gradient accumulation: act at the optimizer step boundary
         signalled = self.received is not None
         if trainer.world_size > 1:
             signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
