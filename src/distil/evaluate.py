@@ -161,6 +161,7 @@ def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
     rows = [
         row("parameters (M)", "parameters", ".2f", 1e-6),
         row("weights on disk (MB)", "disk_bytes", ".1f", 1e-6),
+        row("bytes on disk per parameter (4 = float32)", "disk_bytes_per_parameter", ".2f"),
         row("masked-LM accuracy (%)", "mlm_acc", ".2f", 100.0),
         row("masked-LM loss (nats)", "mlm_loss", ".3f"),
         row("perplexity", "ppl", ".2f"),
@@ -219,6 +220,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for name, model in models.items():
         entry = {"path": paths[name], "parameters": count_parameters(model),
                  "disk_bytes": disk_bytes(weights_dir(paths[name])), **scores[name]}
+        entry["disk_bytes_per_parameter"] = entry["disk_bytes"] / entry["parameters"]  # shows the stored dtype
         for device in speed_on:
             speed = measure_speed(
                 timed_forward(model.to(device), cfg.speed.with_mlm_head), device, model.config.vocab_size,

@@ -109,7 +109,7 @@ def hf_model_path(key: str, value: str, export_dir: Path) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{key}={value!r} has no config.json: give a Hugging Face model directory")
         return str(path)
-    if path.exists() or value.startswith(LOCAL_PATH_PREFIXES):
+    if path.exists() or value.startswith(LOCAL_PATH_PREFIXES) or value.count("/") > 1:  # hub ids: name or org/name
         raise FileNotFoundError(
             f"{key}={value!r} is not a model: give a Hugging Face model directory, a distil.train .ckpt, "
             "or a hub id such as bert-base-uncased"

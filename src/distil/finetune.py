@@ -92,9 +92,12 @@ def encode(examples: list[Example], tokenizer, max_length: int, input_names: set
 
 
 def finetune_model(
-    key: str, path: str, train: list[Example], dev: list[Example], cfg: DictConfig, out_dir: Path
+    name: str, key: str, path: str, train: list[Example], dev: list[Example], cfg: DictConfig, out_dir: Path
 ) -> dict:
-    """Fine-tune the model at `path` on `train`; return its dev accuracy, size and training time."""
+    """Fine-tune the model at `path` (config key `key`) on `train`; return its dev accuracy, size, training time.
+
+    Its training log goes to `out_dir/<name>/metrics.csv`.
+    """
     pl.seed_everything(cfg.seed, workers=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -112,7 +115,7 @@ def finetune_model(
         model, cfg.task.num_labels, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction
     )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=CSVLogger(out_dir, name=key, version=""), enable_checkpointing=False,
+        cfg.trainer, logger=CSVLogger(out_dir, name=name, version=""), enable_checkpointing=False,
         default_root_dir=out_dir,
     )
     start = time.perf_counter()
@@ -152,7 +155,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     if bad:
         raise ValueError(f"task {task.name} has labels {bad} outside 0..{task.num_labels - 1} (task.num_labels)")
     log.info("task %s: %d train, %d dev examples from %s", task.name, len(train), len(dev), task.source)
-    results = {name: finetune_model(name, path, train, dev, cfg, out_dir) for name, path in paths.items()}
+    results = {name: finetune_model(name, keys[name], paths[name], train, dev, cfg, out_dir) for name in paths}
     report = {
         "task": task.name,
         "source": task.source,

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-from distil.evaluate import evaluate, format_comparison, report_rows
+from distil.evaluate import evaluate, format_comparison, report_rows, speed_devices, timed_forward
 from distil.modules.student import build_student
 from tests.evaluation.conftest import FAST_SPEED, compose_config, save_with_tokenizer, tiny_data_overrides
 
@@ -38,6 +38,9 @@ def test_report_numbers_of_a_tiny_teacher_and_student(tmp_path, tiny_teacher_dir
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
     assert report["teacher"]["disk_bytes"] == (tiny_teacher_dir / "model.safetensors").stat().st_size
     assert report["student"]["disk_bytes"] == (student_dir / "model.safetensors").stat().st_size
+    per_parameter = report["student"]["disk_bytes"] / report["student"]["parameters"]
+    assert report["student"]["disk_bytes_per_parameter"] == per_parameter
+    assert 4.0 < per_parameter < 4.5  # float32, plus the file header (large next to 20k parameters)
     assert report["masked_tokens"] == masked_tokens_of(cfg) > 0  # the whole validation split, both models
     for name in ("teacher", "student"):
         entry = report[name]
@@ -100,6 +103,21 @@ def test_bad_inputs_fail_before_any_scoring(tmp_path, tiny_teacher_dir, tiny_cor
         evaluate(evaluate_config(tmp_path, classifier_dir, tiny_teacher_dir, tiny_corpus_dir))
     with pytest.raises(ValueError, match=r"speed.devices has \['tpu'\]"):
         evaluate(evaluate_config(tmp_path, tiny_teacher_dir, tiny_teacher_dir, tiny_corpus_dir, "speed.devices=[tpu]"))
+    with pytest.raises(ValueError, match="device='tpu' is not allowed"):
+        evaluate(evaluate_config(tmp_path, tiny_teacher_dir, tiny_teacher_dir, tiny_corpus_dir, "device=tpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without a GPU")
+def test_cuda_timing_is_dropped_without_a_gpu():
+    assert speed_devices(["cpu", "cuda"]) == [torch.device("cpu")]
+
+
+def test_timed_forward_is_the_encoder_unless_the_head_is_asked_for(fresh_teacher_dir):
+    model = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir).eval()
+    ids = torch.tensor([[2, 10, 11, 3]])
+    with torch.no_grad():
+        assert timed_forward(model, with_mlm_head=False)(ids, torch.ones_like(ids)).shape == (1, 4, 32)  # hidden
+        assert timed_forward(model, with_mlm_head=True)(ids, torch.ones_like(ids)).shape == (1, 4, 128)  # vocab
 
 
 @pytest.mark.shared

@@ -66,8 +66,9 @@ def test_model_paths_resolve_or_fail_with_the_key(tmp_path, fresh_teacher_dir, s
     assert hf_model_path("teacher_model", "bert-base-uncased", tmp_path) == "bert-base-uncased"  # a hub id
     exported = hf_model_path("student_model", str(student_checkpoint[0]), tmp_path)
     assert exported == str(tmp_path / "student_model") and (tmp_path / "student_model" / "config.json").is_file()
-    with pytest.raises(FileNotFoundError, match="student_model='/nonexistent/student'"):
-        hf_model_path("student_model", "/nonexistent/student", tmp_path)
+    for missing in ("/nonexistent/student", "outputs/runs/x/student"):  # not hub ids: those have at most one /
+        with pytest.raises(FileNotFoundError, match=f"student_model='{missing}' is not a model"):
+            hf_model_path("student_model", missing, tmp_path)
     with pytest.raises(FileNotFoundError, match="model='.*' has no config.json"):
         hf_model_path("model", str(tmp_path), tmp_path)
 
