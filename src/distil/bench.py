@@ -142,7 +142,10 @@ class KernelProfile(pl.Callback):
             wall_us = (time.perf_counter() - self.start) * 1e6
             self.profiler.__exit__(None, None, None)
             events = self.profiler.key_averages()
-            on_device = [event for event in events if event.device_type == torch.autograd.DeviceType.CUDA]
+            on_device = [  # kernels and copies; user annotations (e.g. the optimizer step) span kernels counted already
+                event for event in events
+                if event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation
+            ]
             kernel_us = sum(event.self_device_time_total for event in on_device)
             self.busy_fraction = round(kernel_us / wall_us, 3)
             table = events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70)

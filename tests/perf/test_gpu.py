@@ -63,6 +63,7 @@ def test_loss_curve_of_optimised_path_follows_the_reference(optimised_setting, k
         "reference": reference.tolist(), "optimised": optimised.tolist(),
     }
     record(f"loss_curve_{optimised_setting}_{kl_positions}", summary)
-    assert reference[-20:].mean() < reference[:5].mean()  # the run learns: the comparison is meaningful
-    assert relative.mean() < 0.02
-    assert (optimised[-20:].mean() / reference[-20:].mean() - 1).abs() < 0.02
+    assert reference[-20:].mean() < 0.5 * reference[:5].mean()  # the run learns: the comparison is meaningful
+    assert relative[0] < 1e-3  # same weights, same batch: the same function up to bf16 rounding
+    assert relative.mean() < 0.1  # bf16 and fp32 trajectories drift apart by a few % while the loss falls fast
+    assert (optimised[-20:].mean() / reference[-20:].mean() - 1).abs() < 0.03  # and end at the same loss
