@@ -24,9 +24,15 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PreTrainedModel,
+)
 
-from distil.evaluate import count_parameters, format_comparison, percent
+from distil.evaluate import count_parameters, format_comparison, format_percent, percent
 from distil.evaluation.glue_tasks import Example, check_task_source, load_examples
 from distil.export import hf_model_path
 from distil.modules.schedule import warmup_linear_decay
@@ -91,6 +97,14 @@ def encode(examples: list[Example], tokenizer, max_length: int, input_names: set
     ]
 
 
+def check_model_config(key: str, path: str) -> None:
+    """Read the model's config (small and fast) so that a bad path fails before any model is trained."""
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
+
+
 def finetune_model(
     name: str, key: str, path: str, train: list[Example], dev: list[Example], cfg: DictConfig, out_dir: Path
 ) -> dict:
@@ -137,7 +151,7 @@ def comparison_rows(models: dict[str, dict]) -> list[tuple[str, ...]]:
     for label, key, scale, fmt in quantities:
         cells = [format(entry[key] * scale, fmt) for entry in models.values()]
         if len(models) == 2:
-            cells.append(f"{percent(models['student'][key], models['teacher'][key]):.1f}%")
+            cells.append(format_percent(percent(models["student"][key], models["teacher"][key])))
         rows.append((label, *cells))
     return rows
 
@@ -148,6 +162,8 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     check_task_source(task.source, task.name)
     keys = {"teacher": "teacher_model", "student": "model"} if cfg.teacher_model else {"model": "model"}
     paths = {name: hf_model_path(key, str(cfg[key]), out_dir / "exported") for name, key in keys.items()}
+    for name, path in paths.items():
+        check_model_config(keys[name], path)
     fields = {"text_fields": list(task.text_fields), "label_field": task.label_field}
     train = load_examples(task.source, task.name, "train", task.train_split, **fields)[: cfg.max_train_examples]
     dev = load_examples(task.source, task.name, "dev", task.dev_split, **fields)[: cfg.max_dev_examples]

@@ -73,6 +73,18 @@ def test_bad_task_inputs_are_named_before_training(tmp_path, fresh_teacher_dir, 
                          f"out_dir={tmp_path}")
     with pytest.raises(FileNotFoundError, match="model='/nonexistent/model'"):
         finetune(cfg, tmp_path)
+    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", f"model={tmp_path}",  # no config.json
+                         f"teacher_model={fresh_teacher_dir}", f"out_dir={tmp_path}")
+    with pytest.raises(FileNotFoundError, match="model='.*' has no config.json"):
+        finetune(cfg, tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", f"model={broken}",
+                         f"teacher_model={fresh_teacher_dir}", f"out_dir={tmp_path}")
+    with pytest.raises(FileNotFoundError, match="model='.*broken' is not a loadable model"):
+        finetune(cfg, tmp_path)  # fails before the teacher is fine-tuned: no teacher/ log folder
+    assert not (tmp_path / "teacher").exists()
 
 
 @pytest.mark.parametrize("task", TASKS)
