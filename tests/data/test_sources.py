@@ -33,6 +33,12 @@ def test_txt_documents_are_separated_by_blank_lines(tmp_path):
     assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == DOCUMENTS
 
 
+def test_replacements_rewrite_every_document(tmp_path):
+    (tmp_path / "a.txt").write_text("a <unk> lobster\n\n<unk> and <unk>\n", encoding="utf-8")
+    source = LocalFiles(str(tmp_path / "*.txt"), replacements={"<unk>": "[UNK]"})
+    assert list(source.documents()) == ["a [UNK] lobster", "[UNK] and [UNK]"]
+
+
 def test_jsonl_gzip_txt_and_parquet_give_the_same_documents(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": d, "id": i} for i, d in enumerate(DOCUMENTS)])
     write_jsonl(tmp_path / "b.jsonl.gz", [{"text": d} for d in DOCUMENTS], compress=True)

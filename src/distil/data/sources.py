@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from distil.data.documents import expand_paths, file_documents
@@ -47,6 +47,8 @@ class LocalFiles:
     """Documents from local `.txt`, `.jsonl`, `.parquet` files (optionally `.gz`), in sorted order per pattern.
 
     Empty files are skipped, counted and logged; a source whose files hold no document at all is an error.
+    `replacements` maps literal strings to what they become in every document, e.g. WikiText's `<unk>` to the
+    tokenizer's `[UNK]` (a special token: never masked, never scored), instead of four maskable word pieces.
     """
 
     def __init__(
@@ -56,12 +58,14 @@ class LocalFiles:
         weight: float = 1.0,
         decode_errors: str = "strict",
         name: str | None = None,
+        replacements: Mapping[str, str] | None = None,
     ) -> None:
         self.patterns = [paths] if isinstance(paths, str) else [str(p) for p in paths]
         self.text_field = text_field
         self.weight = float(weight)
         self.decode_errors = decode_errors
         self.name = name or ",".join(self.patterns)
+        self.replacements = dict(replacements or {})
         if self.weight <= 0:
             raise ValueError(f"source {self.name}: weight={weight}; allowed: a number > 0")
 
@@ -79,6 +83,8 @@ class LocalFiles:
             count = 0
             for document in file_documents(path, self.text_field, self.decode_errors):
                 count += 1
+                for old, new in self.replacements.items():
+                    document = document.replace(old, new)
                 yield document
             if count == 0:
                 empty_files.append(path)
