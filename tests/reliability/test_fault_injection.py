@@ -69,11 +69,6 @@ def test_resume_auto_skips_damaged_checkpoints_and_still_resumes_exactly(resumed
     assert [resumed[step] for step in after] == [expected[step] for step in after]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lightning's CSVLogger deletes csv/metrics.csv when a run resumes in the same directory "
-    "(conf/logger/csv.yaml, owned by the logging work): the rows logged before the interruption are lost",
-)
 def test_resuming_keeps_the_metrics_logged_before_the_interruption(resumed_over_damage):
     run_dir, _, result = resumed_over_damage
     assert result.returncode == 0
