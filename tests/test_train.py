@@ -15,9 +15,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertFo
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train(run_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(run_dir: Path, *overrides: str, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "distil.train", f"hydra.run.dir={run_dir}", *overrides]
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(run_dir))
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(run_dir), **env_vars)
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -97,6 +97,14 @@ def test_bad_temperature_fails_before_anything_is_loaded(tmp_path, temperature):
     assert result.returncode != 0
     assert f"distill.temperature={temperature} is not allowed: it must be > 0" in result.stderr
     assert "could not load the teacher" not in result.stderr  # the temperature is checked before the teacher
+
+
+def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
+    result = run_train(tmp_path / "run", DISTIL_SHARED=str(tmp_path / "absent"), HF_HUB_OFFLINE="1")
+    assert result.returncode != 0
+    assert "teacher.name_or_path='google/bert_uncased_L-12_H-256_A-4'" in result.stderr  # the public fallback
+    assert "set DISTIL_SHARED to the shared assets folder" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.shared
