@@ -100,8 +100,14 @@ def check_precision(precision: str | int, accelerator: str) -> None:
 
 
 def check_trainer_config(cfg: DictConfig) -> None:
-    """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`)."""
+    """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`), and a run length."""
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    max_steps = cfg.trainer.get("max_steps")
+    if not (isinstance(max_steps, int) and max_steps >= 1):
+        raise ValueError(
+            f"trainer.max_steps={max_steps} is not allowed: it must be an integer >= 1 (the training stream is "
+            "endless, so max_steps ends the run and sets the length of the LR schedule)"
+        )
 
 
 def check_mask_probability(mlm_probability: float) -> None:

@@ -33,6 +33,8 @@ BAD_CONFIGS = [
     (["trainer.precision=fp8"], ["trainer.precision='fp8'", "not allowed", "32-true", "bf16-mixed"]),
     (["data.max_length=65"], ["data.max_length=65", "8..64", "max_position_embeddings"]),
     (["resume=always"], ["resume='always'", "auto"]),
+    (["trainer.max_steps=-1"], ["trainer.max_steps=-1", "integer >= 1"]),
+    (["trainer.max_steps=0"], ["trainer.max_steps=0", "integer >= 1"]),
     (["callbacks.nonfinite_guard.max_consecutive=0"], ["callbacks.nonfinite_guard.max_consecutive=0", ">= 1"]),
     (["+callbacks.preemption.signals=[SIGTERM,SIGFOO]"], ["callbacks.preemption.signals", "SIGFOO"]),
 ]
