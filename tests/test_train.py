@@ -47,7 +47,8 @@ def tiny_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
 
 def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
     run_dir, result = tiny_run
-    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
     train_rows = [r for r in rows if r.get("train/loss")]
     assert [int(r["step"]) for r in train_rows] == [0, 1]
     for row in train_rows:

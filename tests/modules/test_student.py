@@ -5,7 +5,6 @@ import torch
 from transformers import AutoModelForMaskedLM, DistilBertForMaskedLM
 
 from distil.modules.student import build_student, default_layer_map, teacher_to_student_names
-from tests.conftest import tiny_bert
 
 LAYER_KINDS = 16  # weight + bias of q, k, v, out, sa_norm, lin1, lin2, out_norm
 

@@ -21,8 +21,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from distil.modules.fused_vocab_loss import VocabLossWeights, chunk_loss_terms, fused_vocab_losses
 from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
 from distil.modules.masked_lm_parts import encoder_of, head_features_of, output_projection_of, vocab_head_of
-from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
 
 IGNORE_INDEX = -100  # label of positions that were not masked
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,7 +102,7 @@ class DistillationModule(pl.LightningModule):
         self.val_teacher = MaskedLMMetrics()
         self.val_agreement = Top1Agreement()
 
-    def train(self, mode: bool = True) -> "DistillationModule":
+    def train(self, mode: bool = True) -> DistillationModule:
         """Lightning calls train() on the whole module each epoch; the teacher must stay in eval mode (no dropout)."""
         super().train(mode)
         self.teacher.eval()
