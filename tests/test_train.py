@@ -12,6 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 
+from tests.tiny_assets import tiny_train_overrides
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,19 +24,7 @@ def run_train(run_dir: Path, *overrides: str, timeout: int = 300, **env_vars: st
 
 
 def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
-    return [
-        f"teacher.name_or_path={teacher_dir}",
-        "data=local_files",
-        f"data.sources.0.paths={corpus_dir}/*.txt",
-        "data.max_length=32",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "data.val_documents=5",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=1",
-        "logger=csv",
-    ]
+    return [*tiny_train_overrides(teacher_dir, corpus_dir), "trainer.val_check_interval=2", "logger=csv"]
 
 
 @pytest.fixture(scope="module")

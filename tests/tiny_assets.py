@@ -62,3 +62,20 @@ def write_tiny_corpus(directory: Path, documents: int = 60, seed: int = 0) -> Pa
             docs.append(" ".join(sentences))
         (directory / f"part{part}.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return directory
+
+
+def tiny_train_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
+    """`python -m distil.train` overrides for the tiny teacher and corpus: 4 rows of 32 tokens, CPU, 2 validation
+    batches, metrics every step, no progress bar. Callers add run length, validation interval and loggers."""
+    return [
+        f"teacher.name_or_path={teacher_dir}",
+        "data=local_files",
+        f"data.sources.0.paths={corpus_dir}/*.txt",
+        "data.max_length=32",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.val_documents=5",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.tiny_assets import tiny_train_overrides
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 16  # optimizer steps of every end-to-end run (tiny model: about 0.1 s each on 2 CPU cores)
 CHECKPOINT_EVERY = 4  # periodic checkpoint interval (steps)
@@ -18,20 +20,11 @@ def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
     """A 2-layer student of the tiny teacher on the tiny corpus, fp32 on CPU, validation every 3 steps."""
     return [
         "experiment=demo",
-        f"teacher.name_or_path={teacher_dir}",
-        "data=local_files",
-        f"data.sources.0.paths={corpus_dir}/*.txt",
-        "data.max_length=32",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "data.val_documents=5",
+        *tiny_train_overrides(teacher_dir, corpus_dir),
         f"trainer.max_steps={MAX_STEPS}",
         "trainer.val_check_interval=3",
-        "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=1",
         "logger=csv",
         f"callbacks.model_checkpoint.every_n_train_steps={CHECKPOINT_EVERY}",
-        "callbacks.progress_bar.refresh_rate=0",
     ]
 
 

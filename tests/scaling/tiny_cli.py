@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.tiny_assets import tiny_train_overrides
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "DISTIL_RUN_DIR", "RANK", "SLURM_PROCID")
 
@@ -14,20 +16,11 @@ WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "DIST
 def tiny_overrides(teacher_dir: Path, corpus_dir: Path, steps: int = 2) -> list[str]:
     """A run of `steps` optimizer steps on 4 rows of 32 tokens, validated once at the end on 2 batches."""
     return [
-        f"teacher.name_or_path={teacher_dir}",
-        "data=local_files",
-        f"data.sources.0.paths={corpus_dir}/*.txt",
-        "data.max_length=32",
-        "data.batch_size=4",
+        *tiny_train_overrides(teacher_dir, corpus_dir),
         "data.val_batch_size=4",
-        "data.num_workers=0",
-        "data.val_documents=5",
         "data.documents_per_block=8",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",
-        "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=1",
-        "callbacks.progress_bar.refresh_rate=0",
     ]
 
 
