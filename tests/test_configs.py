@@ -39,7 +39,8 @@ def test_paper_experiment_values():
     )
     assert cfg.distill.optimizer.lr == 5e-4 and cfg.distill.optimizer.eps == 1e-6
     assert cfg.distill.scheduler.warmup_fraction == 0.05 and cfg.trainer.gradient_clip_val == 5.0
-    assert cfg.distill.kl_positions == "all"
+    assert cfg.distill.kl_positions == "all" and cfg.distill.vocab_chunk_rows == 4096
+    assert cfg.distill.teacher_dtype == "bfloat16" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.trainer.devices == 8 and cfg.trainer.strategy == "ddp"
     assert cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.accumulate_grad_batches == 4096
 
