@@ -1,8 +1,8 @@
 """Exact resume on CPU in fp32: a run interrupted at step k and resumed logs bitwise the losses of the
 uninterrupted run after k (student, AdamW moments, LR schedule, step counters, RNG states, data position).
 
-Kept to MAX_STEPS=16 tiny steps (2-layer student, hidden 32, 4 x 32 tokens per batch, validation every 3 steps so
-that resuming also crosses validations), not thousands: every state that matters is exercised in the first steps.
+Most runs here are MAX_STEPS=16 tiny steps (2-layer student, hidden 32, 4 x 32 tokens per batch, validation every 3
+steps so that resuming also crosses validations); one run is the issue's 2000 steps resumed at step 1000.
 """
 
 from __future__ import annotations
@@ -50,3 +50,24 @@ def test_ckpt_path_resume_in_a_new_run_dir_gives_the_uninterrupted_losses(uninte
     expected, resumed = train_losses(uninterrupted_run), train_losses(tmp_path / "run")
     assert sorted(resumed) == list(range(8, MAX_STEPS))
     assert [resumed[step] for step in range(8, MAX_STEPS)] == [expected[step] for step in range(8, MAX_STEPS)]
+
+
+def test_a_2000_step_run_resumed_at_step_1000_logs_the_uninterrupted_losses(overrides, tmp_path):
+    """The issue's long check: 2000 steps (many passes over the tiny corpus, validation every 500 steps) against the
+    same run resumed from its step-1000 checkpoint; every one of the 1000 losses after the resume is bitwise equal.
+    About 50 s on 2 CPU cores (the tiny model takes about 12 ms per step)."""
+    replaced = ("trainer.max_steps=", "trainer.val_check_interval=", "callbacks.model_checkpoint.every_n_train_steps=")
+    long_run = [item for item in overrides if not item.startswith(replaced)]
+    long_run += ["trainer.max_steps=2000", "trainer.val_check_interval=500"]
+    long_run += ["callbacks.model_checkpoint.every_n_train_steps=1000"]
+    full = run_train(tmp_path / "full", long_run, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    checkpoint = tmp_path / "full" / "checkpoints" / "step0001000.ckpt"
+
+    resumed = run_train(tmp_path / "resumed", [*long_run, f"ckpt_path={checkpoint}"], timeout=600)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, after_resume = train_losses(tmp_path / "full"), train_losses(tmp_path / "resumed")
+    assert sorted(expected) == list(range(2000))
+    assert sorted(after_resume) == list(range(1000, 2000))
+    assert [after_resume[step] for step in range(1000, 2000)] == [expected[step] for step in range(1000, 2000)]
