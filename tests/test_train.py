@@ -43,7 +43,8 @@ def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
     assert [int(r["step"]) for r in train_rows] == [0, 1]
     for row in train_rows:
         terms = {k: float(row[f"train/loss_{k}"]) for k in ("ce", "mlm", "cos")}
-        assert float(row["train/loss"]) == pytest.approx(5.0 * terms["ce"] + 2.0 * terms["mlm"] + terms["cos"], rel=1e-4)
+        weighted = 5.0 * terms["ce"] + 2.0 * terms["mlm"] + terms["cos"]
+        assert float(row["train/loss"]) == pytest.approx(weighted, rel=1e-4)
     val = [r for r in rows if r.get("val/student_mlm_acc")]
     assert len(val) == 1 and 0.0 <= float(val[0]["val/teacher_mlm_acc"]) <= 1.0
     assert "held-out masked-LM accuracy: teacher" in result.stdout

@@ -1,4 +1,5 @@
-"""NonFiniteLossGuard: NaN/inf steps leave weights and Adam state untouched, are counted, and a streak stops training."""
+"""NonFiniteLossGuard: NaN/inf steps leave weights and Adam state untouched, are counted, and a streak stops
+training."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ def sample_value(spec: dict):
 
 
 def render_agent_command(sweep: dict, values: dict) -> list[str]:
-    """The command `wandb agent` runs for these parameter values (its macro expansion, wandb_agent.Agent._command_run)."""
+    """The command `wandb agent` runs for these parameter values (its macro expansion,
+    wandb_agent.Agent._command_run)."""
     macros = create_sweep_command_args({"args": {name: {"value": value} for name, value in values.items()}})
     macros.update(env=["/usr/bin/env"], interpreter=["python"], program=[sweep["program"]])
     command = []

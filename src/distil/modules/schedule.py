@@ -10,7 +10,9 @@ def warmup_linear_decay(optimizer: Optimizer, total_steps: int, warmup_fraction:
     """LR multiplier rising linearly from 0 to 1 over `warmup_fraction * total_steps` optimizer steps, then falling
     linearly to 0 at `total_steps`."""
     if total_steps < 1:
-        raise ValueError(f"total_steps={total_steps}: the schedule needs at least 1 optimizer step (set trainer.max_steps)")
+        raise ValueError(
+            f"total_steps={total_steps}: the schedule needs at least 1 optimizer step (set trainer.max_steps)"
+        )
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction={warmup_fraction} is out of range: allowed [0, 1)")
     warmup_steps = int(warmup_fraction * total_steps)
