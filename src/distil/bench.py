@@ -23,6 +23,7 @@ import json
 import math
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ class StepTimer(pl.Callback):
         self.losses: list[torch.Tensor] = []
         self.seconds = float("nan")
         self.syncs: int | None = None
+        self.sync_sites: dict[str, int] | None = None
         self.caught: warnings.catch_warnings | None = None
         self.sync_warnings: list = []
         self.start = 0.0
@@ -112,7 +114,8 @@ class StepTimer(pl.Callback):
             if self.count_syncs:
                 torch.cuda.set_sync_debug_mode("default")
                 self.caught.__exit__(None, None, None)
-                self.syncs = sum("synchroniz" in str(w.message) for w in self.sync_warnings)
+                self.sync_sites = sync_sites(self.sync_warnings)
+                self.syncs = sum(self.sync_sites.values())
             synchronize()
             self.seconds = time.perf_counter() - self.start
 
@@ -150,6 +153,15 @@ class KernelProfile(pl.Callback):
             self.busy_fraction = round(kernel_us / wall_us, 3)
             table = events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70)
             Path(self.table_file).write_text(f"device busy {self.busy_fraction:.3f} of {wall_us / 1e3:.1f} ms\n{table}")
+
+
+def sync_sites(records: list[warnings.WarningMessage]) -> dict[str, int]:
+    """Counted syncs by source line, `"file:line" -> count`, from the warnings of CUDA's sync debug mode.
+
+    A warning raised inside a torch op is attributed to the Python line that called the op: the line to change.
+    """
+    sites = Counter(f"{record.filename}:{record.lineno}" for record in records if "synchroniz" in str(record.message))
+    return dict(sites.most_common())
 
 
 def synchronize() -> None:
@@ -236,6 +248,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "mfu": round(achieved / (cfg.peak_tflops * 1e12), 4),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
         "host_syncs_per_step": None if timer.syncs is None else round(timer.syncs / cfg.timed_steps, 2),
+        "host_sync_sites": timer.sync_sites,
         "final_loss": round(losses[steps - 1], 4),
         "timed_steps": cfg.timed_steps,
         "device_busy_fraction": profile.busy_fraction if profile else None,

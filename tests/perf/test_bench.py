@@ -4,12 +4,13 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 from hydra import compose, initialize_config_dir
 from transformers import BertConfig
 
-from distil.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting
+from distil.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting, sync_sites
 from tests.conftest import REPO_ROOT
 
 TINY = ["bench_model=tiny", "trainer.accelerator=cpu", "warmup_steps=1", "timed_steps=2", "seq_length=16",
@@ -61,3 +62,15 @@ def test_command_line_prints_one_json_line(tmp_path):
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and lines[0]["setting"] == "host_row_index"
     assert json.loads(results.read_text()) == lines[0]
+
+
+def test_sync_sites_name_the_calling_line_of_each_sync_warning():
+    """CUDA's sync debug mode warns from inside the op; the record names the Python line that called it."""
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning)  # line A
+        warnings.warn("called a synchronizing CUDA operation", UserWarning)  # line B
+        warnings.warn("an unrelated warning", UserWarning)
+    line_a = records[0].lineno
+    assert sync_sites(records) == {f"{__file__}:{line_a}": 2, f"{__file__}:{line_a + 1}": 1}
