@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -257,5 +258,15 @@ def main(cfg: DictConfig) -> dict:
     return report
 
 
+def with_model_keys(argv: list[str]) -> list[str]:
+    """The command line with `student=PATH` / `teacher=PATH` turned into the keys `student_model=` / `teacher_model=`.
+
+    `student` and `teacher` name config groups of `distil.train` in the shared `conf/` tree, so Hydra would look for
+    `conf/student/PATH.yaml`; the config keys carry a `_model` suffix and the short form is translated here.
+    """
+    return [arg.replace("=", "_model=", 1) if arg.startswith(("student=", "teacher=")) else arg for arg in argv]
+
+
 if __name__ == "__main__":
+    sys.argv = with_model_keys(sys.argv)
     main()

@@ -150,7 +150,7 @@ FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4
 def evaluated_tiny_run(tiny_run_dir, tiny_teacher_dir, tiny_corpus_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """(tiny run dir, the finished `python -m distil.evaluate` of its last.ckpt into <run>/evaluate)."""
     result = run_module(
-        "distil.evaluate", f"student_model={tiny_run_dir}/checkpoints/last.ckpt", f"teacher_model={tiny_teacher_dir}",
+        "distil.evaluate", f"student={tiny_run_dir}/checkpoints/last.ckpt", f"teacher={tiny_teacher_dir}",
         f"hydra.run.dir={tiny_run_dir}/evaluate", *tiny_data_overrides(tiny_corpus_dir), *FAST_SPEED,
     )
     assert result.returncode == 0, result.stderr[-3000:]
