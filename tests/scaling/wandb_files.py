@@ -47,21 +47,21 @@ def run_record(path: Path) -> wandb_internal_pb2.RunRecord:
     return next(r.run for r in read_records(path) if r.WhichOneof("record_type") == "run")
 
 
-def summary(path: Path) -> dict:
-    """The run summary: the last summary update of each key (W&B writes the final values at wandb.finish)."""
+def latest_values(path: Path, record_type: str) -> dict:
+    """The last value of each key over all `record_type` records ("summary" or "config") of an offline run."""
     values = {}
     for record in read_records(path):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
+        if record.WhichOneof("record_type") == record_type:
+            for item in getattr(record, record_type).update:
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def summary(path: Path) -> dict:
+    """The run summary: the last summary update of each key (W&B writes the final values at wandb.finish)."""
+    return latest_values(path, "summary")
 
 
 def config(path: Path) -> dict:
     """The run config: the last value of each top-level key over all config updates."""
-    values = {}
-    for record in read_records(path):
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
-                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return values
+    return latest_values(path, "config")
