@@ -99,8 +99,25 @@ def check_precision(precision: str | int, accelerator: str) -> None:
         )
 
 
+def check_fused_optimizer_clipping(fused: bool | None, precision: str | int, gradient_clip_val: float | None) -> None:
+    """A fused optimizer unscales fp16 gradients inside its step, so Lightning cannot clip them before it."""
+    name = PRECISION_ALIASES.get(str(precision), str(precision))
+    if fused and name == "16-mixed" and gradient_clip_val:
+        raise ValueError(
+            f"distill.optimizer.fused={fused} cannot be combined with trainer.precision={precision!r} and "
+            f"trainer.gradient_clip_val={gradient_clip_val}: under fp16 loss scaling a fused optimizer unscales the "
+            "gradients inside its step, after clipping would have to run; use bf16-mixed or 32-true, or "
+            "distill.optimizer.fused=false"
+        )
+
+
 def check_trainer_config(cfg: DictConfig) -> None:
-    """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`), and a run length."""
+    """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`) and by the optimizer's
+    clipping, and a run length."""
+    optimizer = cfg.distill.get("optimizer") or {}
+    check_fused_optimizer_clipping(
+        optimizer.get("fused"), cfg.trainer.precision, cfg.trainer.get("gradient_clip_val")
+    )
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     max_steps = cfg.trainer.get("max_steps")
     if not (isinstance(max_steps, int) and max_steps >= 1):

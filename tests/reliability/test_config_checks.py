@@ -30,6 +30,10 @@ BAD_CONFIGS = [
     (["data.mlm_probability=1.0"], ["data.mlm_probability=1.0", "0 < p < 1"]),
     (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "not supported on the CPU", "32-true"]),
     (["trainer.precision=16-true"], ["trainer.precision='16-true'", "not supported on the CPU"]),
+    (
+        ["trainer.precision=16-mixed", "distill.optimizer.fused=true"],
+        ["distill.optimizer.fused=True", "trainer.precision='16-mixed'", "gradient_clip_val=5.0", "bf16-mixed"],
+    ),
     (["trainer.precision=fp8"], ["trainer.precision='fp8'", "not allowed", "32-true", "bf16-mixed"]),
     (["data.max_length=65"], ["data.max_length=65", "8..64", "max_position_embeddings"]),
     (["resume=always"], ["resume='always'", "auto"]),

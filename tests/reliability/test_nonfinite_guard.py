@@ -1,5 +1,6 @@
 """NonFiniteLossGuard: NaN/inf steps leave weights and Adam state untouched, are counted, and a streak stops
-training."""
+training. Each behaviour is checked with a plain AdamW (gradients dropped after a host check) and a fused AdamW
+(the step skipped by the fused kernel's found_inf flag, the counts read back a step later without waiting)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import torch
 from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
 from tests.reliability.toy import OnStep, ToyRegression, WeightsPerStep, toy_loader, toy_trainer
 
+SKIP_PATHS = pytest.mark.parametrize("fused", [False, True], ids=["host_check", "fused_found_inf"])
 
-def test_nan_loss_steps_are_skipped_and_counted(tmp_path):
-    model, weights = ToyRegression(nan_steps={2, 3}), WeightsPerStep()
-    trainer = toy_trainer(tmp_path, 8, [NonFiniteLossGuard(max_consecutive=3), weights])
+
+@SKIP_PATHS
+def test_nan_loss_steps_are_skipped_and_counted(tmp_path, fused):
+    model, weights = ToyRegression(nan_steps={2, 3}, fused=fused), WeightsPerStep()
+    guard = NonFiniteLossGuard(max_consecutive=3)
+    trainer = toy_trainer(tmp_path, 8, [guard, weights])
     trainer.fit(model, toy_loader())
 
     assert trainer.global_step == 8  # skipped steps still count towards max_steps
@@ -24,29 +29,58 @@ def test_nan_loss_steps_are_skipped_and_counted(tmp_path):
     adam_state = trainer.optimizers[0].state[model.layer.weight]
     assert int(adam_state["step"]) == 6  # 8 steps, 2 skipped: the moments never saw the bad steps
     assert float(trainer.callback_metrics["train/nonfinite_steps"]) == 2.0
+    assert (guard.skipped_steps, guard.consecutive) == (2, 0)
+    assert guard.state_dict() == {"skipped_steps": 2, "consecutive": 0}
+    assert hasattr(trainer.optimizers[0], "found_inf") == fused  # which of the two skip paths ran
 
 
-def test_non_finite_gradients_with_a_finite_loss_are_skipped(tmp_path):
+@SKIP_PATHS
+def test_the_same_run_without_bad_steps_matches_the_guarded_run_up_to_the_first_bad_step(tmp_path, fused):
+    """The guard changes nothing on good steps: the first two steps equal those of an unguarded run."""
+    guarded, unguarded = WeightsPerStep(), WeightsPerStep()
+    toy_trainer(tmp_path / "a", 4, [NonFiniteLossGuard(), guarded]).fit(
+        ToyRegression(nan_steps={2}, fused=fused), toy_loader()
+    )
+    toy_trainer(tmp_path / "b", 4, [unguarded]).fit(ToyRegression(fused=fused), toy_loader())
+    assert torch.equal(guarded.weights[1], unguarded.weights[1])
+    assert not torch.equal(guarded.weights[3], unguarded.weights[3])  # step 2 was skipped in the guarded run only
+
+
+@SKIP_PATHS
+def test_non_finite_gradients_with_a_finite_loss_are_skipped(tmp_path, fused):
     def poison_gradient(trainer, pl_module):
         pl_module.layer.bias.register_hook(lambda grad: torch.full_like(grad, float("inf")))
 
-    model, weights, guard = ToyRegression(), WeightsPerStep(), NonFiniteLossGuard(max_consecutive=2)
-    trainer = toy_trainer(tmp_path, 4, [guard, weights, OnStep(2, poison_gradient)])
-    with pytest.raises(NonFiniteLossError):
+    model, weights, guard = ToyRegression(fused=fused), WeightsPerStep(), NonFiniteLossGuard(max_consecutive=2)
+    trainer = toy_trainer(tmp_path, 6, [guard, weights, OnStep(2, poison_gradient)])
+    with pytest.raises(NonFiniteLossError, match=r"steps 2\.\.3"):
         trainer.fit(model, toy_loader())
     assert guard.skipped_steps == 2
-    assert len(weights.weights) == 3 and torch.equal(weights.weights[2], weights.weights[1])  # step 2 skipped
-    assert torch.isfinite(model.layer.weight).all()  # step 3 stopped training before it could update anything
+    read_back_delay = 1 if fused else 0  # the fused path learns of step 3's skip at step 4
+    assert len(weights.weights) == 3 + read_back_delay
+    assert all(torch.equal(w, weights.weights[1]) for w in weights.weights[2:])  # steps 2 (and 3) skipped
+    assert torch.isfinite(model.layer.weight).all()
 
 
-def test_a_streak_of_max_consecutive_bad_steps_stops_with_a_clear_error(tmp_path):
-    model = ToyRegression(nan_steps=range(3, 100))
+@SKIP_PATHS
+def test_a_streak_of_max_consecutive_bad_steps_stops_with_a_clear_error(tmp_path, fused):
+    model = ToyRegression(nan_steps=range(3, 100), fused=fused)
     trainer = toy_trainer(tmp_path, 20, [NonFiniteLossGuard(max_consecutive=4)])
     with pytest.raises(NonFiniteLossError) as error:
         trainer.fit(model, toy_loader())
     message = str(error.value)
     assert "4 optimizer steps in a row" in message and "max_consecutive=4" in message and "steps 3..6" in message
-    assert trainer.global_step == 6  # steps 0, 1, 2 trained; 3, 4, 5 skipped; the 4th bad step (6) stopped it
+    # steps 0, 1, 2 trained; 3, 4, 5 skipped; the 4th bad step (6) stopped it, or step 7 when read back a step later
+    assert trainer.global_step == (7 if fused else 6)
+    assert torch.isfinite(model.layer.weight).all()
+
+
+def test_a_streak_that_ends_the_run_is_still_caught_on_the_fused_path(tmp_path):
+    """The last steps' counts are read back at the end of training."""
+    model, guard = ToyRegression(nan_steps={4, 5}, fused=True), NonFiniteLossGuard(max_consecutive=2)
+    trainer = toy_trainer(tmp_path, 6, [guard])
+    with pytest.raises(NonFiniteLossError, match=r"steps 4\.\.5"):
+        trainer.fit(model, toy_loader())
 
 
 def test_counts_are_saved_in_checkpoints_and_restored():

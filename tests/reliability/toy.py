@@ -14,13 +14,15 @@ from distil.checkpoint_io import AtomicCheckpointIO
 
 
 class ToyRegression(pl.LightningModule):
-    """MSE of a Linear(4, 1); the loss is multiplied by NaN at the optimizer steps listed in `nan_steps`."""
+    """MSE of a Linear(4, 1); the loss is multiplied by NaN at the optimizer steps listed in `nan_steps`.
+    AdamW with `fused=True` uses its single fused kernel (on the CPU too)."""
 
-    def __init__(self, nan_steps: Iterable[int] = ()) -> None:
+    def __init__(self, nan_steps: Iterable[int] = (), fused: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.layer = nn.Linear(4, 1)
         self.nan_steps = set(nan_steps)
+        self.fused = fused
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -31,7 +33,7 @@ class ToyRegression(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=0.1)
+        return torch.optim.AdamW(self.parameters(), lr=0.1, fused=self.fused)
 
 
 def toy_loader() -> DataLoader:
