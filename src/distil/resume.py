@@ -2,8 +2,10 @@
 
 `resume=auto` looks at every `*.ckpt` of the run's checkpoint folder, skips (and logs) the ones that are truncated or
 corrupt, and picks the one with the highest `global_step`; on a tie `last.ckpt` wins, then the newest file. With no
-checkpoint there (the first launch of a job that may be requeued), training starts from scratch. Both paths are
-checked before any weights are loaded, so a bad file fails the run in seconds with its name in the error.
+checkpoint there (the first launch of a job that may be requeued), training starts from scratch. `ckpt_path=last`
+picks the same checkpoint but fails when the folder holds none (a new launch gets a new run directory: point
+`hydra.run.dir` at the run to continue). Every path is checked before any weights are loaded, so a bad file fails
+the run in seconds with its name in the error.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from distil.checkpoint_io import CheckpointError, check_checkpoint, peek_checkpo
 log = logging.getLogger(__name__)
 
 RESUME_MODES = (None, "auto")
-LIGHTNING_CKPT_KEYWORDS = ("last", "hpc", "best")  # resolved by Lightning itself from its callbacks
+LIGHTNING_CKPT_KEYWORDS = ("hpc", "best")  # resolved by Lightning itself from its callbacks
 
 
 def checkpoint_rank(path: Path, global_step: int) -> tuple[int, int, float]:
@@ -53,7 +55,8 @@ def resolve_ckpt_path(ckpt_path: str | None, resume: str | None, checkpoint_dir:
     """The checkpoint `trainer.fit` should resume from (None: start fresh); raises naming a bad file or key.
 
     Args:
-        ckpt_path: the `ckpt_path` key: a file, one of Lightning's keywords (last, hpc, best), or None.
+        ckpt_path: the `ckpt_path` key: a file, "last" (the newest good checkpoint of `checkpoint_dir`, which must
+            exist), one of Lightning's keywords (hpc, best), or None.
         resume: the `resume` key: None (use ckpt_path) or "auto" (newest good checkpoint of `checkpoint_dir`).
         checkpoint_dir: the run's checkpoint folder (`callbacks.model_checkpoint.dirpath`).
     """
@@ -67,6 +70,15 @@ def resolve_ckpt_path(ckpt_path: str | None, resume: str | None, checkpoint_dir:
             log.info("resume=auto: no usable checkpoint in %s, starting from scratch", checkpoint_dir)
             return None
         log.info("resume=auto: resuming from %s", found)
+        return str(found)
+    if ckpt_path == "last":
+        found = find_resume_checkpoint(checkpoint_dir)
+        if found is None:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no usable checkpoint in {checkpoint_dir}. A new launch writes to a new run "
+                "directory: add hydra.run.dir=<the run to continue>, give ckpt_path=<a .ckpt file> or use resume=auto"
+            )
+        log.info("ckpt_path=last: resuming from %s", found)
         return str(found)
     if ckpt_path is None or ckpt_path in LIGHTNING_CKPT_KEYWORDS:
         return ckpt_path

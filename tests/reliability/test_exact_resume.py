@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 from distil.resume import find_resume_checkpoint
@@ -21,17 +22,18 @@ def test_uninterrupted_run_logs_every_step(uninterrupted_run):
     assert all(torch.isfinite(torch.tensor(list(losses.values()))))
 
 
-def test_resume_auto_after_sigterm_continues_with_the_uninterrupted_losses(
-    preempted_run, uninterrupted_run, overrides, tmp_path
+@pytest.mark.parametrize("resume", ["resume=auto", "ckpt_path=last"])
+def test_resuming_the_run_dir_after_sigterm_continues_with_the_uninterrupted_losses(
+    resume, preempted_run, uninterrupted_run, overrides, tmp_path
 ):
     run_dir = tmp_path / "run"
     shutil.copytree(preempted_run.run_dir, run_dir)
     stopped_at = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"]
 
-    result = run_train(run_dir, [*overrides, "resume=auto"])
+    result = run_train(run_dir, [*overrides, resume])
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resume=auto: resuming from {run_dir / 'checkpoints' / 'preempted.ckpt'}" in result.stdout + result.stderr
+    assert f"{resume}: resuming from {run_dir / 'checkpoints' / 'preempted.ckpt'}" in result.stdout + result.stderr
     expected, resumed = train_losses(uninterrupted_run), train_losses(run_dir)
     after = range(stopped_at, MAX_STEPS)
     assert sorted(resumed)[-len(after) :] == list(after)

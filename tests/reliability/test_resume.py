@@ -48,8 +48,17 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path):
 def test_resolve_keeps_an_explicit_path_and_lightning_keywords(tmp_path):
     write_run(tmp_path, {"x.ckpt": 3})
     assert resolve_ckpt_path(str(tmp_path / "x.ckpt"), None, tmp_path / "other") == str(tmp_path / "x.ckpt")
-    assert resolve_ckpt_path("last", None, tmp_path) == "last"
+    assert resolve_ckpt_path("best", None, tmp_path) == "best"
     assert resolve_ckpt_path(None, None, tmp_path) is None
+
+
+def test_ckpt_path_last_is_the_newest_good_checkpoint_and_fails_when_there_is_none(tmp_path):
+    write_run(tmp_path, {"step0000004.ckpt": 4, "last.ckpt": 8, "preempted.ckpt": 10})
+    corrupt(tmp_path / "preempted.ckpt", "truncated")
+    assert resolve_ckpt_path("last", None, tmp_path) == str(tmp_path / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match=f"ckpt_path=last: no usable checkpoint in {tmp_path / 'new'}.*"
+                       "hydra.run.dir"):
+        resolve_ckpt_path("last", None, tmp_path / "new")
 
 
 def test_a_bad_explicit_ckpt_path_fails_naming_the_key_and_the_file(tmp_path):
