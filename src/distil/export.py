@@ -16,6 +16,8 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
+from distil import checkpoint_io
+
 log = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
@@ -32,7 +34,10 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt={str(ckpt_path)!r} does not exist: give a .ckpt file written by distil.train")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    try:
+        checkpoint = checkpoint_io.read_checkpoint(path)  # CRC-checked; tensors and plain containers only
+    except checkpoint_io.CheckpointError as error:
+        raise checkpoint_io.CheckpointError(f"ckpt={str(ckpt_path)!r}: {error}") from error
     missing = [key for key in ("state_dict", "student_config", "run_config") if key not in checkpoint]
     if missing:
         raise ValueError(

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
+from distil.checkpoint_io import CheckpointError
 from distil.export import export_checkpoint, hf_model_path, onnx_max_abs_diff, read_checkpoint
 from tests.conftest import masked_batch
 from tests.evaluation.conftest import run_module
@@ -59,6 +60,13 @@ def test_bad_checkpoints_are_named(tmp_path):
         read_checkpoint(tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="dtype='int8' is not allowed"):
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "out", dtype="int8")
+
+
+def test_a_truncated_checkpoint_is_named_as_such(tmp_path, tiny_run_dir):
+    data = (tiny_run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"ckpt='{tmp_path / 'cut.ckpt'}': checkpoint .* is truncated or corrupt"):
+        read_checkpoint(tmp_path / "cut.ckpt")
 
 
 def test_model_paths_resolve_or_fail_with_the_key(tmp_path, fresh_teacher_dir, student_checkpoint):
