@@ -10,13 +10,16 @@ LAYER_KINDS = 16  # weight + bias of q, k, v, out, sa_norm, lin1, lin2, out_norm
 
 
 def assert_copied_from(student, teacher, layer_map):
+    """Every student parameter equals the teacher tensor it came from (and none is left unchecked)."""
     teacher_params = dict(teacher.named_parameters())
     student_params = dict(student.named_parameters())
+    checked = set()
     for student_layer, teacher_layer in enumerate(layer_map):
         names = teacher_to_student_names(student_layer, teacher_layer)
         assert len(names) == LAYER_KINDS
         for student_name, teacher_name in names.items():
             assert torch.equal(student_params[student_name], teacher_params[teacher_name]), student_name
+            checked.add(student_name)
     t = teacher.bert.embeddings
     s = student.distilbert.embeddings
     assert torch.equal(s.word_embeddings.weight, t.word_embeddings.weight)
@@ -24,9 +27,16 @@ def assert_copied_from(student, teacher, layer_map):
     assert torch.equal(s.LayerNorm.weight, t.LayerNorm.weight) and torch.equal(s.LayerNorm.bias, t.LayerNorm.bias)
     head = teacher.cls.predictions
     assert torch.equal(student.vocab_transform.weight, head.transform.dense.weight)
+    assert torch.equal(student.vocab_transform.bias, head.transform.dense.bias)
     assert torch.equal(student.vocab_layer_norm.weight, head.transform.LayerNorm.weight)
+    assert torch.equal(student.vocab_layer_norm.bias, head.transform.LayerNorm.bias)
     assert torch.equal(student.vocab_projector.bias, head.bias)
     assert student.vocab_projector.weight is student.distilbert.embeddings.word_embeddings.weight  # tied
+    checked |= {f"distilbert.embeddings.{n}" for n in ("word_embeddings.weight", "position_embeddings.weight")}
+    checked |= {f"distilbert.embeddings.LayerNorm.{n}" for n in ("weight", "bias")}
+    checked |= {f"{m}.{n}" for m in ("vocab_transform", "vocab_layer_norm") for n in ("weight", "bias")}
+    checked |= {"vocab_projector.bias"}
+    assert set(student_params) == checked  # (the tied projector weight is not listed by named_parameters)
 
 
 def test_default_layer_maps():
