@@ -114,3 +114,22 @@ def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     student = AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "student")
     assert student.config.n_layers == 6 and student.config.dim == 256 and student.config.vocab_size == 30522
+
+
+def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_dir, tiny_corpus_dir, tmp_path):
+    """What a Hydra sweeper (Optuna, hparams_search=...) receives from each job: the metric's last logged value."""
+    from hydra import compose, initialize_config_dir
+
+    from distil.train import train
+
+    overrides = [*tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=4"]
+    overrides += [f"paths.output_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, "optimized_metric=val/student_mlm_loss"])
+
+    value = train(cfg)
+
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as file:
+        logged = [float(row["val/student_mlm_loss"]) for row in csv.DictReader(file) if row.get("val/student_mlm_loss")]
+    assert len(logged) == 2  # validations after steps 2 and 4
+    assert logged[0] != logged[1] and value == pytest.approx(logged[-1], rel=1e-6)
