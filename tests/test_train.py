@@ -45,6 +45,8 @@ def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
         terms = {k: float(row[f"train/loss_{k}"]) for k in ("ce", "mlm", "cos")}
         weighted = 5.0 * terms["ce"] + 2.0 * terms["mlm"] + terms["cos"]
         assert float(row["train/loss"]) == pytest.approx(weighted, rel=1e-4)
+    assert [bool(r.get("train/tokens_per_s")) for r in train_rows] == [False, True]  # a rate needs two batches
+    assert float(train_rows[1]["train/tokens_per_s"]) > 0
     val = [r for r in rows if r.get("val/student_mlm_acc")]
     assert len(val) == 1 and 0.0 <= float(val[0]["val/teacher_mlm_acc"]) <= 1.0
     assert "held-out masked-LM accuracy: teacher" in result.stdout
