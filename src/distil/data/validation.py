@@ -1,8 +1,11 @@
 """The validation set: fixed rows from held-out documents, cut into batches masked the same way on every pass.
 
 Batch i is masked with a generator seeded by (seed, i), so every validation pass, every rank and both teacher
-and student see identical masks. The dataset is map-style (item = one whole batch), so Lightning's distributed
-sampler can split the batches across ranks.
+and student see identical masks. The dataset is map-style (item = one whole batch). DDP runs here set
+`use_distributed_sampler: false` (the training stream shards itself), so every rank scores every validation batch:
+the metrics, summed over ranks by torchmetrics, count each batch world-size times in both numerator and denominator,
+so accuracy, perplexity and agreement are those of the single-process run. The repeated work is small next to
+training (`limit_val_batches` batches per validation).
 """
 
 from __future__ import annotations
