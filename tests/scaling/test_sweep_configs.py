@@ -3,6 +3,7 @@ keys, the SLURM launcher takes its size from the trainer."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+from tests.scaling.tiny_cli import run_train, tiny_overrides
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
@@ -78,10 +81,13 @@ def test_grid_search_space_names_existing_keys():
     assert cfg.optimized_metric == "val/student_mlm_acc"
 
 
-@pytest.mark.skipif(
+NEEDS_OPTUNA_PLUGIN = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
     reason="hydra-optuna-sweeper not installed (pip install -e '.[optuna]'; needs optuna<3)",
 )
+
+
+@NEEDS_OPTUNA_PLUGIN
 def test_optuna_search_space_names_existing_keys():
     cfg = compose_train("hparams_search=distill_optuna", hydra_config=True)
     sweeper = cfg.hydra.sweeper
@@ -95,6 +101,30 @@ def test_optuna_search_space_names_existing_keys():
     }
     for name in sweeper.params:
         assert OmegaConf.select(cfg, name) is not None, name
+
+
+@NEEDS_OPTUNA_PLUGIN
+def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
+    """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_train(
+        tmp_path, "-m", "hparams_search=distill_optuna", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.direction=minimize",
+        "optimized_metric=val/student_mlm_loss", *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=2),
+        "logger=csv", f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final_losses, temperatures = [], []
+    for job in ("0", "1"):
+        with open(sweep_dir / job / "csv" / "metrics.csv", newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row.get("val/student_mlm_loss")]
+        final_losses.append(float(rows[-1]["val/student_mlm_loss"]))
+        job_config = yaml.safe_load((sweep_dir / job / ".hydra" / "config.yaml").read_text())
+        temperatures.append(job_config["distill"]["temperature"])
+    assert temperatures[0] != temperatures[1] and all(1.0 <= t <= 8.0 for t in temperatures)  # sampled from the space
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(final_losses), rel=1e-6)
+    assert best["best_params"]["distill.temperature"] == temperatures[final_losses.index(min(final_losses))]
 
 
 def test_slurm_launcher_is_sized_by_the_trainer():
