@@ -7,9 +7,10 @@ counter keeps matching the number of batches consumed and a resume stays exact.
 How a step is skipped depends on the optimizer:
 - fused optimizers (`torch.optim.AdamW(fused=True)`, `distill.optimizer.fused=true`): the finiteness test and the
   counts stay on the device and the optimizer's `found_inf` flag makes its fused kernel leave the parameters, the
-  moments and the step count alone, as under a grad scaler. Nothing waits for the device: the host reads the counts
-  of an earlier step once the device has produced them (a copy started without blocking), so a warning or the stop
-  comes a step or so after the bad step that caused it, and at the end of training at the latest.
+  moments and the step count alone, as under a grad scaler. The host reads each step's counts one step later (a
+  copy started without blocking, waited for at the next step, when the device is normally long past it, since the
+  next step's forward and backward are already queued), so a warning or the stop comes one step after the bad step
+  that caused it, or at the end of training. Always exactly one step: every DDP rank stops at the same step.
 - other optimizers: the gradients are set to None (torch optimizers leave parameters without gradients alone),
   which needs the decision on the host before `optimizer.step`: one device-to-host copy of a bool per step. On a
   GPU that stops the host from queueing the next step's kernels while the current step finishes.
@@ -35,7 +36,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class DeviceCounts:
-    """Skipped steps so far and the current run of consecutive skips, kept on the device, read back without waiting.
+    """Skipped steps so far and the current run of consecutive skips, kept on the device, read back a step later.
 
     `counts` is a (2,) int64 tensor [skipped, consecutive]; `snapshot` holds a host copy of it (started without
     blocking), the optimizer step it is for, and a CUDA event that completes when the copy has landed.
@@ -55,13 +56,13 @@ class DeviceCounts:
             event.record()
         self.snapshot = (step, host_copy, event)
 
-    def ready(self) -> tuple[int, int, int] | None:
-        """(step, skipped, consecutive) of the latest snapshot if its copy has landed, else None; never waits."""
+    def previous(self) -> tuple[int, int, int] | None:
+        """(step, skipped, consecutive) of the snapshot taken at the previous step (None before the first)."""
         if self.snapshot is None:
             return None
         step, host_copy, event = self.snapshot
-        if event is not None and not event.query():
-            return None
+        if event is not None:
+            event.synchronize()  # the copy of one step ago: normally landed long before
         self.snapshot = None
         skipped, consecutive = host_copy.tolist()
         return step, skipped, consecutive
@@ -115,7 +116,7 @@ class NonFiniteLossGuard(pl.Callback):
         """Fused optimizer: its kernel skips the update when `found_inf` is 1; the counts are read back later."""
         if self.on_device is None:
             self.on_device = DeviceCounts(self.skipped_steps, self.consecutive, finite.device)
-        self.take_snapshot(trainer, self.on_device.ready())
+        self.take_snapshot(trainer, self.on_device.previous())
         optimizer.found_inf = (~finite).to(torch.float32)
         self.on_device.update(finite, trainer.global_step)
 
