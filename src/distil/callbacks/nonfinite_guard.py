@@ -116,7 +116,9 @@ class NonFiniteLossGuard(pl.Callback):
         """Fused optimizer: its kernel skips the update when `found_inf` is 1; the counts are read back later."""
         if self.on_device is None:
             self.on_device = DeviceCounts(self.skipped_steps, self.consecutive, finite.device)
-        self.take_snapshot(trainer, self.on_device.previous())
+        previous = self.on_device.previous()
+        if previous is not None:
+            self.take_counts(trainer, *previous)
         optimizer.found_inf = (~finite).to(torch.float32)
         self.on_device.update(finite, trainer.global_step)
 
@@ -127,10 +129,6 @@ class NonFiniteLossGuard(pl.Callback):
             return
         optimizer.zero_grad(set_to_none=True)
         self.take_counts(trainer, trainer.global_step, self.skipped_steps + 1, self.consecutive + 1)
-
-    def take_snapshot(self, trainer: pl.Trainer, snapshot: tuple[int, int, int] | None) -> None:
-        if snapshot is not None:
-            self.take_counts(trainer, *snapshot)
 
     def take_counts(self, trainer: pl.Trainer, step: int, skipped: int, consecutive: int) -> None:
         """Adopt the counts as of optimizer step `step`; warn about new skips, stop after too many in a row."""
