@@ -54,6 +54,11 @@ FP16_PRECISIONS = ("16-mixed", "16-true")
 BF16_PRECISIONS = ("bf16-mixed", "bf16-true")
 
 
+def precision_name(precision: str | int) -> str:
+    """Lightning's full name of a `trainer.precision` value (`16` -> `16-mixed`, `bf16` -> `bf16-mixed`, ...)."""
+    return PRECISION_ALIASES.get(str(precision), str(precision))
+
+
 def cpu_supports_bf16() -> bool:
     """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated, many times slower."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
@@ -77,7 +82,7 @@ def training_device(accelerator: str) -> str | None:
 
 def check_precision(precision: str | int, accelerator: str) -> None:
     """`trainer.precision` must be a Lightning precision the chosen accelerator runs natively."""
-    name = PRECISION_ALIASES.get(str(precision), str(precision))
+    name = precision_name(precision)
     if name not in PRECISIONS:
         raise ValueError(f"trainer.precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
     device = training_device(str(accelerator))
@@ -101,7 +106,7 @@ def check_precision(precision: str | int, accelerator: str) -> None:
 
 def check_fused_optimizer_clipping(fused: bool | None, precision: str | int, gradient_clip_val: float | None) -> None:
     """A fused optimizer unscales fp16 gradients inside its step, so Lightning cannot clip them before it."""
-    name = PRECISION_ALIASES.get(str(precision), str(precision))
+    name = precision_name(precision)
     if fused and name == "16-mixed" and gradient_clip_val:
         raise ValueError(
             f"distill.optimizer.fused={fused} cannot be combined with trainer.precision={precision!r} and "
