@@ -11,7 +11,7 @@ shards (`batches=shards`), which shows whether the loader keeps up.
 Examples:
     python -m distil.bench                                      # all optimisations, 256 x 128 tokens
     python -m distil.bench -m seq_length=128,512 distill.kl_positions=masked,all
-    python -m distil.bench -m bench_opt=reference,bf16_student,bf16_teacher,static_rows,fused_vocab_loss,all
+    python -m distil.bench -m bench_opt=reference,bf16_student,bf16_teacher,host_row_index,fused_vocab_loss,all
     python -m distil.bench batches=shards shards_dir=DIR tokenizer=DIR
     python -m distil.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
 """

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from distil.modules.fused_vocab_loss import VocabLossWeights, chunk_loss_terms, fused_vocab_losses
 from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.modules.low_precision_layer_norm import use_low_precision_layer_norm
 from distil.modules.masked_lm_parts import encoder_of, head_features_of, output_projection_of, vocab_head_of
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
@@ -49,6 +50,8 @@ class DistillationModule(pl.LightningModule):
             use its flash kernel (padding is known from the row index's length, without a device sync).
         vocab_chunk_rows: rows per chunk of the fused vocabulary projection + loss (`fused_vocab_loss.py`); full
             logits are never held; None computes the logits of all selected rows at once, then the losses.
+        low_precision_layer_norm: under autocast, LayerNorms of both models compute in the autocast dtype (bf16)
+            instead of fp32, so the residual stream stays bf16 (`low_precision_layer_norm.py`).
         compile: `torch.compile` the teacher and student encoders and the fused per-chunk loss math.
     """
 
@@ -68,6 +71,7 @@ class DistillationModule(pl.LightningModule):
         row_index_on_host: bool = True,
         skip_full_attention_mask: bool = True,
         vocab_chunk_rows: int | None = None,
+        low_precision_layer_norm: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -94,6 +98,9 @@ class DistillationModule(pl.LightningModule):
             else VocabLossWeights(temperature, alpha_ce, alpha_mlm, alpha_mse, int(vocab_chunk_rows))
         )
         self.chunk_loss_terms = chunk_loss_terms
+        if low_precision_layer_norm:
+            use_low_precision_layer_norm(self.teacher)
+            use_low_precision_layer_norm(self.student)
         if compile:
             self.teacher_encoder = torch.compile(self.teacher_encoder)
             self.student_encoder = torch.compile(self.student_encoder)
