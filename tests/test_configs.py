@@ -35,7 +35,10 @@ def test_paper_experiment_values():
     assert cfg.teacher.name_or_path == "bert-base-uncased"
     assert cfg.data.tokenizer == "bert-base-uncased"
     assert (cfg.distill.temperature, cfg.distill.alpha_ce, cfg.distill.alpha_mlm, cfg.distill.alpha_cos) == (
-        2.0, 5.0, 2.0, 1.0,
+        2.0,
+        5.0,
+        2.0,
+        1.0,
     )
     assert cfg.distill.optimizer.lr == 5e-4 and cfg.distill.optimizer.eps == 1e-6
     assert cfg.distill.scheduler.warmup_fraction == 0.05 and cfg.trainer.gradient_clip_val == 5.0

@@ -50,8 +50,15 @@ class SyntheticBatches(IterableDataset):
     `distinct` batches are drawn once and then cycled, so generating them costs nothing during timing.
     """
 
-    def __init__(self, batch_size: int, seq_length: int, vocab_size: int, mlm_probability: float, distinct: int = 8,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        seq_length: int,
+        vocab_size: int,
+        mlm_probability: float,
+        distinct: int = 8,
+        seed: int = 0,
+    ) -> None:
         generator = torch.Generator().manual_seed(seed)
         count = masked_count(batch_size, seq_length, mlm_probability)
         self.batches = [self.draw(batch_size, seq_length, vocab_size, count, generator) for _ in range(distinct)]
@@ -146,7 +153,8 @@ class KernelProfile(pl.Callback):
             self.profiler.__exit__(None, None, None)
             events = self.profiler.key_averages()
             on_device = [  # kernels and copies; user annotations (e.g. the optimizer step) span kernels counted already
-                event for event in events
+                event
+                for event in events
                 if event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation
             ]
             kernel_us = sum(event.self_device_time_total for event in on_device)
@@ -196,8 +204,14 @@ def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataL
         from distil.data.datamodule import CorpusDataModule
 
         return CorpusDataModule(
-            tokenizer=cfg.tokenizer, shards_dir=cfg.shards_dir, max_length=cfg.seq_length, batch_size=batch_size,
-            num_workers=cfg.num_workers, mlm_probability=cfg.mlm_probability, val_documents=0, seed=cfg.seed,
+            tokenizer=cfg.tokenizer,
+            shards_dir=cfg.shards_dir,
+            max_length=cfg.seq_length,
+            batch_size=batch_size,
+            num_workers=cfg.num_workers,
+            mlm_probability=cfg.mlm_probability,
+            val_documents=0,
+            seed=cfg.seed,
         )
     raise ValueError(f"batches={cfg.batches!r} is not allowed: use 'synthetic' or 'shards'")
 

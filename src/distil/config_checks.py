@@ -120,9 +120,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
     """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`) and by the optimizer's
     clipping, and a run length."""
     optimizer = cfg.distill.get("optimizer") or {}
-    check_fused_optimizer_clipping(
-        optimizer.get("fused"), cfg.trainer.precision, cfg.trainer.get("gradient_clip_val")
-    )
+    check_fused_optimizer_clipping(optimizer.get("fused"), cfg.trainer.precision, cfg.trainer.get("gradient_clip_val"))
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     max_steps = cfg.trainer.get("max_steps")
     if not (isinstance(max_steps, int) and max_steps >= 1):

@@ -38,9 +38,7 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # weight files of a Hugging Face m
 def load_masked_lm(key: str, name_or_path: str) -> PreTrainedModel:
     """Float32 masked-LM model in eval mode; raises naming `key` when it cannot load or has no complete MLM head."""
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(
-            name_or_path, dtype=torch.float32, output_loading_info=True
-        )
+        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, dtype=torch.float32, output_loading_info=True)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={name_or_path!r} could not be loaded as a masked-LM model: {error}") from error
     if info["missing_keys"]:
@@ -170,19 +168,29 @@ def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
     for device, speedup in report["speedup"].items():
         name = device.upper()
         rows += [
-            row(f"{name} latency, batch {speed['latency_batch']} x {speed['seq_len']} (ms)", f"{device}_latency_ms",
-                ".2f"),
-            row(f"{name} throughput, batch {speed['throughput_batch']} x {speed['seq_len']} (seq/s)",
-                f"{device}_throughput_seq_per_s", ".1f"),
-            (f"{name} speed-up: latency, throughput", "", "",
-             f"{speedup['latency']:.2f}x, {speedup['throughput']:.2f}x"),
+            row(
+                f"{name} latency, batch {speed['latency_batch']} x {speed['seq_len']} (ms)",
+                f"{device}_latency_ms",
+                ".2f",
+            ),
+            row(
+                f"{name} throughput, batch {speed['throughput_batch']} x {speed['seq_len']} (seq/s)",
+                f"{device}_throughput_seq_per_s",
+                ".1f",
+            ),
+            (
+                f"{name} speed-up: latency, throughput",
+                "",
+                "",
+                f"{speedup['latency']:.2f}x, {speedup['throughput']:.2f}x",
+            ),
         ]
     rows.append(("top-1 agreement with the teacher (%)", "", f"{100 * report['top1_agreement']:.2f}", ""))
     return rows
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto" -> cuda when present, else cpu; "cpu" and "cuda" as given."""
+    """ "auto" -> cuda when present, else cpu; "cpu" and "cuda" as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda"):
@@ -219,13 +227,22 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     report = {}
     for name, model in models.items():
-        entry = {"path": paths[name], "parameters": count_parameters(model),
-                 "disk_bytes": disk_bytes(weights_dir(paths[name])), **scores[name]}
+        entry = {
+            "path": paths[name],
+            "parameters": count_parameters(model),
+            "disk_bytes": disk_bytes(weights_dir(paths[name])),
+            **scores[name],
+        }
         entry["disk_bytes_per_parameter"] = entry["disk_bytes"] / entry["parameters"]  # shows the stored dtype
         for device in speed_on:
             speed = measure_speed(
-                timed_forward(model.to(device), cfg.speed.with_mlm_head), device, model.config.vocab_size,
-                cfg.speed.seq_len, cfg.speed.latency_batch, cfg.speed.throughput_batch, cfg.speed.warmup,
+                timed_forward(model.to(device), cfg.speed.with_mlm_head),
+                device,
+                model.config.vocab_size,
+                cfg.speed.seq_len,
+                cfg.speed.latency_batch,
+                cfg.speed.throughput_batch,
+                cfg.speed.warmup,
                 cfg.speed.repeats,
             )
             entry.update({f"{device.type}_{key}": value for key, value in speed.items()})

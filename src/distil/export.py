@@ -53,7 +53,7 @@ def student_from_checkpoint(checkpoint: dict) -> PreTrainedModel:
     config = AutoConfig.for_model(student_config.pop("model_type"), **student_config)
     model = AutoModelForMaskedLM.from_config(config)
     state = {
-        name[len(STUDENT_PREFIX):]: tensor
+        name[len(STUDENT_PREFIX) :]: tensor
         for name, tensor in checkpoint["state_dict"].items()
         if name.startswith(STUDENT_PREFIX)
     }

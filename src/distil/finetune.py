@@ -55,7 +55,11 @@ class SequenceClassifier(pl.LightningModule):
     """
 
     def __init__(
-        self, model: PreTrainedModel, num_labels: int, learning_rate: float, weight_decay: float,
+        self,
+        model: PreTrainedModel,
+        num_labels: int,
+        learning_rate: float,
+        weight_decay: float,
         warmup_fraction: float,
     ) -> None:
         super().__init__()
@@ -92,9 +96,7 @@ def encode(examples: list[Example], tokenizer, max_length: int, input_names: set
     columns = list(zip(*(e.texts for e in examples)))
     features = tokenizer(*columns, truncation=True, max_length=max_length)
     keys = [k for k in features if k in input_names]
-    return [
-        {**{k: features[k][i] for k in keys}, "labels": example.label} for i, example in enumerate(examples)
-    ]
+    return [{**{k: features[k][i] for k in keys}, "labels": example.label} for i, example in enumerate(examples)]
 
 
 def check_model_config(key: str, path: str) -> None:
@@ -125,11 +127,11 @@ def finetune_model(
     loader = {"batch_size": cfg.batch_size, "collate_fn": collate, "num_workers": cfg.num_workers}
     train_loader = DataLoader(encode(train, tokenizer, cfg.max_length, input_names), shuffle=True, **loader)
     dev_loader = DataLoader(encode(dev, tokenizer, cfg.max_length, input_names), **loader)
-    module = SequenceClassifier(
-        model, cfg.task.num_labels, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction
-    )
+    module = SequenceClassifier(model, cfg.task.num_labels, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=CSVLogger(out_dir, name=name, version=""), enable_checkpointing=False,
+        cfg.trainer,
+        logger=CSVLogger(out_dir, name=name, version=""),
+        enable_checkpointing=False,
         default_root_dir=out_dir,
     )
     start = time.perf_counter()
@@ -145,8 +147,11 @@ def finetune_model(
 
 def comparison_rows(models: dict[str, dict]) -> list[tuple[str, ...]]:
     """Table rows (evaluate's format): dev accuracy, parameters, training time; ratio column when two models."""
-    quantities = (("dev accuracy (%)", "dev_accuracy", 100.0, ".2f"), ("parameters (M)", "parameters", 1e-6, ".2f"),
-                  ("fine-tuning time (s)", "train_seconds", 1.0, ".1f"))
+    quantities = (
+        ("dev accuracy (%)", "dev_accuracy", 100.0, ".2f"),
+        ("parameters (M)", "parameters", 1e-6, ".2f"),
+        ("fine-tuning time (s)", "train_seconds", 1.0, ".1f"),
+    )
     rows = []
     for label, key, scale, fmt in quantities:
         cells = [format(entry[key] * scale, fmt) for entry in models.values()]

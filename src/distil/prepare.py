@@ -36,8 +36,12 @@ worker_state: dict = {}
 def start_worker(tokenizer_name: str) -> None:
     """Pool initializer: each tokenizing process loads the tokenizer once."""
     tokenizer = load_tokenizer(tokenizer_name)
-    worker_state.update(encode=TextEncoder(tokenizer), sep_id=tokenizer.sep_token_id, vocab_size=len(tokenizer),
-                        dtype=token_dtype(len(tokenizer)))
+    worker_state.update(
+        encode=TextEncoder(tokenizer),
+        sep_id=tokenizer.sep_token_id,
+        vocab_size=len(tokenizer),
+        dtype=token_dtype(len(tokenizer)),
+    )
 
 
 def tokenize_chunk(documents: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -63,8 +67,15 @@ class ProgressReport:
         return rate
 
 
-def write_split(pool, documents, writer: ShardWriter, documents_per_chunk: int, counts: np.ndarray | None,
-                report: ProgressReport, tokens_before: int) -> None:
+def write_split(
+    pool,
+    documents,
+    writer: ShardWriter,
+    documents_per_chunk: int,
+    counts: np.ndarray | None,
+    report: ProgressReport,
+    tokens_before: int,
+) -> None:
     """Tokenize `documents` in the pool (order kept) and append them to `writer`; add their ids to `counts`."""
     for tokens, chunk_counts, n_documents in pool.imap(tokenize_chunk, batched(documents, documents_per_chunk)):
         writer.write(tokens, n_documents)
@@ -101,19 +112,35 @@ def prepare(
         write_split(pool, corpus.training_documents(0), train, documents_per_chunk, counts, report, validation.tokens)
     splits = {"validation": validation.close(), "train": train.close()}
     if splits["train"]["tokens"] == 0:
-        raise ValueError(f"no training text: all {splits['validation']['documents']} documents went to validation "
-                         f"(val_documents={val_documents} per source); lower val_documents or add text")
+        raise ValueError(
+            f"no training text: all {splits['validation']['documents']} documents went to validation "
+            f"(val_documents={val_documents} per source); lower val_documents or add text"
+        )
     np.save(directory / TOKEN_COUNTS_FILE, counts)
     metadata = {
-        "format": FORMAT, "version": VERSION, "tokenizer": tokenizer, "vocab_size": len(loaded),
-        "vocab_fingerprint": vocabulary_fingerprint(loaded), "dtype": dtype.name, "cls_id": loaded.cls_token_id,
-        "sep_id": loaded.sep_token_id, "val_documents": val_documents, "seed": seed,
-        "sources": [source.name for source in corpus.sources], "splits": splits,
+        "format": FORMAT,
+        "version": VERSION,
+        "tokenizer": tokenizer,
+        "vocab_size": len(loaded),
+        "vocab_fingerprint": vocabulary_fingerprint(loaded),
+        "dtype": dtype.name,
+        "cls_id": loaded.cls_token_id,
+        "sep_id": loaded.sep_token_id,
+        "val_documents": val_documents,
+        "seed": seed,
+        "sources": [source.name for source in corpus.sources],
+        "splits": splits,
     }
     write_metadata(directory, metadata)
     rate = report.update(validation.tokens + train.tokens, final=True)
-    log.info("wrote %s: %d training tokens (%d documents), %d validation tokens, dtype %s", directory,
-             train.tokens, train.documents, validation.tokens, dtype.name)
+    log.info(
+        "wrote %s: %d training tokens (%d documents), %d validation tokens, dtype %s",
+        directory,
+        train.tokens,
+        train.documents,
+        validation.tokens,
+        dtype.name,
+    )
     return {**metadata, "tokens_per_second": rate}
 
 
@@ -121,14 +148,34 @@ def prepare(
 def main(cfg: DictConfig) -> None:
     sources = [instantiate(node) for node in cfg.data.sources or []]
     fallback_sources = [instantiate(node) for node in cfg.data.get("fallback_sources") or []]
-    prepare(cfg.tokenizer, sources, fallback_sources, cfg.output_dir, cfg.val_documents, cfg.seed, cfg.num_proc,
-            cfg.documents_per_chunk, cfg.shard_tokens)
+    prepare(
+        cfg.tokenizer,
+        sources,
+        fallback_sources,
+        cfg.output_dir,
+        cfg.val_documents,
+        cfg.seed,
+        cfg.num_proc,
+        cfg.documents_per_chunk,
+        cfg.shard_tokens,
+    )
     if cfg.measure_loader_batches > 0:
         for clock_name, clock in (("wall-clock", time.perf_counter), ("CPU", time.process_time)):
-            rate = measure_shard_loader(cfg.output_dir, cfg.tokenizer, cfg.data.max_length, cfg.data.batch_size,
-                                        cfg.measure_loader_batches, clock=clock)
-            log.info("shard loader (one process, max_length %d, batch %d): %.0f tokens per %s second",
-                     cfg.data.max_length, cfg.data.batch_size, rate, clock_name)
+            rate = measure_shard_loader(
+                cfg.output_dir,
+                cfg.tokenizer,
+                cfg.data.max_length,
+                cfg.data.batch_size,
+                cfg.measure_loader_batches,
+                clock=clock,
+            )
+            log.info(
+                "shard loader (one process, max_length %d, batch %d): %.0f tokens per %s second",
+                cfg.data.max_length,
+                cfg.data.batch_size,
+                rate,
+                clock_name,
+            )
 
 
 if __name__ == "__main__":

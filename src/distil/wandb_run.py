@@ -71,7 +71,11 @@ def wandb_logger(
     if mode not in WANDB_MODES:
         raise ValueError(f"logger.wandb.mode={mode} is not allowed: it must be one of {', '.join(WANDB_MODES)}")
     return WandbLogger(
-        save_dir=save_dir, mode=mode, group=group or multirun_group(), id=id or run_id_of(save_dir), resume="allow",
+        save_dir=save_dir,
+        mode=mode,
+        group=group or multirun_group(),
+        id=id or run_id_of(save_dir),
+        resume="allow",
         **kwargs,
     )
 

@@ -38,8 +38,11 @@ def expected_rows(tokenizer_dir, documents: list[str]) -> np.ndarray:
     blocks = []
     for start in range(0, len(documents), BLOCK):
         ids = [tokenizer.encode(d, add_special_tokens=False) for d in documents[start : start + BLOCK]]
-        blocks.append(pack_rows(concatenate_documents(ids, tokenizer.sep_token_id), ROW, tokenizer.cls_token_id,
-                                tokenizer.sep_token_id))
+        blocks.append(
+            pack_rows(
+                concatenate_documents(ids, tokenizer.sep_token_id), ROW, tokenizer.cls_token_id, tokenizer.sep_token_id
+            )
+        )
     return np.concatenate(blocks)
 
 
@@ -75,8 +78,10 @@ def test_validation_is_held_out_by_document_and_masked_the_same_every_pass(token
     tokenizer = datamodule.tokenizer
     held_out = [tokenizer.encode(d, add_special_tokens=False) for d in documents[:10]]
     tokens = concatenate_documents(held_out, tokenizer.sep_token_id)
-    assert datamodule.validation_rows.tolist() == pack_rows(tokens, ROW, tokenizer.cls_token_id,
-                                                            tokenizer.sep_token_id).tolist()
+    assert (
+        datamodule.validation_rows.tolist()
+        == pack_rows(tokens, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id).tolist()
+    )
     first = list(datamodule.val_dataloader())
     second = list(datamodule.val_dataloader())
     assert len(first) == int(np.ceil(len(datamodule.validation_rows) / 4))

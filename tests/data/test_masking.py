@@ -26,8 +26,10 @@ def full_rows(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def test_full_row_batches_always_mask_the_same_exact_number():
-    counts = {int((collator()(full_rows(8, seed), torch.Generator().manual_seed(seed))["labels"] != IGNORE_INDEX).sum())
-              for seed in range(20)}
+    counts = {
+        int((collator()(full_rows(8, seed), torch.Generator().manual_seed(seed))["labels"] != IGNORE_INDEX).sum())
+        for seed in range(20)
+    }
     assert counts == {math.ceil(0.15 * 8 * (LENGTH - 2))}
 
 

@@ -42,10 +42,18 @@ def run(tokenizer_dir: Path, data: dict, checkpoint_dir: Path, ckpt_path: str | 
     datamodule = CorpusDataModule(str(tokenizer_dir), max_length=24, batch_size=3, num_workers=2, seed=11, **data)
     model = BatchRecorder()
     trainer = pl.Trainer(
-        max_steps=STEPS, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, val_check_interval=3, limit_val_batches=2, num_sanity_val_steps=0,
-        callbacks=[ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=STOP_AT, save_top_k=-1,
-                                   filename="{step}")],
+        max_steps=STEPS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        callbacks=[
+            ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=STOP_AT, save_top_k=-1, filename="{step}")
+        ],
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model

@@ -31,21 +31,32 @@ def prepared(tokenizer_dir, corpus_dir, tmp_path_factory):
     """Shards of the test corpus, 700 tokens per shard so rows cross shard borders."""
     output = tmp_path_factory.mktemp("shards")
     sources = [LocalFiles(str(corpus_dir / "*.txt"))]
-    prepare(str(tokenizer_dir), sources, [], str(output), val_documents=10, seed=3, num_proc=2,
-            documents_per_chunk=16, shard_tokens=700)
+    prepare(
+        str(tokenizer_dir),
+        sources,
+        [],
+        str(output),
+        val_documents=10,
+        seed=3,
+        num_proc=2,
+        documents_per_chunk=16,
+        shard_tokens=700,
+    )
     return output
 
 
 def expected_tokens(tokenizer_dir, documents) -> np.ndarray:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return concatenate_documents([tokenizer.encode(d, add_special_tokens=False) for d in documents],
-                                 tokenizer.sep_token_id)
+    return concatenate_documents(
+        [tokenizer.encode(d, add_special_tokens=False) for d in documents], tokenizer.sep_token_id
+    )
 
 
 def read_split(directory, split: str) -> np.ndarray:
     metadata = read_metadata(directory)
-    return np.concatenate([np.fromfile(directory / name, dtype=metadata["dtype"])
-                           for name in metadata["splits"][split]["shards"]])
+    return np.concatenate(
+        [np.fromfile(directory / name, dtype=metadata["dtype"]) for name in metadata["splits"][split]["shards"]]
+    )
 
 
 def test_prepare_writes_exactly_the_tokens_of_each_split_and_their_counts(prepared, tokenizer_dir, corpus_dir):
@@ -69,14 +80,25 @@ def test_vocabularies_over_65536_ids_are_stored_as_uint32_without_truncation(tmp
     big_words = WORDS + [f"w{i}" for i in range(70_000)]
     tokenizer_dir = write_tokenizer(tmp_path / "big", words=big_words)
     write_text_file(tmp_path / "text.txt", ["the w69990 and w65600 .", "w0 w69999 king ."] * 3)
-    prepare(str(tokenizer_dir), [LocalFiles(str(tmp_path / "text.txt"))], [], str(tmp_path / "out"),
-            val_documents=1, seed=0, num_proc=1)
+    prepare(
+        str(tokenizer_dir),
+        [LocalFiles(str(tmp_path / "text.txt"))],
+        [],
+        str(tmp_path / "out"),
+        val_documents=1,
+        seed=0,
+        num_proc=1,
+    )
     tokens = read_split(tmp_path / "out", "train")
     assert read_metadata(tmp_path / "out")["dtype"] == "uint32"
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     assert int(tokens.max()) == tokenizer.convert_tokens_to_ids("w69999") > 65535
-    assert tokens.tolist() == expected_tokens(tokenizer_dir, ["w0 w69999 king .", "the w69990 and w65600 ."] * 2 +
-                                              ["w0 w69999 king ."]).tolist()
+    assert (
+        tokens.tolist()
+        == expected_tokens(
+            tokenizer_dir, ["w0 w69999 king .", "the w69990 and w65600 ."] * 2 + ["w0 w69999 king ."]
+        ).tolist()
+    )
 
 
 def test_shard_writer_refuses_tokens_of_another_dtype(tmp_path):
@@ -105,8 +127,10 @@ def test_shard_loader_rows_are_the_packed_training_stream_across_shard_borders(p
     assert produced.tolist() == expected[: len(produced)].tolist()
     datamodule.setup("fit")
     validation = read_split(prepared, "validation").astype(np.int64)
-    assert datamodule.validation_rows.tolist() == pack_rows(validation, ROW, tokenizer.cls_token_id,
-                                                            tokenizer.sep_token_id).tolist()
+    assert (
+        datamodule.validation_rows.tolist()
+        == pack_rows(validation, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id).tolist()
+    )
 
 
 def test_shuffled_passes_visit_every_row_once_in_a_new_order(prepared, tokenizer_dir):

@@ -93,8 +93,11 @@ def test_missing_and_unsupported_files_are_errors_naming_them(tmp_path):
 def test_hub_dataset_streams_records_and_joins_them_into_documents(tmp_path):
     path = write_jsonl(tmp_path / "sentences.jsonl", [{"text": f"sentence {i}."} for i in range(7)])
     source = HubDataset("json", data_files=str(path), records_per_document=3)
-    assert list(source.documents()) == ["sentence 0.\nsentence 1.\nsentence 2.",
-                                        "sentence 3.\nsentence 4.\nsentence 5.", "sentence 6."]
+    assert list(source.documents()) == [
+        "sentence 0.\nsentence 1.\nsentence 2.",
+        "sentence 3.\nsentence 4.\nsentence 5.",
+        "sentence 6.",
+    ]
     with pytest.raises(KeyError, match="text_field='body'"):
         list(HubDataset("json", data_files=str(path), text_field="body").documents())
 

@@ -37,8 +37,13 @@ def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.C
     """`python -m <module> <overrides>` from the repository root; output captured."""
     env = dict(os.environ, WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-        env=env, check=False,
+        [sys.executable, "-m", module, *overrides],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
@@ -46,8 +51,12 @@ def fresh_bert(num_layers: int = 2, seed: int = 0) -> BertForMaskedLM:
     """A randomly initialised tiny BERT with the library's default initialisation (fine-tunes reliably)."""
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     return BertForMaskedLM(config).eval()
 
@@ -133,16 +142,27 @@ def tiny_run_dir(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir) -> Path:
     """A real `python -m distil.train` run directory: 4 steps on the tiny teacher and corpus, validated twice."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
     result = run_module(
-        "distil.train", f"hydra.run.dir={run_dir}", f"teacher.name_or_path={tiny_teacher_dir}",
-        *tiny_data_overrides(tiny_corpus_dir), "data.batch_size=4", "trainer.max_steps=4",
-        "trainer.val_check_interval=2", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1", "logger=csv",
+        "distil.train",
+        f"hydra.run.dir={run_dir}",
+        f"teacher.name_or_path={tiny_teacher_dir}",
+        *tiny_data_overrides(tiny_corpus_dir),
+        "data.batch_size=4",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
 FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4, two timed forwards, CPU only
-    "speed.seq_len=16", "speed.throughput_batch=4", "speed.warmup=0", "speed.repeats=2", "speed.devices=[cpu]",
+    "speed.seq_len=16",
+    "speed.throughput_batch=4",
+    "speed.warmup=0",
+    "speed.repeats=2",
+    "speed.devices=[cpu]",
 ]
 
 
@@ -150,8 +170,12 @@ FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4
 def evaluated_tiny_run(tiny_run_dir, tiny_teacher_dir, tiny_corpus_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """(tiny run dir, the finished `python -m distil.evaluate` of its last.ckpt into <run>/evaluate)."""
     result = run_module(
-        "distil.evaluate", f"student={tiny_run_dir}/checkpoints/last.ckpt", f"teacher={tiny_teacher_dir}",
-        f"hydra.run.dir={tiny_run_dir}/evaluate", *tiny_data_overrides(tiny_corpus_dir), *FAST_SPEED,
+        "distil.evaluate",
+        f"student={tiny_run_dir}/checkpoints/last.ckpt",
+        f"teacher={tiny_teacher_dir}",
+        f"hydra.run.dir={tiny_run_dir}/evaluate",
+        *tiny_data_overrides(tiny_corpus_dir),
+        *FAST_SPEED,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tiny_run_dir, result

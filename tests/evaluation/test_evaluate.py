@@ -22,8 +22,13 @@ from tests.evaluation.conftest import FAST_SPEED, compose_config, save_with_toke
 
 def evaluate_config(tmp_path, student, teacher, corpus_dir, *extra):
     return compose_config(
-        "evaluate", f"student_model={student}", f"teacher_model={teacher}", f"report={tmp_path}/report.json",
-        *tiny_data_overrides(corpus_dir), *FAST_SPEED, *extra,
+        "evaluate",
+        f"student_model={student}",
+        f"teacher_model={teacher}",
+        f"report={tmp_path}/report.json",
+        *tiny_data_overrides(corpus_dir),
+        *FAST_SPEED,
+        *extra,
     )
 
 
@@ -74,8 +79,9 @@ def test_a_student_equal_to_its_teacher_scores_100_percent(tmp_path, tiny_teache
     report = evaluate(evaluate_config(tmp_path, clone_dir, tiny_teacher_dir, tiny_corpus_dir, "max_batches=1"))
     assert report["top1_agreement"] == 1.0
     assert report["student_pct_of_teacher"]["mlm_loss"] == pytest.approx(100.0, abs=1e-3)
-    assert report["masked_tokens"] < masked_tokens_of(evaluate_config(tmp_path, clone_dir, tiny_teacher_dir,
-                                                                      tiny_corpus_dir))  # max_batches=1 of 2
+    assert report["masked_tokens"] < masked_tokens_of(
+        evaluate_config(tmp_path, clone_dir, tiny_teacher_dir, tiny_corpus_dir)
+    )  # max_batches=1 of 2
 
 
 def test_cli_on_a_training_run_writes_report_and_prints_the_table(evaluated_tiny_run):
@@ -84,14 +90,23 @@ def test_cli_on_a_training_run_writes_report_and_prints_the_table(evaluated_tiny
     assert report["student"]["path"] == str(run_dir / "evaluate" / "exported" / "student_model")  # .ckpt exported
     table = format_comparison(report_rows(report), ("", "teacher", "student", "student/teacher"))
     assert table in result.stdout
-    for label in ("parameters (M)", "weights on disk (MB)", "masked-LM accuracy (%)", "perplexity",
-                  "CPU latency, batch 1 x 16 (ms)", "CPU throughput, batch 4 x 16 (seq/s)", "CPU speed-up"):
+    for label in (
+        "parameters (M)",
+        "weights on disk (MB)",
+        "masked-LM accuracy (%)",
+        "perplexity",
+        "CPU latency, batch 1 x 16 (ms)",
+        "CPU throughput, batch 4 x 16 (seq/s)",
+        "CPU speed-up",
+    ):
         assert label in table
 
 
 def test_table_layout():
-    table = format_comparison([("a", "1.00", "2.00", "200.0%"), ("long label", "10.5", "3", "")],
-                              ("", "teacher", "student", "student/teacher"))
+    table = format_comparison(
+        [("a", "1.00", "2.00", "200.0%"), ("long label", "10.5", "3", "")],
+        ("", "teacher", "student", "student/teacher"),
+    )
     assert table.splitlines() == [
         "            teacher  student  student/teacher",
         "---------------------------------------------",
@@ -136,13 +151,22 @@ def test_shared_teacher_against_a_six_layer_student(tmp_path, shared_dir):
     (student_dir / "tokenizer.json").write_bytes((teacher_dir / "tokenizer.json").read_bytes())
     (student_dir / "tokenizer_config.json").write_bytes((teacher_dir / "tokenizer_config.json").read_bytes())
     cfg = compose_config(
-        "evaluate", f"student_model={student_dir}", f"teacher_model={teacher_dir}", f"report={tmp_path}/report.json",
-        "data.val_documents=5", "data.num_workers=0", "max_batches=1", "data.val_batch_size=8", *FAST_SPEED,
+        "evaluate",
+        f"student_model={student_dir}",
+        f"teacher_model={teacher_dir}",
+        f"report={tmp_path}/report.json",
+        "data.val_documents=5",
+        "data.num_workers=0",
+        "max_batches=1",
+        "data.val_batch_size=8",
+        *FAST_SPEED,
     )
     report = evaluate(cfg)
     assert report["teacher"]["parameters"] == 17_519_674  # the shared teacher's README / pretrain_report.json
-    assert report["student"]["parameters"] == 17_519_674 - 6 * (4 * (256 * 256 + 256) + 2 * 256 * 1024 + 1024 + 256
-                                                                + 4 * 256) - 2 * 256  # 6 layers, no token types
+    assert (
+        report["student"]["parameters"]
+        == 17_519_674 - 6 * (4 * (256 * 256 + 256) + 2 * 256 * 1024 + 1024 + 256 + 4 * 256) - 2 * 256
+    )  # 6 layers, no token types
     assert report["teacher"]["disk_bytes"] == pytest.approx(2 * 17_519_674, rel=0.01)  # stored as float16
     assert 0.30 < report["teacher"]["mlm_acc"] < 0.60  # about 43% held-out accuracy per its pretraining report
     assert report["student"]["mlm_acc"] < report["teacher"]["mlm_acc"]  # an undistilled half-depth copy is worse

@@ -18,8 +18,12 @@ TASKS = sorted(p.stem for p in (Path(CONF_DIR) / "task").glob("*.yaml"))
 
 def test_cli_learns_a_separable_task_and_writes_its_dev_accuracy(tmp_path, fresh_teacher_dir, sentiment_task_dir):
     result = run_module(
-        "distil.finetune", "task=sst2", f"task.source={sentiment_task_dir}", f"model={fresh_teacher_dir}",
-        f"hydra.run.dir={tmp_path}", *QUICK,
+        "distil.finetune",
+        "task=sst2",
+        f"task.source={sentiment_task_dir}",
+        f"model={fresh_teacher_dir}",
+        f"hydra.run.dir={tmp_path}",
+        *QUICK,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "finetune.json").read_text())
@@ -34,8 +38,13 @@ def test_cli_learns_a_separable_task_and_writes_its_dev_accuracy(tmp_path, fresh
 
 def test_student_and_teacher_side_by_side(tmp_path, fresh_teacher_dir, fresh_student_dir, sentiment_task_dir):
     cfg = compose_config(
-        "finetune", f"task.source={sentiment_task_dir}", f"model={fresh_student_dir}",
-        f"teacher_model={fresh_teacher_dir}", f"out_dir={tmp_path}", "max_dev_examples=12", *QUICK,
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={fresh_student_dir}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"out_dir={tmp_path}",
+        "max_dev_examples=12",
+        *QUICK,
     )
     report = finetune(cfg, tmp_path)
     student, teacher = report["models"]["student"], report["models"]["teacher"]
@@ -44,8 +53,12 @@ def test_student_and_teacher_side_by_side(tmp_path, fresh_teacher_dir, fresh_stu
     assert report["student_pct_of_teacher"] == pytest.approx(100 * student["dev_accuracy"] / teacher["dev_accuracy"])
     assert student["parameters"] < teacher["parameters"]
     rows = comparison_rows(report["models"])
-    assert rows[0] == ("dev accuracy (%)", f"{100 * teacher['dev_accuracy']:.2f}",
-                       f"{100 * student['dev_accuracy']:.2f}", f"{report['student_pct_of_teacher']:.1f}%")
+    assert rows[0] == (
+        "dev accuracy (%)",
+        f"{100 * teacher['dev_accuracy']:.2f}",
+        f"{100 * student['dev_accuracy']:.2f}",
+        f"{report['student_pct_of_teacher']:.1f}%",
+    )
     assert "student/teacher" in format_comparison(rows, ("", "teacher", "student", "student/teacher"))
 
 
@@ -65,23 +78,39 @@ def test_bad_task_inputs_are_named_before_training(tmp_path, fresh_teacher_dir, 
         check_task_source("/nonexistent/sst2", "sst2")
     with pytest.raises(MissingConfigException, match="task/no_such_task"):
         compose_config("finetune", "task=no_such_task", "model=x")
-    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", f"model={fresh_teacher_dir}",
-                         "task.num_labels=1", f"out_dir={tmp_path}")
+    cfg = compose_config(
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={fresh_teacher_dir}",
+        "task.num_labels=1",
+        f"out_dir={tmp_path}",
+    )
     with pytest.raises(ValueError, match=r"labels \[1\] outside 0..0"):
         finetune(cfg, tmp_path)
-    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", "model=/nonexistent/model",
-                         f"out_dir={tmp_path}")
+    cfg = compose_config(
+        "finetune", f"task.source={sentiment_task_dir}", "model=/nonexistent/model", f"out_dir={tmp_path}"
+    )
     with pytest.raises(FileNotFoundError, match="model='/nonexistent/model'"):
         finetune(cfg, tmp_path)
-    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", f"model={tmp_path}",  # no config.json
-                         f"teacher_model={fresh_teacher_dir}", f"out_dir={tmp_path}")
+    cfg = compose_config(
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={tmp_path}",  # no config.json
+        f"teacher_model={fresh_teacher_dir}",
+        f"out_dir={tmp_path}",
+    )
     with pytest.raises(FileNotFoundError, match="model='.*' has no config.json"):
         finetune(cfg, tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    cfg = compose_config("finetune", f"task.source={sentiment_task_dir}", f"model={broken}",
-                         f"teacher_model={fresh_teacher_dir}", f"out_dir={tmp_path}")
+    cfg = compose_config(
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={broken}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"out_dir={tmp_path}",
+    )
     with pytest.raises(FileNotFoundError, match="model='.*broken' is not a loadable model"):
         finetune(cfg, tmp_path)  # fails before the teacher is fine-tuned: no teacher/ log folder
     assert not (tmp_path / "teacher").exists()
@@ -101,8 +130,14 @@ def test_sst2_is_among_the_tasks():
 @pytest.mark.shared
 def test_shared_sst2_rows_with_the_shared_teacher(tmp_path, shared_dir):
     cfg = compose_config(
-        "finetune", "task=sst2", f"model={shared_dir}/models/bert-teacher-12x256", f"out_dir={tmp_path}",
-        "max_train_examples=64", "max_dev_examples=32", "trainer.max_epochs=1", "+trainer.enable_progress_bar=false",
+        "finetune",
+        "task=sst2",
+        f"model={shared_dir}/models/bert-teacher-12x256",
+        f"out_dir={tmp_path}",
+        "max_train_examples=64",
+        "max_dev_examples=32",
+        "trainer.max_epochs=1",
+        "+trainer.enable_progress_bar=false",
     )
     assert Path(cfg.task.source).resolve() == (shared_dir / "data/glue/sst2").resolve()  # local copy before the hub
     report = finetune(cfg, tmp_path)

@@ -14,8 +14,9 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "explore_run.ipynb"
 
 
 def outputs(notebook, output_type: str) -> list:
-    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
-            if o.output_type == output_type]
+    return [
+        o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == output_type
+    ]
 
 
 def test_notebook_executes_on_a_tiny_run(evaluated_tiny_run, monkeypatch):

@@ -32,8 +32,9 @@ def test_median_forward_time_of_a_20_ms_forward():
 
 def test_throughput_is_sequences_per_second_of_the_batch_forward():
     forward, shapes = sleeping_forward(0.005)
-    speed = measure_speed(forward, CPU, vocab_size=100, seq_len=8, latency_batch=1, throughput_batch=4, warmup=0,
-                          repeats=3)
+    speed = measure_speed(
+        forward, CPU, vocab_size=100, seq_len=8, latency_batch=1, throughput_batch=4, warmup=0, repeats=3
+    )
     assert 4.9 <= speed["latency_ms"] <= 15.0  # one sequence: 5 ms
     assert 80 <= speed["throughput_seq_per_s"] <= 201  # 4 sequences per 20 ms: 200 sequences/s at best
     assert {s[0] for s in shapes} == {(1, 8), (4, 8)}
@@ -41,8 +42,9 @@ def test_throughput_is_sequences_per_second_of_the_batch_forward():
 
 def test_timing_inputs_are_token_ids_of_the_vocabulary():
     seen = []
-    median_forward_seconds(lambda ids, mask: seen.append(ids), CPU, batch_size=3, seq_len=50, vocab_size=7, warmup=0,
-                           repeats=1)
+    median_forward_seconds(
+        lambda ids, mask: seen.append(ids), CPU, batch_size=3, seq_len=50, vocab_size=7, warmup=0, repeats=1
+    )
     assert seen[0].dtype == torch.long and 0 <= int(seen[0].min()) and int(seen[0].max()) <= 6
 
 

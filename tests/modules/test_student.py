@@ -109,4 +109,3 @@ def test_shared_teacher_student_uses_layers_0_2_4_7_9_11(shared_dir):
     assert student.config.n_layers == 6
     assert_copied_from(student, teacher, [0, 2, 4, 7, 9, 11])
     assert sum(p.numel() for p in student.parameters()) < 0.75 * sum(p.numel() for p in teacher.parameters())
-

@@ -13,8 +13,15 @@ from transformers import BertConfig
 from distil.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting, sync_sites
 from tests.conftest import REPO_ROOT
 
-TINY = ["bench_model=tiny", "trainer.accelerator=cpu", "warmup_steps=1", "timed_steps=2", "seq_length=16",
-        "tokens_per_step=64", "count_syncs=false"]
+TINY = [
+    "bench_model=tiny",
+    "trainer.accelerator=cpu",
+    "warmup_steps=1",
+    "timed_steps=2",
+    "seq_length=16",
+    "tokens_per_step=64",
+    "count_syncs=false",
+]
 
 
 def bench_config(overrides: list[str]):
@@ -56,8 +63,15 @@ def test_tiny_cpu_setting_reports_throughput(opt, tmp_path):
 
 def test_command_line_prints_one_json_line(tmp_path):
     results = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "distil.bench", *TINY, "bench_opt=host_row_index", f"results_file={results}",
-               f"hydra.run.dir={tmp_path / 'run'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "distil.bench",
+        *TINY,
+        "bench_opt=host_row_index",
+        f"results_file={results}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     output = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and lines[0]["setting"] == "host_row_index"

@@ -1,6 +1,6 @@
 """GPU checks of the optimised step (skipped without CUDA; run on an H100, results in docs/performance.md).
 
-    pytest tests/perf -m gpu -s       # prints the measured numbers
+pytest tests/perf -m gpu -s       # prints the measured numbers
 """
 
 import json
@@ -30,10 +30,19 @@ def record(name: str, value) -> None:
 
 @pytest.mark.parametrize("kl_positions", ["masked", "all"])
 def test_optimised_step_never_waits_for_the_gpu(kl_positions):
-    result = run_setting(bench_config([
-        "bench_opt=all", f"distill.kl_positions={kl_positions}", "batch_size=32", "seq_length=128",
-        "warmup_steps=5", "timed_steps=10", "count_syncs=true",
-    ]))
+    result = run_setting(
+        bench_config(
+            [
+                "bench_opt=all",
+                f"distill.kl_positions={kl_positions}",
+                "batch_size=32",
+                "seq_length=128",
+                "warmup_steps=5",
+                "timed_steps=10",
+                "count_syncs=true",
+            ]
+        )
+    )
     record(f"syncs_{kl_positions}", result)
     assert result["host_syncs_per_step"] == 0, f"syncs by source line: {result['host_sync_sites']}"
 
@@ -45,22 +54,36 @@ def test_loss_curve_of_optimised_path_follows_the_reference(optimised_setting, k
     AdamW, host row index, no attention mask; compiled too for `all`) against the fp32 eager plain reference."""
     curves, results = {}, {}
     for opt in ("reference", optimised_setting):
-        results[opt] = run_setting(bench_config([
-            f"bench_opt={opt}", f"distill.kl_positions={kl_positions}", "batch_size=32", "seq_length=128",
-            "warmup_steps=1", f"timed_steps={CURVE_STEPS - 1}", f"loss_curve_file={tmp_path / opt}.json",
-            *NO_DROPOUT,
-        ]))
+        results[opt] = run_setting(
+            bench_config(
+                [
+                    f"bench_opt={opt}",
+                    f"distill.kl_positions={kl_positions}",
+                    "batch_size=32",
+                    "seq_length=128",
+                    "warmup_steps=1",
+                    f"timed_steps={CURVE_STEPS - 1}",
+                    f"loss_curve_file={tmp_path / opt}.json",
+                    *NO_DROPOUT,
+                ]
+            )
+        )
         curves[opt] = torch.tensor(json.loads((tmp_path / f"{opt}.json").read_text())["losses"])
     reference, optimised = curves["reference"], curves[optimised_setting]
     relative = (optimised - reference).abs() / reference.abs()
     summary = {
-        "optimised_setting": optimised_setting, "kl_positions": kl_positions, "steps": CURVE_STEPS,
+        "optimised_setting": optimised_setting,
+        "kl_positions": kl_positions,
+        "steps": CURVE_STEPS,
         "reference_first_last": [reference[0].item(), reference[-1].item()],
         "optimised_first_last": [optimised[0].item(), optimised[-1].item()],
-        "mean_relative_difference": relative.mean().item(), "max_relative_difference": relative.max().item(),
-        "last20_mean_reference": reference[-20:].mean().item(), "last20_mean_optimised": optimised[-20:].mean().item(),
+        "mean_relative_difference": relative.mean().item(),
+        "max_relative_difference": relative.max().item(),
+        "last20_mean_reference": reference[-20:].mean().item(),
+        "last20_mean_optimised": optimised[-20:].mean().item(),
         "optimised_host_syncs_per_step": results[optimised_setting]["host_syncs_per_step"],
-        "reference": reference.tolist(), "optimised": optimised.tolist(),
+        "reference": reference.tolist(),
+        "optimised": optimised.tolist(),
     }
     record(f"loss_curve_{optimised_setting}_{kl_positions}", summary)
     assert reference[-20:].mean() < 0.5 * reference[:5].mean()  # the run learns: the comparison is meaningful

@@ -56,8 +56,9 @@ def test_ckpt_path_last_is_the_newest_good_checkpoint_and_fails_when_there_is_no
     write_run(tmp_path, {"step0000004.ckpt": 4, "last.ckpt": 8, "preempted.ckpt": 10})
     corrupt(tmp_path / "preempted.ckpt", "truncated")
     assert resolve_ckpt_path("last", None, tmp_path) == str(tmp_path / "last.ckpt")
-    with pytest.raises(FileNotFoundError, match=f"ckpt_path=last: no usable checkpoint in {tmp_path / 'new'}.*"
-                       "hydra.run.dir"):
+    with pytest.raises(
+        FileNotFoundError, match=f"ckpt_path=last: no usable checkpoint in {tmp_path / 'new'}.*hydra.run.dir"
+    ):
         resolve_ckpt_path("last", None, tmp_path / "new")
 
 

@@ -108,10 +108,16 @@ def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_pa
     """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one."""
     sweep_dir = tmp_path / "sweep"
     result = run_train(
-        tmp_path, "-m", "hparams_search=distill_optuna", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.direction=minimize",
-        "optimized_metric=val/student_mlm_loss", *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=2),
-        "logger=csv", f"hydra.sweep.dir={sweep_dir}",
+        tmp_path,
+        "-m",
+        "hparams_search=distill_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "hydra.sweeper.direction=minimize",
+        "optimized_metric=val/student_mlm_loss",
+        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=2),
+        "logger=csv",
+        f"hydra.sweep.dir={sweep_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     final_losses, temperatures = [], []

@@ -106,7 +106,10 @@ class CorpusDataModule(pl.LightningDataModule):
         self.seed = seed
         counts = np.load(token_counts) if token_counts else None
         self.collator = MaskingCollator.from_tokenizer(
-            self.tokenizer, max_length, mlm_probability=mlm_probability, mlm_smoothing=mlm_smoothing,
+            self.tokenizer,
+            max_length,
+            mlm_probability=mlm_probability,
+            mlm_smoothing=mlm_smoothing,
             token_counts=counts,
         )
         self.active_sources: list | None = None
@@ -161,18 +164,21 @@ class CorpusDataModule(pl.LightningDataModule):
         rank, world_size = self.rank_and_world_size()
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         if self.shards_metadata is not None:
-            rows = ShardRows(self.shards_dir, self.shards_metadata, self.max_length, cls_id, sep_id, self.shuffle,
-                             self.seed)
+            rows = ShardRows(
+                self.shards_dir, self.shards_metadata, self.max_length, cls_id, sep_id, self.shuffle, self.seed
+            )
         else:
-            rows = TextRows(self.corpus(), TextEncoder(self.tokenizer), self.max_length, cls_id, sep_id,
-                            self.documents_per_block)
+            rows = TextRows(
+                self.corpus(), TextEncoder(self.tokenizer), self.max_length, cls_id, sep_id, self.documents_per_block
+            )
         return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
 
     def train_dataloader(self) -> DataLoader:
         if self.num_workers > 0:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers tokenize; no nested thread pools
-        return DataLoader(self.train_dataset(), batch_size=None, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.train_dataset(), batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_validation():
@@ -192,9 +198,16 @@ class CorpusDataModule(pl.LightningDataModule):
     def layout(self) -> dict:
         """What the slot positions depend on; a resume with another layout cannot continue exactly."""
         _, world_size = self.rank_and_world_size()
-        return {"world_size": world_size, "num_workers": max(self.num_workers, 1), "batch_size": self.batch_size,
-                "max_length": self.max_length, "documents_per_block": self.documents_per_block, "seed": self.seed,
-                "shards_dir": self.shards_dir, "shuffle": self.shuffle}
+        return {
+            "world_size": world_size,
+            "num_workers": max(self.num_workers, 1),
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "documents_per_block": self.documents_per_block,
+            "seed": self.seed,
+            "shards_dir": self.shards_dir,
+            "shuffle": self.shuffle,
+        }
 
     def state_dict(self) -> dict:
         """Consumed positions of all slots of all ranks (gathered when running distributed), and the layout."""
@@ -210,7 +223,9 @@ class CorpusDataModule(pl.LightningDataModule):
         if state_dict.get("layout") != self.layout():
             log.warning(
                 "data layout changed since the checkpoint (saved %s, now %s): the data stream restarts from the "
-                "beginning instead of continuing exactly", state_dict.get("layout"), self.layout(),
+                "beginning instead of continuing exactly",
+                state_dict.get("layout"),
+                self.layout(),
             )
             return
         self.consumed_positions = {int(slot): tuple(position) for slot, position in state_dict["positions"].items()}

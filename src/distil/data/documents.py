@@ -102,8 +102,10 @@ def file_documents(path: Path, text_field: str = "text", decode_errors: str = "s
     if name.endswith(PARQUET_SUFFIXES):
         yield from parquet_file_documents(path, text_field)
         return
-    documents = text_file_documents(path, decode_errors) if name.endswith(TEXT_SUFFIXES) else (
-        jsonl_file_documents(path, text_field, decode_errors)
+    documents = (
+        text_file_documents(path, decode_errors)
+        if name.endswith(TEXT_SUFFIXES)
+        else (jsonl_file_documents(path, text_field, decode_errors))
     )
     replaced = 0
     try:
@@ -113,7 +115,7 @@ def file_documents(path: Path, text_field: str = "text", decode_errors: str = "s
             yield document
     except UnicodeDecodeError as error:
         raise ValueError(
-            f"{path}: bytes {error.object[error.start:error.end]!r} are not valid UTF-8 ({error.reason}); "
+            f"{path}: bytes {error.object[error.start : error.end]!r} are not valid UTF-8 ({error.reason}); "
             f"fix the file or set decode_errors=replace"
         ) from error
     if replaced:

@@ -41,11 +41,15 @@ class MaskingCollator:
             if mlm_smoothing < 0:
                 raise ValueError(f"mlm_smoothing={mlm_smoothing}; allowed: null or a number >= 0 (original: 0.7)")
             if token_counts is None:
-                raise ValueError("mlm_smoothing is set but no token counts were given: run `python -m distil.prepare` "
-                                 "and set data.token_counts to its token_counts.npy, or set mlm_smoothing=null")
+                raise ValueError(
+                    "mlm_smoothing is set but no token counts were given: run `python -m distil.prepare` "
+                    "and set data.token_counts to its token_counts.npy, or set mlm_smoothing=null"
+                )
             if len(token_counts) != vocab_size:
-                raise ValueError(f"token counts cover {len(token_counts)} ids but the tokenizer has {vocab_size}; "
-                                 "they were computed with another tokenizer")
+                raise ValueError(
+                    f"token counts cover {len(token_counts)} ids but the tokenizer has {vocab_size}; "
+                    "they were computed with another tokenizer"
+                )
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.pad_id = pad_id
@@ -76,7 +80,8 @@ class MaskingCollator:
         """Rows stacked into (B, row_length) ids and attention mask; rows shorter than row_length are padded."""
         if all(len(row) == self.row_length for row in rows):
             return torch.from_numpy(np.stack(rows).astype(np.int64, copy=False)), torch.ones(
-                (len(rows), self.row_length), dtype=torch.long)
+                (len(rows), self.row_length), dtype=torch.long
+            )
         input_ids = torch.full((len(rows), self.row_length), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), self.row_length), dtype=torch.long)
         for i, row in enumerate(rows):

@@ -23,8 +23,9 @@ class ShardRows:
 
     initial_position: Position = (0, 0)
 
-    def __init__(self, directory: str, metadata: dict, row_length: int, cls_id: int, sep_id: int, shuffle: bool,
-                 seed: int) -> None:
+    def __init__(
+        self, directory: str, metadata: dict, row_length: int, cls_id: int, sep_id: int, shuffle: bool, seed: int
+    ) -> None:
         self.directory = directory
         self.metadata = metadata
         self.row_length = row_length
@@ -34,8 +35,10 @@ class ShardRows:
         self.seed = seed
         self.num_rows = metadata["splits"]["train"]["tokens"] // (row_length - 2)
         if self.num_rows == 0:
-            raise ValueError(f"shards in {directory} hold {metadata['splits']['train']['tokens']} training tokens, "
-                             f"less than one row of max_length={row_length}")
+            raise ValueError(
+                f"shards in {directory} hold {metadata['splits']['train']['tokens']} training tokens, "
+                f"less than one row of max_length={row_length}"
+            )
         self.shards: list[np.ndarray] | None = None  # memory maps, opened in the process that reads them
 
     def open(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -74,8 +77,10 @@ class ShardRows:
 
     def rows(self, slot: int, num_slots: int, start: Position = (0, 0)) -> Iterator[tuple[np.ndarray, Position]]:
         if self.num_rows < num_slots:
-            raise RuntimeError(f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: shards "
-                               f"hold only {self.num_rows} rows of {self.row_length} tokens; lower num_workers")
+            raise RuntimeError(
+                f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: shards "
+                f"hold only {self.num_rows} rows of {self.row_length} tokens; lower num_workers"
+            )
         chunk = 256
         for pass_index in itertools.count(start[0]):
             mine = self.pass_order(pass_index)[slot::num_slots]

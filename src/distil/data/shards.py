@@ -58,8 +58,10 @@ def read_metadata(directory: str | Path) -> dict:
         )
     metadata = json.loads(path.read_text(encoding="utf-8"))
     if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise ValueError(f"{path} is not a {FORMAT} v{VERSION} directory (found {metadata.get('format')} "
-                         f"v{metadata.get('version')}); re-create it with `python -m distil.prepare`")
+        raise ValueError(
+            f"{path} is not a {FORMAT} v{VERSION} directory (found {metadata.get('format')} "
+            f"v{metadata.get('version')}); re-create it with `python -m distil.prepare`"
+        )
     return metadata
 
 

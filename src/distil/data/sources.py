@@ -133,7 +133,11 @@ class HubDataset:
 
         try:
             return datasets.load_dataset(
-                self.path, self.config_name, split=self.split, streaming=True, revision=self.revision,
+                self.path,
+                self.config_name,
+                split=self.split,
+                streaming=True,
+                revision=self.revision,
                 data_files=self.data_files,
             )
         except Exception as error:  # the hub raises many types (connection, not found, gated)

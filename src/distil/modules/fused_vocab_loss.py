@@ -109,9 +109,7 @@ class FusedVocabLosses(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         device_type = student_features.device.type
         dtype = (
-            torch.get_autocast_dtype(device_type)
-            if torch.is_autocast_enabled(device_type)
-            else student_features.dtype
+            torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else student_features.dtype
         )
         rows = student_features.shape[0]
         with_grad = any(ctx.needs_input_grad[:3])
@@ -135,7 +133,13 @@ class FusedVocabLosses(torch.autograd.Function):
                     F.linear(teacher_features[start:stop].to(dtype), t_weight, t_bias) if needs_teacher else None
                 )
                 grad_logits, chunk_grad_bias, kl_sum, ce_sum, mse_sum = terms(
-                    student_logits, teacher_logits, labels[start:stop], weights, kl_scale, mlm_scale, mse_scale,
+                    student_logits,
+                    teacher_logits,
+                    labels[start:stop],
+                    weights,
+                    kl_scale,
+                    mlm_scale,
+                    mse_scale,
                     with_grad,
                 )
                 sums = sums + torch.stack([kl_sum, ce_sum, mse_sum])
@@ -183,8 +187,14 @@ def fused_vocab_losses(
     nonzero alphas (detached), each normalised as in `losses.py`.
     """
     total, ce, mlm, mse = FusedVocabLosses.apply(
-        student_features, *student_projection, teacher_features, *teacher_projection, labels, masked_count,
-        weights, terms,
+        student_features,
+        *student_projection,
+        teacher_features,
+        *teacher_projection,
+        labels,
+        masked_count,
+        weights,
+        terms,
     )
     terms_by_name = {"ce": (weights.alpha_ce, ce), "mlm": (weights.alpha_mlm, mlm), "mse": (weights.alpha_mse, mse)}
     return {"vocab_loss": total} | {name: value for name, (alpha, value) in terms_by_name.items() if alpha > 0}

@@ -20,13 +20,13 @@ OutputProjection = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 def encoder_of(model: nn.Module) -> Encoder:
     """`encode(input_ids, attention_mask) -> last hidden states (B, L, H)` for a BERT or DistilBERT masked-LM."""
     if isinstance(model, BertForMaskedLM):
-        return lambda input_ids, attention_mask: model.bert(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+        return lambda input_ids, attention_mask: (
+            model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        )
     if isinstance(model, DistilBertForMaskedLM):
-        return lambda input_ids, attention_mask: model.distilbert(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+        return lambda input_ids, attention_mask: (
+            model.distilbert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        )
     raise TypeError(f"no encoder split for {type(model).__name__}; supported: BertForMaskedLM, DistilBertForMaskedLM")
 
 

@@ -155,7 +155,9 @@ def build_student(
     if abs(teacher_config.layer_norm_eps - DISTILBERT_LAYER_NORM_EPS) > 1e-15:
         log.warning(
             "teacher layer_norm_eps=%g differs from DistilBERT's fixed %g; the student's LayerNorms use %g",
-            teacher_config.layer_norm_eps, DISTILBERT_LAYER_NORM_EPS, DISTILBERT_LAYER_NORM_EPS,
+            teacher_config.layer_norm_eps,
+            DISTILBERT_LAYER_NORM_EPS,
+            DISTILBERT_LAYER_NORM_EPS,
         )
     student = DistilBertForMaskedLM(config)
     if init == "teacher":
