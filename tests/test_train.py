@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,14 +10,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 
 from tests.tiny_assets import tiny_train_overrides
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_train(run_dir: Path, *overrides: str, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "distil.train", f"hydra.run.dir={run_dir}", *overrides]
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(run_dir), **env_vars)
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+from tests.train_cli import REPO_ROOT, run_train
 
 
 def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
@@ -30,7 +20,9 @@ def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
     run_dir = tmp_path_factory.mktemp("run")
-    result = run_train(run_dir, *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=2")
+    result = run_train(
+        run_dir, f"hydra.run.dir={run_dir}", *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=2"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
@@ -78,7 +70,7 @@ def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, t
     ).save_pretrained(mismatched)
     AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(mismatched)
     overrides = tiny_overrides(mismatched, tiny_corpus_dir)
-    result = run_train(tmp_path / "run", *overrides, "trainer.max_steps=2")
+    result = run_train(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", *overrides, "trainer.max_steps=2")
     assert result.returncode != 0
     assert "vocabulary mismatch: the teacher has 100 token embeddings but the tokenizer" in result.stderr
     assert "has 128 tokens" in result.stderr
@@ -87,14 +79,15 @@ def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, t
 
 @pytest.mark.parametrize("temperature", ["0", "-2.0"])
 def test_bad_temperature_fails_before_anything_is_loaded(tmp_path, temperature):
-    result = run_train(tmp_path / "run", f"distill.temperature={temperature}", "teacher.name_or_path=/nonexistent")
+    result = run_train(tmp_path, f"distill.temperature={temperature}", "teacher.name_or_path=/nonexistent")
     assert result.returncode != 0
     assert f"distill.temperature={temperature} is not allowed: it must be > 0" in result.stderr
     assert "could not load the teacher" not in result.stderr  # the temperature is checked before the teacher
 
 
 def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
-    result = run_train(tmp_path / "run", DISTIL_SHARED=str(tmp_path / "absent"), HF_HUB_OFFLINE="1")
+    env = {"DISTIL_SHARED": str(tmp_path / "absent"), "HF_HUB_OFFLINE": "1"}
+    result = run_train(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert result.returncode != 0
     assert "teacher.name_or_path='google/bert_uncased_L-12_H-256_A-4'" in result.stderr  # the public fallback
     assert "set DISTIL_SHARED to the shared assets folder" in result.stderr
@@ -104,7 +97,8 @@ def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
 @pytest.mark.shared
 def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
     result = run_train(
-        tmp_path / "run",
+        tmp_path,
+        f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.shared_dir={shared_dir}",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.runs import CHECKPOINT_EVERY, file_digests, run_train, start_train, tiny_overrides
+from tests.reliability.runs import CHECKPOINT_EVERY, file_digests, run_in_dir, start_in_dir, tiny_overrides
 
 WANDB_KEY_SENTINEL = "sentinel-wandb-key-0123456789abcdef0123456789abcdef"  # fake key: must never reach a file
 
@@ -33,7 +33,7 @@ def uninterrupted_run(tmp_path_factory, overrides) -> Path:
     to a sentinel (W&B does not touch the torch RNG: the losses are those of a CSV-only run)."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     with_wandb = [item if item != "logger=csv" else "logger=csv_wandb" for item in overrides]
-    result = run_train(run_dir, with_wandb, WANDB_API_KEY=WANDB_KEY_SENTINEL, WANDB_MODE="offline")
+    result = run_in_dir(run_dir, with_wandb, WANDB_API_KEY=WANDB_KEY_SENTINEL, WANDB_MODE="offline")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir / "console.txt").write_text(result.stdout + result.stderr)
     return run_dir
@@ -44,7 +44,7 @@ def preempted_run(tmp_path_factory, overrides) -> PreemptedRun:
     """The same run, sent SIGTERM as soon as its first periodic checkpoint exists; left as it was on exit."""
     run_dir = tmp_path_factory.mktemp("preempted")
     log_file = run_dir.parent / f"{run_dir.name}.log"
-    process = start_train(run_dir, overrides, log_file)
+    process = start_in_dir(run_dir, overrides, log_file)
     first_checkpoint = run_dir / "checkpoints" / f"step{CHECKPOINT_EVERY:07d}.ckpt"
     deadline = time.monotonic() + 240
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.tiny_assets import tiny_train_overrides
+from tests.train_cli import run_train, start_train
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 16  # optimizer steps of every end-to-end run (tiny model: about 0.1 s each on 2 CPU cores)
 CHECKPOINT_EVERY = 4  # periodic checkpoint interval (steps)
 
@@ -28,33 +26,19 @@ def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
     ]
 
 
-def train_command(run_dir: Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "distil.train", f"hydra.run.dir={run_dir}", *overrides]
+def run_in_dir(run_dir: Path, overrides: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run `python -m distil.train` in `run_dir` to completion (or failure) and return its result."""
+    return run_train(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, env=env, timeout=timeout)
 
 
-def train_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", **extra}
+def start_in_dir(run_dir: Path, overrides: list[str], log_file: Path) -> subprocess.Popen:
+    """Start `python -m distil.train` in `run_dir` in the background, stdout and stderr to `log_file`."""
+    return start_train(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, log_file=log_file)
 
 
-def run_train(run_dir: Path, overrides: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
-    """Run `python -m distil.train` to completion (or failure) and return its result."""
-    return subprocess.run(
-        train_command(run_dir, overrides),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=train_env(**env),
-    )
-
-
-def start_train(run_dir: Path, overrides: list[str], log_file: Path) -> subprocess.Popen:
-    """Start `python -m distil.train` in the background, stdout and stderr to `log_file`."""
-    with open(log_file, "w") as log:
-        return subprocess.Popen(
-            train_command(run_dir, overrides), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=train_env()
-        )
+def home_of(run_dir: Path) -> Path:
+    """Where the run's W&B settings go: beside the run directory, so they never change its file digests."""
+    return run_dir.parent / f"{run_dir.name}.home"
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, run_train, start_train, train_losses
+from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, run_in_dir, start_in_dir, train_losses
 
 DDP = ["trainer=ddp_cpu", "data.documents_per_block=8"]  # 2 processes; smaller blocks so both get rows of the corpus
 
@@ -19,10 +19,10 @@ DDP = ["trainer=ddp_cpu", "data.documents_per_block=8"]  # 2 processes; smaller 
 def ddp_runs(overrides, tmp_path_factory) -> tuple[Path, Path, int, str]:
     """(uninterrupted run, preempted-then-resumed run, exit status of the preempted launch, its log)."""
     base = tmp_path_factory.mktemp("ddp")
-    reference = run_train(base / "uninterrupted", [*overrides, *DDP])
+    reference = run_in_dir(base / "uninterrupted", [*overrides, *DDP])
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir, log_file = base / "preempted", base / "preempted.log"
-    process = start_train(run_dir, [*overrides, *DDP], log_file)
+    process = start_in_dir(run_dir, [*overrides, *DDP], log_file)
     first_checkpoint = run_dir / "checkpoints" / f"step{CHECKPOINT_EVERY:07d}.ckpt"
     deadline = time.monotonic() + 240
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -31,7 +31,7 @@ def ddp_runs(overrides, tmp_path_factory) -> tuple[Path, Path, int, str]:
     process.send_signal(signal.SIGTERM)
     returncode = process.wait(timeout=120)
     log = log_file.read_text()
-    resumed = run_train(run_dir, [*overrides, *DDP, "resume=auto"])
+    resumed = run_in_dir(run_dir, [*overrides, *DDP, "resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return base / "uninterrupted", run_dir, returncode, log
 

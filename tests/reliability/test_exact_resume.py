@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from distil.resume import find_resume_checkpoint
-from tests.reliability.runs import MAX_STEPS, run_train, train_losses
+from tests.reliability.runs import MAX_STEPS, run_in_dir, train_losses
 
 
 def test_uninterrupted_run_logs_every_step(uninterrupted_run):
@@ -30,7 +30,7 @@ def test_resuming_the_run_dir_after_sigterm_continues_with_the_uninterrupted_los
     shutil.copytree(preempted_run.run_dir, run_dir)
     stopped_at = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"]
 
-    result = run_train(run_dir, [*overrides, resume])
+    result = run_in_dir(run_dir, [*overrides, resume])
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{resume}: resuming from {run_dir / 'checkpoints' / 'preempted.ckpt'}" in result.stdout + result.stderr
@@ -46,7 +46,7 @@ def test_ckpt_path_resume_in_a_new_run_dir_gives_the_uninterrupted_losses(uninte
     checkpoint = tmp_path / "step8.ckpt"
     shutil.copy(uninterrupted_run / "checkpoints" / "step0000008.ckpt", checkpoint)
 
-    result = run_train(tmp_path / "run", [*overrides, f"ckpt_path={checkpoint}"])
+    result = run_in_dir(tmp_path / "run", [*overrides, f"ckpt_path={checkpoint}"])
 
     assert result.returncode == 0, result.stderr[-3000:]
     expected, resumed = train_losses(uninterrupted_run), train_losses(tmp_path / "run")
@@ -62,11 +62,11 @@ def test_a_2000_step_run_resumed_at_step_1000_logs_the_uninterrupted_losses(over
     long_run = [item for item in overrides if not item.startswith(replaced)]
     long_run += ["trainer.max_steps=2000", "trainer.val_check_interval=500"]
     long_run += ["callbacks.model_checkpoint.every_n_train_steps=1000"]
-    full = run_train(tmp_path / "full", long_run, timeout=600)
+    full = run_in_dir(tmp_path / "full", long_run, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     checkpoint = tmp_path / "full" / "checkpoints" / "step0001000.ckpt"
 
-    resumed = run_train(tmp_path / "resumed", [*long_run, f"ckpt_path={checkpoint}"], timeout=600)
+    resumed = run_in_dir(tmp_path / "resumed", [*long_run, f"ckpt_path={checkpoint}"], timeout=600)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, after_resume = train_losses(tmp_path / "full"), train_losses(tmp_path / "resumed")

@@ -19,7 +19,7 @@ from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGu
 from distil.checkpoint_io import CheckpointError, atomic_torch_save, read_checkpoint
 from distil.resume import find_resume_checkpoint
 from distil.train import train
-from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, file_digests, run_train, train_losses
+from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, file_digests, run_in_dir, train_losses
 from tests.reliability.test_checkpoint_io import corrupt, lightning_like
 from tests.reliability.test_config_checks import compose_tiny
 from tests.reliability.toy import OnStep, ToyRegression, toy_loader, toy_trainer
@@ -52,7 +52,7 @@ def resumed_over_damage(
     corrupt(run_dir / "checkpoints" / "preempted.ckpt", "truncated")
     corrupt(run_dir / "checkpoints" / "last.ckpt", "flipped byte")
     before = checkpoint_digests(run_dir)
-    return run_dir, before, run_train(run_dir, [*overrides, "resume=auto"])
+    return run_dir, before, run_in_dir(run_dir, [*overrides, "resume=auto"])
 
 
 def test_resume_auto_skips_damaged_checkpoints_and_still_resumes_exactly(resumed_over_damage, uninterrupted_run):

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from tests.scaling import wandb_files
-from tests.scaling.tiny_cli import run_train, tiny_overrides
+from tests.scaling.tiny_cli import tiny_overrides
+from tests.train_cli import run_train
 
 FAKE_API_KEY = "distil-test-" + "0123456789abcdef" * 2  # 44 characters, never sent anywhere: the run is offline
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from tests.scaling import wandb_files
-from tests.scaling.tiny_cli import run_train, tiny_overrides
+from tests.scaling.tiny_cli import tiny_overrides
+from tests.train_cli import run_train
 
 TEMPERATURES = (1.0, 4.0)
 

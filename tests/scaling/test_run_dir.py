@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from tests.scaling.tiny_cli import run_train
+from tests.train_cli import run_train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from tests.scaling.tiny_cli import run_train, tiny_overrides
+from tests.scaling.tiny_cli import tiny_overrides
+from tests.train_cli import run_train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))

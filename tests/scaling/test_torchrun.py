@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from tests.scaling.tiny_cli import REPO_ROOT, run_train, tiny_overrides
+from tests.scaling.tiny_cli import tiny_overrides
+from tests.train_cli import REPO_ROOT, run_train
 
 
 def free_port() -> int:
