@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-measure the tables of docs/performance.md on this machine's GPU; JSON lines and the profile go to OUT_DIR.
-#   scripts/perf_report.sh OUT_DIR                     # every part (about 15 minutes on one H100)
+#   scripts/perf_report.sh OUT_DIR                     # every part (the last runs of these took about 15 min on an H100)
 #   scripts/perf_report.sh OUT_DIR ladder targets      # only these parts
 # Parts:
 #   ladder   the optimisations switched on one after another, 256 x 128, kl_positions=masked -> ladder.jsonl
