@@ -25,10 +25,9 @@ def shared_dir() -> Path:
     return path
 
 
-def tiny_bert(num_layers: int = 4, vocab_size: int = 64, seed: int = 0) -> BertForMaskedLM:
-    """A randomly initialised BertForMaskedLM small enough for unit tests (hidden 32, 4 heads)."""
-    torch.manual_seed(seed)
-    config = BertConfig(
+def tiny_bert_config(num_layers: int = 4, vocab_size: int = 64) -> BertConfig:
+    """A BERT small enough for unit tests: hidden 32, 4 heads, FFN 64, up to 64 positions."""
+    return BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=num_layers,
@@ -36,7 +35,12 @@ def tiny_bert(num_layers: int = 4, vocab_size: int = 64, seed: int = 0) -> BertF
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    model = BertForMaskedLM(config).eval()
+
+
+def tiny_bert(num_layers: int = 4, vocab_size: int = 64, seed: int = 0) -> BertForMaskedLM:
+    """A randomly initialised BertForMaskedLM of `tiny_bert_config`."""
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(tiny_bert_config(num_layers, vocab_size)).eval()
     with torch.no_grad():  # non-trivial token-type row and biases, so a forgotten copy shows up
         model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 0.5)
         model.cls.predictions.bias.normal_(0.0, 0.5)

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
+from tests.conftest import tiny_bert_config
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,15 +51,7 @@ def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.C
 def fresh_bert(num_layers: int = 2, seed: int = 0) -> BertForMaskedLM:
     """A randomly initialised tiny BERT with the library's default initialisation (fine-tunes reliably)."""
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=32,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return BertForMaskedLM(config).eval()
+    return BertForMaskedLM(tiny_bert_config(num_layers, VOCAB_SIZE)).eval()
 
 
 def save_with_tokenizer(model, directory: Path) -> Path:
