@@ -9,6 +9,7 @@ One training step:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from distil.modules.fused_vocab_loss import VocabLossWeights, chunk_loss_terms, fused_vocab_losses
 from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
@@ -24,6 +25,8 @@ from distil.modules.low_precision_layer_norm import use_low_precision_layer_norm
 from distil.modules.masked_lm_parts import encoder_of, head_features_of, output_projection_of, vocab_head_of
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label of positions that were not masked
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -105,6 +108,8 @@ class DistillationModule(pl.LightningModule):
             self.teacher_encoder = torch.compile(self.teacher_encoder)
             self.student_encoder = torch.compile(self.student_encoder)
             self.chunk_loss_terms = torch.compile(chunk_loss_terms, dynamic=False)
+        self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
+        self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
         self.val_student = MaskedLMMetrics()
         self.val_teacher = MaskedLMMetrics()
         self.val_agreement = Top1Agreement()
@@ -238,17 +243,49 @@ class DistillationModule(pl.LightningModule):
         optimizer = self.optimizer_factory(self.student.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer, int(self.trainer.estimated_stepping_batches))
+        self.schedule_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, self.schedule_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the teacher out of checkpoints (it is reloaded from its source) and store the student's config."""
+        """Keep the teacher out of checkpoints (it is reloaded from its source); store the student's config and the
+        length of the LR schedule."""
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
         checkpoint["student_config"] = self.student.config.to_dict()
+        if self.schedule_steps is not None:
+            checkpoint["schedule_steps"] = self.schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the already-loaded teacher's weights back so strict loading of the state dict holds."""
         checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        self.restored_schedule_steps = checkpoint.get("schedule_steps")
+
+    def on_train_start(self) -> None:
+        """A resume with another schedule length (e.g. a larger `trainer.max_steps` to train longer) continues on the
+        new schedule from its first step, with a warning.
+
+        The restored optimizer holds the learning rate the old schedule set for the next step (0 at its end). A
+        `LambdaLR` (the default schedule) is re-evaluated at the restored step, so that step already uses the new
+        schedule. With an unchanged length nothing is touched: the resume stays exact.
+        """
+        restored, current = self.restored_schedule_steps, self.schedule_steps
+        if restored is None or current is None or restored == current:
+            return
+        log.warning(
+            "LR schedule length changed since the checkpoint (saved %d optimizer steps, now %d, from trainer.max_steps "
+            "and the batches per step): from step %d on, the learning rate follows the %d-step schedule",
+            restored,
+            current,
+            self.trainer.global_step,
+            current,
+        )
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, LambdaLR):
+                steps = scheduler.last_epoch
+                lrs = [base * lr_lambda(steps) for base, lr_lambda in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+                for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+                    group["lr"] = lr
 
 
 def check_objective(
