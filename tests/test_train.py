@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 
+from tests.conftest import REPO_ROOT
 from tests.tiny_assets import tiny_train_overrides
-from tests.train_cli import REPO_ROOT, run_train
+from tests.train_cli import run_train
 
 
 def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:

@@ -18,10 +18,9 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
-from tests.conftest import tiny_bert_config
+from tests.conftest import REPO_ROOT, tiny_bert_config
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = str(REPO_ROOT / "conf")
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "was", "he", "she", "it", "they", "with"]
 POSITIVE = ["loved great", "great light", "loved the queen"]  # every positive sentence holds one of these

@@ -15,9 +15,13 @@ from tests.modules.test_distillation import make_module
 LR = 1e-2
 
 
+def one_parameter_optimizer() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+
+
 def learning_rates(total_steps: int, warmup_fraction: float, steps: int) -> list[float]:
     """The LR of each of the first `steps` optimizer steps."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    optimizer = one_parameter_optimizer()
     scheduler = warmup_linear_decay(optimizer, total_steps, warmup_fraction)
     rates = []
     for _ in range(steps):
@@ -40,7 +44,7 @@ def test_no_warm_up_starts_at_the_peak():
 @pytest.mark.parametrize(("total_steps", "warmup_fraction"), [(0, 0.05), (10, 1.0), (10, -0.1)])
 def test_bad_arguments_are_refused(total_steps, warmup_fraction):
     with pytest.raises(ValueError, match=rf"{'total_steps' if total_steps < 1 else 'warmup_fraction'}="):
-        warmup_linear_decay(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR), total_steps, warmup_fraction)
+        warmup_linear_decay(one_parameter_optimizer(), total_steps, warmup_fraction)
 
 
 class RecordLearningRate(pl.Callback):

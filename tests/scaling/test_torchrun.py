@@ -8,8 +8,9 @@ import sys
 
 import torch
 
+from tests.conftest import REPO_ROOT
 from tests.scaling.tiny_cli import tiny_overrides
-from tests.train_cli import REPO_ROOT, run_train
+from tests.train_cli import run_train
 
 
 def free_port() -> int:
