@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
-
-CONF_DIR = REPO_ROOT / "conf"
+from tests.conftest import CONF_DIR, REPO_ROOT
 
 # A mapping key at the start of the stripped line: `key:`, `_target_:`, `distill.temperature:`, `hydra/launcher:`.
 # A list item whose content is a mapping key (`- _target_: ...`, `- paths: default`) counts too, and so does a

@@ -1,20 +1,17 @@
 """Every experiment composes, and the composed values are the documented ones."""
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from distil.modules.distillation import DistillationModule
-from tests.conftest import tiny_bert
+from tests.conftest import CONF_DIR, tiny_bert
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
 

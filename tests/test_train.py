@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CONF_DIR
 from tests.tiny_assets import tiny_train_overrides
 from tests.train_cli import run_train
 
@@ -121,7 +121,7 @@ def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_
 
     overrides = [*tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=4"]
     overrides += [f"paths.output_dir={tmp_path}"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, "optimized_metric=val/student_mlm_loss"])
 
     value = train(cfg)

@@ -12,8 +12,7 @@ from hydra.utils import instantiate
 
 from distil.data.shards import read_metadata
 from distil.prepare import prepare
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from tests.conftest import CONF_DIR
 
 
 def demo_data_config(shared_dir: Path):

@@ -18,10 +18,9 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
-from tests.conftest import REPO_ROOT, tiny_bert_config
+from tests.conftest import CONF_DIR, REPO_ROOT, tiny_bert_config
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
-CONF_DIR = str(REPO_ROOT / "conf")
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "was", "he", "she", "it", "they", "with"]
 POSITIVE = ["loved great", "great light", "loved the queen"]  # every positive sentence holds one of these
 NEGATIVE = ["feared dark", "dark night", "feared the sea"]  # every negative sentence holds one of these
@@ -29,7 +28,7 @@ NEGATIVE = ["feared dark", "dark night", "feared the sea"]  # every negative sen
 
 def compose_config(config_name: str, *overrides: str):
     """The composed root config `config_name` of conf/ with command-line style overrides."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 

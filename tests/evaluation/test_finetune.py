@@ -10,10 +10,11 @@ from transformers import AutoModelForSequenceClassification
 from distil.evaluate import format_comparison
 from distil.evaluation.glue_tasks import check_task_source, read_tsv
 from distil.finetune import comparison_rows, finetune
-from tests.evaluation.conftest import CONF_DIR, compose_config, run_module
+from tests.conftest import CONF_DIR
+from tests.evaluation.conftest import compose_config, run_module
 
 QUICK = ["trainer.max_epochs=10", "learning_rate=1e-3", "batch_size=8", "+trainer.enable_progress_bar=false"]
-TASKS = sorted(p.stem for p in (Path(CONF_DIR) / "task").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
 
 
 def test_cli_learns_a_separable_task_and_writes_its_dev_accuracy(tmp_path, fresh_teacher_dir, sentiment_task_dir):

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from transformers import BertConfig
 
 from distil.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting, sync_sites
-from tests.conftest import REPO_ROOT
+from tests.conftest import CONF_DIR, REPO_ROOT
 
 TINY = [
     "bench_model=tiny",
@@ -25,7 +25,7 @@ TINY = [
 
 
 def bench_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="bench", overrides=overrides)
 
 

@@ -3,14 +3,14 @@
 import re
 import subprocess
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CONF_DIR, REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "perf_report.sh"
 
 
 def test_ladder_runs_every_bench_opt_setting_in_the_documented_order():
     ladder = re.search(r"^LADDER=(\S+)$", SCRIPT.read_text(), re.MULTILINE).group(1).split(",")
-    settings = REPO_ROOT / "conf" / "bench_opt"
+    settings = CONF_DIR / "bench_opt"
     assert sorted(ladder) == sorted(path.stem for path in settings.glob("*.yaml"))
     comment = re.search(r"# Ladder: (.*)\n# (.*); each setting", (settings / "all.yaml").read_text())
     assert ladder == (comment.group(1) + " " + comment.group(2)).split(" -> ")

@@ -11,8 +11,7 @@ from hydra.errors import InstantiationException
 from distil import config_checks
 from distil.modules import teacher as teacher_module
 from distil.train import train
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from tests.conftest import CONF_DIR
 
 # (overrides, phrases the error must contain); the tiny teacher has 4 layers and 64 positions
 BAD_CONFIGS = [
@@ -45,7 +44,7 @@ BAD_CONFIGS = [
 
 
 def compose_tiny(teacher_dir: Path, corpus_dir: Path, output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
             config_name="train",
             overrides=[

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from tests.conftest import CONF_DIR
 from tests.train_cli import run_train
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def composed_run_dir() -> str:

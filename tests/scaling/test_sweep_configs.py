@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
+from tests.conftest import CONF_DIR
 from tests.scaling.tiny_cli import tiny_overrides
 from tests.train_cli import run_train
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
 
 
