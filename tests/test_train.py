@@ -78,12 +78,20 @@ def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, t
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("temperature", ["0", "-2.0"])
-def test_bad_temperature_fails_before_anything_is_loaded(tmp_path, temperature):
-    result = run_train(tmp_path, f"distill.temperature={temperature}", "teacher.name_or_path=/nonexistent")
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("distill.temperature=0", "distill.temperature=0 is not allowed: it must be > 0"),
+        ("distill.temperature=-2.0", "distill.temperature=-2.0 is not allowed: it must be > 0"),
+        ("distill.vocab_chunk_rows=0", "distill.vocab_chunk_rows=0 is not allowed: use null or an integer >= 1"),
+        ("distill.compile_mode=fast", "distill.compile_mode='fast' is not allowed: use one of ['default', "),
+    ],
+)
+def test_bad_distill_value_fails_before_anything_is_loaded(tmp_path, override, message):
+    result = run_train(tmp_path, override, "teacher.name_or_path=/nonexistent")
     assert result.returncode != 0
-    assert f"distill.temperature={temperature} is not allowed: it must be > 0" in result.stderr
-    assert "could not load the teacher" not in result.stderr  # the temperature is checked before the teacher
+    assert message in result.stderr
+    assert "could not load the teacher" not in result.stderr  # the value is checked before the teacher
 
 
 def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):

@@ -253,6 +253,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "kl_positions": cfg.distill.kl_positions,
         "precision": str(cfg.trainer.precision),
         "teacher_dtype": cfg.distill.teacher_dtype,
+        "compile_mode": cfg.distill.compile_mode if cfg.distill.compile else None,
         "batches": cfg.batches,
         "tokens_per_s": round(tokens / timer.seconds),
         "sequences_per_s": round(batch_size * cfg.timed_steps / timer.seconds, 1),

@@ -8,14 +8,15 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from distil.modules.distillation import check_objective
+from distil.modules.distillation import check_objective, check_step_options
 from distil.modules.student import validate_layer_map
 
 
 def check_distill_config(cfg: DictConfig) -> None:
-    """Temperature, loss weights, KL positions and teacher dtype (`distill.*`)."""
+    """Temperature, loss weights, KL positions, teacher dtype, vocabulary chunk and compile mode (`distill.*`)."""
     d = cfg.distill
     check_objective(d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype)
+    check_step_options(d.vocab_chunk_rows, d.compile_mode)
 
 
 def check_student_config(cfg: DictConfig, teacher_layers: int) -> None:

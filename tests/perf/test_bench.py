@@ -53,7 +53,7 @@ def test_synthetic_batches_mask_exactly_the_collator_count():
 def test_tiny_cpu_setting_reports_throughput(opt, tmp_path):
     curve = tmp_path / "curve.json"
     result = run_setting(bench_config([*TINY, f"bench_opt={opt}", f"loss_curve_file={curve}"]))
-    assert result["setting"] == opt and result["device"] == "cpu"
+    assert result["setting"] == opt and result["device"] == "cpu" and result["compile_mode"] is None
     assert (result["batch_size"], result["seq_length"]) == (4, 16)
     assert result["tokens_per_s"] == pytest.approx(64 * 1000 / result["step_ms"], rel=0.03)  # 64 tokens a step
     assert result["achieved_tflops"] >= 0 and 0 <= result["mfu"] < 1

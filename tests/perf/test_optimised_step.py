@@ -72,3 +72,36 @@ def test_host_row_index_is_added_before_transfer():
 def test_vocab_chunk_rows_must_be_positive():
     with pytest.raises(ValueError, match=r"distill.vocab_chunk_rows=0 is not allowed"):
         make_module(vocab_chunk_rows=0)
+
+
+def test_compiled_step_equals_eager_and_passes_the_mode(monkeypatch):
+    """compile=true compiles both encoders, the cosine loss and the chunk loss math in `compile_mode`; traced through
+    AOTAutograd (the `aot_eager` backend: inductor's code generation would take minutes on a CPU), the losses and
+    gradients are the eager ones, for padded and full-row batches (the cosine loss sees two row counts)."""
+    real_compile, calls = torch.compile, []
+
+    def traced_compile(fn, mode=None, dynamic=None):
+        calls.append((mode, dynamic))
+        return real_compile(fn, backend="aot_eager", dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", traced_compile)
+    torch._dynamo.reset()
+    compiled = make_module(compile=True, compile_mode="max-autotune-no-cudagraphs", **OPTIMISED).eval()
+    eager = make_module(**OPTIMISED).eval()
+    eager.student.load_state_dict(compiled.student.state_dict())
+    eager.teacher.load_state_dict(compiled.teacher.state_dict())
+    assert calls == [("max-autotune-no-cudagraphs", None)] * 3 + [("max-autotune-no-cudagraphs", False)]
+    for batch in (masked_batch(seed=4), full_rows_batch(seed=5)):
+        batch = with_row_index(batch)
+        with torch.no_grad():
+            got, expected = compiled.distillation_losses(batch), eager.distillation_losses(batch)
+        for name in ("ce", "mlm", "cos", "loss"):
+            assert got[name].item() == pytest.approx(expected[name].item(), rel=1e-5), name
+        got_grads, expected_grads = student_gradients(compiled, batch), student_gradients(eager, batch)
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compile_mode_must_be_a_torch_compile_mode():
+    with pytest.raises(ValueError, match=r"distill.compile_mode='fast' is not allowed: use one of \['default'"):
+        make_module(compile=True, compile_mode="fast")

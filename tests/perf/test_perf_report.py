@@ -20,5 +20,5 @@ def test_an_unknown_part_is_refused_before_anything_runs(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(SCRIPT), str(out), "ladder", "bogus"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "unknown part 'bogus': use ladder, targets, profile or tests" in result.stderr
+    assert "unknown part 'bogus': use ladder, targets, profile, tests or modes" in result.stderr
     assert not out.exists()

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label of positions that were not masked
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
 
 
 class DistillationModule(pl.LightningModule):
@@ -55,7 +56,10 @@ class DistillationModule(pl.LightningModule):
             logits are never held; None computes the logits of all selected rows at once, then the losses.
         low_precision_layer_norm: under autocast, LayerNorms of both models compute in the autocast dtype (bf16)
             instead of fp32, so the residual stream stays bf16 (`low_precision_layer_norm.py`).
-        compile: `torch.compile` the teacher and student encoders and the fused per-chunk loss math.
+        compile: `torch.compile` the teacher and student encoders, the cosine loss and the fused per-chunk loss math.
+        compile_mode: `torch.compile` mode of all of them: "default", "max-autotune-no-cudagraphs" (autotuned matrix
+            products with bias/activation fused into them; minutes of compilation), "max-autotune" or
+            "reduce-overhead" (those two add CUDA graphs).
     """
 
     def __init__(
@@ -76,11 +80,11 @@ class DistillationModule(pl.LightningModule):
         vocab_chunk_rows: int | None = None,
         low_precision_layer_norm: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
         check_objective(temperature, alpha_ce, alpha_mlm, alpha_cos, alpha_mse, kl_positions, teacher_dtype)
-        if vocab_chunk_rows is not None and not vocab_chunk_rows >= 1:
-            raise ValueError(f"distill.vocab_chunk_rows={vocab_chunk_rows} is not allowed: use null or an integer >= 1")
+        check_step_options(vocab_chunk_rows, compile_mode)
         self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
         self.teacher = teacher.to(TEACHER_DTYPES[teacher_dtype]).eval().requires_grad_(False)
         self.student = student
@@ -101,13 +105,15 @@ class DistillationModule(pl.LightningModule):
             else VocabLossWeights(temperature, alpha_ce, alpha_mlm, alpha_mse, int(vocab_chunk_rows))
         )
         self.chunk_loss_terms = chunk_loss_terms
+        self.cosine_loss = cosine_hidden_loss
         if low_precision_layer_norm:
             use_low_precision_layer_norm(self.teacher)
             use_low_precision_layer_norm(self.student)
         if compile:
-            self.teacher_encoder = torch.compile(self.teacher_encoder)
-            self.student_encoder = torch.compile(self.student_encoder)
-            self.chunk_loss_terms = torch.compile(chunk_loss_terms, dynamic=False)
+            self.teacher_encoder = torch.compile(self.teacher_encoder, mode=compile_mode)
+            self.student_encoder = torch.compile(self.student_encoder, mode=compile_mode)
+            self.cosine_loss = torch.compile(cosine_hidden_loss, mode=compile_mode)
+            self.chunk_loss_terms = torch.compile(chunk_loss_terms, mode=compile_mode, dynamic=False)
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
         self.val_student = MaskedLMMetrics()
@@ -144,7 +150,7 @@ class DistillationModule(pl.LightningModule):
             losses = self.fused_vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows)
             vocab_loss = losses.pop("vocab_loss", 0.0)
         real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
-        losses["cos"] = cosine_hidden_loss(real_student, real_teacher)
+        losses["cos"] = self.cosine_loss(real_student, real_teacher)
         losses["loss"] = vocab_loss + self.alphas["cos"] * losses["cos"] if self.alphas["cos"] > 0 else vocab_loss
         return losses
 
@@ -310,3 +316,11 @@ def check_objective(
         raise ValueError(f"distill.kl_positions={kl_positions!r} is not allowed: use 'all' or 'masked'")
     if teacher_dtype not in TEACHER_DTYPES:
         raise ValueError(f"distill.teacher_dtype={teacher_dtype!r} is not allowed: use one of {list(TEACHER_DTYPES)}")
+
+
+def check_step_options(vocab_chunk_rows: int | None, compile_mode: str) -> None:
+    """Raise ValueError naming the `distill.*` key of a bad speed option, its value and what is allowed."""
+    if vocab_chunk_rows is not None and not vocab_chunk_rows >= 1:
+        raise ValueError(f"distill.vocab_chunk_rows={vocab_chunk_rows} is not allowed: use null or an integer >= 1")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"distill.compile_mode={compile_mode!r} is not allowed: use one of {list(COMPILE_MODES)}")
