@@ -21,11 +21,13 @@ WORDS = (
 VOCAB_SIZE = 128
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """BERT-style WordPiece tokenizer over WORDS, letters and ##letters, padded to VOCAB_SIZE entries."""
+def tiny_tokenizer(words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """BERT-style WordPiece tokenizer over SPECIAL_TOKENS, ".", ",", `words`, letters and ##letters, in that id order;
+    padded with [unused*] entries to `vocab_size` (None: no padding)."""
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab_list = list(dict.fromkeys(SPECIAL_TOKENS + [".", ","] + WORDS + letters + ["##" + c for c in letters]))
-    vocab_list += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(vocab_list))]
+    vocab_list = list(dict.fromkeys(SPECIAL_TOKENS + [".", ","] + words + letters + ["##" + c for c in letters]))
+    if vocab_size is not None:
+        vocab_list += [f"[unused{i}]" for i in range(vocab_size - len(vocab_list))]
     vocab = {token: i for i, token in enumerate(vocab_list)}
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)

@@ -7,10 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from tests.tiny_assets import tiny_tokenizer
+
 WORDS = (
     "the a of and to in is was he she it they we that this with for on at by from his her "
     "king queen house door sea ship whale captain river city night day light dark walked opened saw said"
@@ -18,22 +17,8 @@ WORDS = (
 
 
 def write_tokenizer(directory: Path, words: list[str] = WORDS) -> Path:
-    """A BERT-style WordPiece tokenizer over SPECIAL_TOKENS + punctuation + words + letters, saved to `directory`."""
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocabulary = SPECIAL_TOKENS + [".", ","] + words + letters + ["##" + c for c in letters]
-    model = models.WordPiece({token: i for i, token in enumerate(vocabulary)}, unk_token="[UNK]")
-    backend = Tokenizer(model)
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    tokenizer.save_pretrained(directory)
+    """`tiny_tokenizer` over `words` (no [unused*] padding), saved to `directory`."""
+    tiny_tokenizer(words, vocab_size=None).save_pretrained(directory)
     return directory
 
 
