@@ -58,8 +58,8 @@ class DistillationModule(pl.LightningModule):
             instead of fp32, so the residual stream stays bf16 (`low_precision_layer_norm.py`).
         compile: `torch.compile` the teacher and student encoders, the cosine loss and the fused per-chunk loss math.
         compile_mode: `torch.compile` mode of all of them: "default", "max-autotune-no-cudagraphs" (autotuned matrix
-            products with bias/activation fused into them; minutes of compilation), "max-autotune" or
-            "reduce-overhead" (those two add CUDA graphs).
+            products, whose Triton templates can take the bias and activation in; minutes of compilation),
+            "max-autotune" or "reduce-overhead" (those two add CUDA graphs).
     """
 
     def __init__(
