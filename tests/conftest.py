@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from transformers import (
+    AutoModelForMaskedLM,
+    BertConfig,
+    ModernBertConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"  # the Hydra config tree
@@ -26,31 +33,53 @@ def shared_dir() -> Path:
     return path
 
 
-def tiny_bert_config(num_layers: int = 4, vocab_size: int = 64) -> BertConfig:
-    """A BERT small enough for unit tests: hidden 32, 4 heads, FFN 64, up to 64 positions."""
-    return BertConfig(
+FAMILY_TYPES = ("bert", "roberta", "xlm-roberta", "modernbert")  # a teacher model_type of each family (XLM-R twice)
+
+
+def tiny_config(model_type: str = "bert", num_layers: int = 4, vocab_size: int = 64, special_ids=None):
+    """A masked-LM config small enough for unit tests: hidden 32, 4 heads, FFN 64, rows of up to 64 tokens.
+
+    `special_ids` (pad, bos/cls, eos/sep) defaults to the ids of the tiny vocabularies of `masked_batch`: padding 0
+    for every family, as `masked_batch` pads with 0. ModernBERT gets 6 layers' worth of its attention pattern with a
+    local window of 8 tokens, so rows of 16 see both kinds."""
+    pad, start, end = special_ids or (0, 2, 3)
+    shape = dict(
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        pad_token_id=pad,
     )
+    if model_type == "bert":
+        return BertConfig(**shape, max_position_embeddings=64)
+    if model_type in ("roberta", "xlm-roberta"):
+        config_class = RobertaConfig if model_type == "roberta" else XLMRobertaConfig
+        return config_class(**shape, max_position_embeddings=64 + pad + 1, bos_token_id=start, eos_token_id=end)
+    if model_type == "modernbert":
+        ids = dict(bos_token_id=start, cls_token_id=start, eos_token_id=end, sep_token_id=end)
+        return ModernBertConfig(**shape, **ids, max_position_embeddings=64, local_attention=8)
+    raise ValueError(f"no tiny config for model_type {model_type!r}")
 
 
-def tiny_bert(num_layers: int = 4, vocab_size: int = 64, seed: int = 0) -> BertForMaskedLM:
-    """A randomly initialised BertForMaskedLM of `tiny_bert_config`."""
+def tiny_masked_lm(
+    model_type: str = "bert", num_layers: int = 4, vocab_size: int = 64, seed: int = 0, special_ids=None
+):
+    """A randomly initialised masked-LM of `tiny_config`, in eval mode, every parameter moved off its initial value
+    (LayerNorm weights off 1, biases off 0, BERT's token-type rows apart), so that a forgotten copy shows up."""
     torch.manual_seed(seed)
-    model = BertForMaskedLM(tiny_bert_config(num_layers, vocab_size)).eval()
-    with torch.no_grad():  # non-trivial token-type row and biases, so a forgotten copy shows up
-        model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 0.5)
-        model.cls.predictions.bias.normal_(0.0, 0.5)
+    model = AutoModelForMaskedLM.from_config(tiny_config(model_type, num_layers, vocab_size, special_ids)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+        if model_type == "bert":
+            model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 0.5)
     return model
 
 
 @pytest.fixture
-def tiny_teacher() -> BertForMaskedLM:
-    return tiny_bert()
+def tiny_teacher() -> PreTrainedModel:
+    return tiny_masked_lm()
 
 
 def masked_batch(vocab_size: int = 64, batch: int = 3, length: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -1,15 +1,32 @@
-"""A tiny teacher directory (weights + WordPiece tokenizer) and a tiny text corpus, written to disk for
-end-to-end tests that run `python -m distil.train` without ../shared or the hub."""
+"""Tiny teacher directories (weights + tokenizer) of every model family and a tiny text corpus, written to disk for
+end-to-end tests that run `python -m distil.train` without ../shared or the hub.
+
+The BERT tokenizer is a hand-made WordPiece vocabulary; the others are trained here on a little text with the
+`tokenizers` library, the way each family's own tokenizer is built: byte-level BPE for RoBERTa (`<s> <pad> </s> <unk>`
+first, `<mask>` after them), a Unigram (SentencePiece) model for XLM-R (`<mask>` last), and byte-level BPE with
+BERT-style special tokens at the end of the vocabulary for ModernBERT, whose embedding table is larger than its
+tokenizer.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from tokenizers import (
+    ByteLevelBPETokenizer,
+    SentencePieceUnigramTokenizer,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
+from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
-from tests.conftest import tiny_bert
+from tests.conftest import tiny_masked_lm
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, [MASK] = 4 as in masked_batch()
 WORDS = (
@@ -32,10 +49,18 @@ def tiny_tokenizer(words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
     tokenizer.decoder = decoders.WordPiece()
+    return with_bert_special_tokens(tokenizer)
+
+
+def with_bert_special_tokens(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """`tokenizer` framing rows `[CLS] $A [SEP]` (pairs `[CLS] $A [SEP] $B [SEP]`), with BERT's special-token names."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="[UNK]",
@@ -46,10 +71,64 @@ def tiny_tokenizer(words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE
     )
 
 
-def write_tiny_teacher(directory: Path, num_layers: int = 4) -> Path:
-    """Save a tiny BertForMaskedLM and its tokenizer to `directory` (loadable with from_pretrained)."""
-    tiny_bert(num_layers=num_layers, vocab_size=VOCAB_SIZE).save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+def training_text(sentences: int = 400, seed: int = 0) -> list[str]:
+    """Sentences of random WORDS (and a few accented words), the text the tiny tokenizers are trained on."""
+    rng = random.Random(seed)
+    words = [*WORDS, "café", "über", "niño", "façade"]
+    return [" ".join(rng.choices(words, k=rng.randint(4, 12))) + "." for _ in range(sentences)]
+
+
+def roberta_tokenizer() -> RobertaTokenizer:
+    """A byte-level BPE tokenizer laid out like roberta-base's: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4."""
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(
+        training_text(), vocab_size=400, min_frequency=2, special_tokens=specials, show_progress=False
+    )
+    merges = [tuple(merge) for merge in json.loads(bpe.to_str())["model"]["merges"]]
+    return RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges)
+
+
+def xlm_roberta_tokenizer() -> XLMRobertaTokenizer:
+    """A Unigram (SentencePiece) tokenizer laid out like xlm-roberta-base's: <s>=0, <pad>=1, </s>=2, <unk>=3, the
+    pieces, then <mask> last."""
+    unigram = SentencePieceUnigramTokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    unigram.train_from_iterator(
+        training_text(), vocab_size=200, special_tokens=specials, unk_token="<unk>", show_progress=False
+    )
+    pieces = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
+    return XLMRobertaTokenizer(vocab=[*pieces, ("<mask>", 0.0)])
+
+
+def modernbert_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer laid out like ModernBERT's: the pieces, then [UNK] [CLS] [SEP] [PAD] [MASK]."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(training_text(), vocab_size=300, min_frequency=2, show_progress=False)
+    tokenizer = bpe._tokenizer
+    tokenizer.add_special_tokens(["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+    return with_bert_special_tokens(tokenizer)
+
+
+def family_tokenizer(model_type: str):
+    """The tiny tokenizer of a family's teacher (`model_type` of tests.conftest.FAMILY_TYPES)."""
+    builders = {
+        "bert": tiny_tokenizer,
+        "roberta": roberta_tokenizer,
+        "xlm-roberta": xlm_roberta_tokenizer,
+        "modernbert": modernbert_tokenizer,
+    }
+    return builders[model_type]()
+
+
+def write_tiny_teacher(directory: Path, model_type: str = "bert", num_layers: int = 4) -> Path:
+    """Save a tiny masked-LM teacher of the family of `model_type` and its tokenizer to `directory` (loadable with
+    `from_pretrained`). ModernBERT's embedding table is padded to the next multiple of 64 rows, as the real one is."""
+    tokenizer = family_tokenizer(model_type)
+    vocab_size = len(tokenizer) if model_type != "modernbert" else -(-len(tokenizer) // 64) * 64
+    special_ids = (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    tiny_masked_lm(model_type, num_layers, vocab_size, special_ids=special_ids).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
 
 

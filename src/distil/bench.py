@@ -241,7 +241,9 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
     masked = masked_count(batch_size, cfg.seq_length, cfg.mlm_probability)
     kl_on_all = cfg.distill.kl_positions == "all" and (cfg.distill.alpha_ce > 0 or cfg.distill.alpha_mse > 0)
     vocab_rows = batch_size * cfg.seq_length if kl_on_all else masked
-    flops = model_flops_per_step(teacher.config, student.config.n_layers, batch_size, cfg.seq_length, vocab_rows)
+    flops = model_flops_per_step(
+        teacher.config, student.config.num_hidden_layers, batch_size, cfg.seq_length, vocab_rows
+    )
     achieved = flops * cfg.timed_steps / timer.seconds
     on_cuda = trainer.strategy.root_device.type == "cuda"
     losses = torch.stack(timer.losses).float().tolist()

@@ -8,44 +8,62 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from distil.data.shards import vocabulary_fingerprint
+from distil.data.tokenization import load_tokenizer
+from distil.families import teacher_family
 from distil.modules.distillation import check_objective, check_step_options
-from distil.modules.student import validate_layer_map
+from distil.modules.student import INITS, resolve_layer_map
 
 
 def check_distill_config(cfg: DictConfig) -> None:
     """Temperature, loss weights, KL positions, teacher dtype, vocabulary chunk and compile mode (`distill.*`)."""
     d = cfg.distill
-    check_objective(d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype)
+    extra_weights = [term.get("weight") for term in d.get("extra_terms") or []]
+    check_objective(
+        d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype, extra_weights
+    )
     check_step_options(d.vocab_chunk_rows, d.compile_mode)
 
 
-def check_student_config(cfg: DictConfig, teacher_layers: int) -> None:
-    """Student depth within 1..teacher layers, and a layer map of in-range, strictly increasing indices."""
-    num_layers = cfg.student.num_layers
-    num_layers = max(1, teacher_layers // 2) if num_layers is None else num_layers
-    if not 1 <= num_layers <= teacher_layers:
+def check_student_config(cfg: DictConfig, teacher_config) -> None:
+    """Student depth within 1..teacher layers, a layer map of in-range, strictly increasing integer indices, and a
+    known initialisation."""
+    resolve_layer_map(teacher_config, cfg.student.num_layers, cfg.student.layer_map)
+    if cfg.student.init not in INITS:
+        raise ValueError(f"student.init={cfg.student.init!r} is not allowed: use one of {list(INITS)}")
+
+
+def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_name: str) -> None:
+    """The tokenizer feeding the data must be the teacher's vocabulary: every id it produces has a teacher (and so
+    student) embedding, and, when it is not the teacher's own tokenizer, it maps tokens to ids as the teacher's does.
+
+    Embedding tables may be larger than the tokenizer (ModernBERT pads its 50280 tokens to 50368 rows), not smaller.
+    """
+    if len(tokenizer) > teacher_config.vocab_size:
         raise ValueError(
-            f"student.num_layers={num_layers} is out of range: allowed 1..{teacher_layers} (the teacher's layer count)"
+            f"vocabulary mismatch: the teacher teacher.name_or_path={teacher_name!r} has {teacher_config.vocab_size} "
+            f"token embeddings but the tokenizer data.tokenizer={tokenizer_name!r} has {len(tokenizer)} tokens; "
+            "teacher, student and tokenizer must share one vocabulary (point data.tokenizer at the teacher's own "
+            "tokenizer)"
         )
-    if cfg.student.layer_map is not None:
-        validate_layer_map(cfg.student.layer_map, teacher_layers, num_layers)
-
-
-def check_vocab_sizes(teacher_vocab_size: int, tokenizer_vocab_size: int, tokenizer: str) -> None:
-    """The tokenizer feeding the data must produce ids the teacher (and so the student) has embeddings for."""
-    if teacher_vocab_size != tokenizer_vocab_size:
+    if tokenizer_name == teacher_name:
+        return
+    teachers_own = load_tokenizer(teacher_name)
+    if vocabulary_fingerprint(teachers_own) != vocabulary_fingerprint(tokenizer):
         raise ValueError(
-            f"vocabulary mismatch: the teacher has {teacher_vocab_size} token embeddings but the tokenizer "
-            f"data.tokenizer={tokenizer!r} has {tokenizer_vocab_size} tokens; teacher, student and tokenizer must "
-            "share one vocabulary (point data.tokenizer at the teacher's own tokenizer)"
+            f"vocabulary mismatch: data.tokenizer={tokenizer_name!r} ({len(tokenizer)} tokens) maps tokens to other "
+            f"ids than the tokenizer of teacher.name_or_path={teacher_name!r} ({len(teachers_own)} tokens); point "
+            "data.tokenizer at the teacher's own tokenizer"
         )
 
 
-def check_sequence_length(max_length: int, max_position_embeddings: int) -> None:
-    if not 8 <= max_length <= max_position_embeddings:
+def check_sequence_length(max_length: int, teacher_config) -> None:
+    """`data.max_length` within 8..the longest row the teacher's positions allow (its family says how many)."""
+    longest = teacher_family(teacher_config).max_length(teacher_config)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 8 <= max_length <= longest:
         raise ValueError(
-            f"data.max_length={max_length} is out of range: allowed 8..{max_position_embeddings} "
-            "(the teacher's max_position_embeddings)"
+            f"data.max_length={max_length!r} is out of range: allowed an integer in 8..{longest} (the longest row "
+            f"the teacher's max_position_embeddings={teacher_config.max_position_embeddings} allow)"
         )
 
 

@@ -26,7 +26,7 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from distil.evaluation.speed import measure_speed
 from distil.export import hf_model_path
-from distil.modules.masked_lm_parts import encoder_of, vocab_head_of
+from distil.families import UnsupportedModelError, masked_lm_parts
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,12 @@ def load_masked_lm(key: str, name_or_path: str) -> PreTrainedModel:
     if info["missing_keys"]:
         raise ValueError(
             f"{key}={name_or_path!r} has no masked-LM head (weights missing: {sorted(info['missing_keys'])}); "
-            "give a model saved with its MLM head, e.g. BertForMaskedLM or DistilBertForMaskedLM"
+            "give a model saved with its MLM head, e.g. BertForMaskedLM, DistilBertForMaskedLM or RobertaForMaskedLM"
         )
     try:
-        encoder_of(model)
-    except TypeError as error:
-        raise ValueError(f"{key}={name_or_path!r}: {error}") from error
+        masked_lm_parts(model, f"{key}={name_or_path!r}")
+    except UnsupportedModelError as error:
+        raise ValueError(str(error)) from error
     return model.eval()
 
 
@@ -87,14 +87,14 @@ def masked_lm_scores(
     """
     metrics = {name: MaskedLMMetrics().to(device) for name in MODELS}
     agreement = Top1Agreement().to(device)
-    models = {"teacher": teacher, "student": student}
+    parts = {"teacher": masked_lm_parts(teacher), "student": masked_lm_parts(student)}
     for batch in batches:
         input_ids, attention_mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
         masked = labels != -100
         logits = {}
-        for name, model in models.items():
-            hidden = encoder_of(model)(input_ids, attention_mask)
-            logits[name] = vocab_head_of(model)(hidden[masked])
+        for name, model_parts in parts.items():
+            hidden = model_parts.encode(input_ids, attention_mask)
+            logits[name] = model_parts.vocab_head(hidden[masked])
             metrics[name].update(logits[name], labels[masked])
         agreement.update(logits["student"], logits["teacher"])
     if int(metrics["teacher"].count) == 0:
@@ -109,7 +109,7 @@ def timed_forward(model: PreTrainedModel, with_mlm_head: bool):
     """What is timed: the encoder alone (what a downstream task runs), or the full masked-LM forward."""
     if with_mlm_head:
         return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return encoder_of(model)
+    return masked_lm_parts(model).encode
 
 
 def speed_devices(requested: Sequence[str]) -> list[torch.device]:

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
 ONNX_FILE = "model.onnx"
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a value starting so names a local path, never a hub id
-ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis
-    "the capital of france is [MASK].",
-    "she opened the [MASK] and walked into the room, where a letter from her brother lay on the table.",
+ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis; {mask}: mask token
+    "the capital of france is {mask}.",
+    "she opened the {mask} and walked into the room, where a letter from her brother lay on the table.",
 )
 
 
@@ -135,7 +135,7 @@ class LogitsOnly(torch.nn.Module):
 
 def export_onnx(model: PreTrainedModel, tokenizer, path: str | Path, opset: int) -> None:
     """Write `model` as ONNX (torch.export based exporter; needs onnx and onnxscript) with dynamic batch and length."""
-    example = tokenizer(["a short example [MASK] ."], return_tensors="pt")
+    example = tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamic = {0: batch, 1: length}
     torch.onnx.export(
@@ -154,7 +154,8 @@ def onnx_max_abs_diff(model: PreTrainedModel, tokenizer, path: str | Path) -> fl
     """Largest |ONNX Runtime logits - PyTorch logits| over a padded batch of `ONNX_CHECK_TEXTS` (real tokens only)."""
     import onnxruntime
 
-    batch = tokenizer(list(ONNX_CHECK_TEXTS), padding=True, return_tensors="pt")
+    texts = [text.format(mask=tokenizer.mask_token) for text in ONNX_CHECK_TEXTS]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.inference_mode():
         expected = model.float().eval()(**inputs).logits

@@ -100,7 +100,7 @@ def prepare(
         raise ValueError(f"num_proc={num_proc}, documents_per_chunk={documents_per_chunk}; allowed: integers >= 1")
     loaded = load_tokenizer(tokenizer)
     dtype = token_dtype(len(loaded))
-    corpus = Corpus(resolve_sources(list(sources), list(fallback_sources or [])), val_documents, seed)
+    corpus = Corpus(resolve_sources(list(sources), list(fallback_sources or [])), val_documents, seed, loaded.unk_token)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     counts = np.zeros(len(loaded), dtype=np.int64)

@@ -23,7 +23,7 @@ from distil.config_checks import (
     check_sequence_length,
     check_student_config,
     check_trainer_config,
-    check_vocab_sizes,
+    check_vocabulary,
 )
 from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
@@ -64,12 +64,12 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), run_checkpoint_dir(cfg))
     callbacks = [*build_callbacks(cfg), RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
     teacher_config = load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)
-    check_student_config(cfg, teacher_config.num_hidden_layers)
-    check_sequence_length(cfg.data.max_length, teacher_config.max_position_embeddings)
+    check_student_config(cfg, teacher_config)
+    check_sequence_length(cfg.data.max_length, teacher_config)
 
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    check_vocab_sizes(teacher_config.vocab_size, len(datamodule.tokenizer), cfg.data.tokenizer)
+    check_vocabulary(teacher_config, cfg.teacher.name_or_path, datamodule.tokenizer, cfg.data.tokenizer)
 
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)

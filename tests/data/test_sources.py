@@ -33,10 +33,16 @@ def test_txt_documents_are_separated_by_blank_lines(tmp_path):
     assert list(LocalFiles(str(tmp_path / "*.txt")).documents()) == DOCUMENTS
 
 
-def test_replacements_rewrite_every_document(tmp_path):
-    (tmp_path / "a.txt").write_text("a <unk> lobster\n\n<unk> and <unk>\n", encoding="utf-8")
-    source = LocalFiles(str(tmp_path / "*.txt"), replacements={"<unk>": "[UNK]"})
-    assert list(source.documents()) == ["a [UNK] lobster", "[UNK] and [UNK]"]
+@pytest.mark.parametrize("unknown_token", ["[UNK]", "<unk>"])  # BERT's and RoBERTa's
+def test_the_unknown_marker_becomes_the_tokenizers_unknown_token(tmp_path, unknown_token):
+    (tmp_path / "a.txt").write_text("a <unk> lobster\n\n<unk> and <unk>\n\nno marker\n", encoding="utf-8")
+    marked = LocalFiles(str(tmp_path / "*.txt"), unknown_marker="<unk>", name="marked")
+    corpus = Corpus([marked], val_documents=1, seed=0, unknown_token=unknown_token)
+    assert list(corpus.validation_documents()) == [f"a {unknown_token} lobster"]
+    assert list(corpus.training_documents(0)) == [f"{unknown_token} and {unknown_token}", "no marker"]
+    assert list(marked.documents())[0] == "a <unk> lobster"  # the source itself yields the text as written
+    with pytest.raises(ValueError, match=r"source marked: unknown_marker='<unk>' needs a tokenizer with an unknown"):
+        Corpus([marked], val_documents=1, seed=0, unknown_token=None)
 
 
 def test_jsonl_gzip_txt_and_parquet_give_the_same_documents(tmp_path):

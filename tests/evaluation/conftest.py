@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
-from tests.conftest import CONF_DIR, REPO_ROOT, tiny_bert_config
+from tests.conftest import CONF_DIR, REPO_ROOT, tiny_config
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "was", "he", "she", "it", "they", "with"]
@@ -49,7 +49,7 @@ def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.C
 def fresh_bert(num_layers: int = 2, seed: int = 0) -> BertForMaskedLM:
     """A randomly initialised tiny BERT with the library's default initialisation (fine-tunes reliably)."""
     torch.manual_seed(seed)
-    return BertForMaskedLM(tiny_bert_config(num_layers, VOCAB_SIZE)).eval()
+    return BertForMaskedLM(tiny_config("bert", num_layers, VOCAB_SIZE)).eval()
 
 
 def save_with_tokenizer(model, directory: Path) -> Path:

@@ -8,11 +8,11 @@ import torch
 from distil.modules.distillation import DistillationModule
 from distil.modules.losses import cosine_hidden_loss, mlm_loss, soft_target_loss
 from distil.modules.student import build_student
-from tests.conftest import masked_batch, tiny_bert
+from tests.conftest import masked_batch, tiny_masked_lm
 
 
 def make_module(teacher=None, **kwargs) -> DistillationModule:
-    teacher = teacher if teacher is not None else tiny_bert()
+    teacher = teacher if teacher is not None else tiny_masked_lm()
     student = build_student(teacher)
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-2)
     return DistillationModule(teacher=teacher, student=student, optimizer=optimizer, **kwargs)
@@ -30,10 +30,11 @@ def reference_losses(module: DistillationModule, batch, kl_positions: str) -> di
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
         )
     kl_rows = real if kl_positions == "all" else masked
+    temperature = module.hparams.temperature
     return {
-        "ce": soft_target_loss(s_out.logits[kl_rows], t_out.logits[kl_rows], module.temperature).item(),
-        "mlm": mlm_loss(s_out.logits[masked], batch["labels"][masked]).item(),
-        "cos": cosine_hidden_loss(s_out.hidden_states[-1][real], t_out.hidden_states[-1][real]).item(),
+        "ce": soft_target_loss(s_out.logits[kl_rows], t_out.logits[kl_rows], temperature).mean().item(),
+        "mlm": mlm_loss(s_out.logits[masked], batch["labels"][masked]).mean().item(),
+        "cos": cosine_hidden_loss(s_out.hidden_states[-1][real], t_out.hidden_states[-1][real]).mean().item(),
     }
 
 
@@ -91,7 +92,7 @@ def test_checkpoint_leaves_out_the_teacher_and_restores_strictly():
     module.on_save_checkpoint(checkpoint)
     assert set(checkpoint["state_dict"]) == {f"student.{k}" for k in module.student.state_dict()}
     assert checkpoint["student_config"]["n_layers"] == 2
-    restored = make_module(teacher=tiny_bert(seed=0))
+    restored = make_module(teacher=tiny_masked_lm(seed=0))
     restored.on_load_checkpoint(checkpoint)
     restored.load_state_dict(checkpoint["state_dict"], strict=True)
     for k, v in module.student.state_dict().items():
@@ -101,10 +102,13 @@ def test_checkpoint_leaves_out_the_teacher_and_restores_strictly():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"temperature": 0.0}, r"distill.temperature=0.0 is not allowed: it must be > 0"),
+        ({"temperature": 0.0}, r"distill.temperature=0.0 is not allowed: it must be a finite number > 0"),
         ({"temperature": -1.0}, r"distill.temperature=-1.0"),
-        ({"alpha_ce": -0.5}, r"distill.alpha_ce=-0.5 is not allowed: loss weights must be >= 0"),
-        ({"alpha_ce": 0.0, "alpha_mlm": 0.0, "alpha_cos": 0.0}, r"alphas are all zero"),
+        ({"temperature": float("inf")}, r"distill.temperature=inf is not allowed: it must be a finite number > 0"),
+        ({"temperature": "abc"}, r"distill.temperature='abc' is not allowed: it must be a finite number > 0"),
+        ({"alpha_ce": -0.5}, r"distill.alpha_ce=-0.5 is not allowed: loss weights must be finite numbers >= 0"),
+        ({"alpha_cos": float("nan")}, r"distill.alpha_cos=nan is not allowed"),
+        ({"alpha_ce": 0.0, "alpha_mlm": 0.0, "alpha_cos": 0.0}, r"loss weights are all zero"),
         ({"kl_positions": "some"}, r"distill.kl_positions='some' is not allowed"),
         ({"teacher_dtype": "int8"}, r"distill.teacher_dtype='int8' is not allowed"),
     ],
@@ -127,8 +131,8 @@ def test_validation_metrics_compare_student_and_teacher():
         t_logits = module.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[masked]
         s_logits = module.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[masked]
     labels = batch["labels"][masked]
-    assert logged["val/teacher_mlm_loss"] == pytest.approx(mlm_loss(t_logits, labels).item(), rel=1e-5)
+    assert logged["val/teacher_mlm_loss"] == pytest.approx(mlm_loss(t_logits, labels).mean().item(), rel=1e-5)
     assert logged["val/student_mlm_acc"] == pytest.approx((s_logits.argmax(-1) == labels).float().mean().item())
     agreement = (s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean().item()
     assert logged["val/top1_agreement"] == pytest.approx(agreement)
-    assert logged["val/student_ppl"] == pytest.approx(torch.exp(mlm_loss(s_logits, labels)).item(), rel=1e-5)
+    assert logged["val/student_ppl"] == pytest.approx(torch.exp(mlm_loss(s_logits, labels).mean()).item(), rel=1e-5)

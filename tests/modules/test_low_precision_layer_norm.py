@@ -6,7 +6,7 @@ from torch import nn
 
 from distil.modules.low_precision_layer_norm import LowPrecisionLayerNorm, use_low_precision_layer_norm
 from distil.modules.student import build_student
-from tests.conftest import masked_batch, tiny_bert
+from tests.conftest import masked_batch, tiny_masked_lm
 from tests.modules.test_distillation import make_module, reference_losses
 
 BF16_AUTOCAST = {"device_type": "cpu", "dtype": torch.bfloat16}
@@ -17,7 +17,7 @@ def layer_norms(model: nn.Module) -> list[nn.Module]:
 
 
 def test_replaces_every_layer_norm_of_both_models_and_keeps_their_parameters():
-    teacher = tiny_bert()
+    teacher = tiny_masked_lm()
     student = build_student(teacher)
     expected_counts = (2 * teacher.config.num_hidden_layers + 2, 2 * student.config.n_layers + 2)
     for model, expected in zip((teacher, student), expected_counts, strict=True):

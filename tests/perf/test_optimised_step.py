@@ -1,11 +1,11 @@
-"""The optimised training step (host row index, no attention mask on full rows, fused chunked vocab loss) computes
-the same losses and gradients as the plain reference (full logits of every position, fp32, eager)."""
+"""The optimised training step (host row index, no attention mask on full rows, chunked vocab loss) computes the same
+losses and gradients as the plain reference (full logits of every position, fp32, eager), for every model family."""
 
 import pytest
 import torch
 
 from distil.modules.row_index import row_index_of, with_row_index
-from tests.conftest import masked_batch
+from tests.conftest import FAMILY_TYPES, masked_batch, tiny_masked_lm
 from tests.modules.test_distillation import make_module, reference_losses
 
 OPTIMISED = {"row_index_on_host": True, "skip_full_attention_mask": True, "vocab_chunk_rows": 7}
@@ -24,10 +24,12 @@ def student_gradients(module, batch) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in module.student.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
 @pytest.mark.parametrize("kl_positions", ["all", "masked"])
 @pytest.mark.parametrize("make_batch", [masked_batch, full_rows_batch], ids=["padded", "full_rows"])
-def test_optimised_losses_equal_full_logits_reference(kl_positions, make_batch):
-    module = make_module(kl_positions=kl_positions, temperature=2.0, **OPTIMISED).eval()
+def test_optimised_losses_equal_full_logits_reference(model_type, kl_positions, make_batch):
+    teacher = tiny_masked_lm(model_type)
+    module = make_module(teacher, kl_positions=kl_positions, temperature=2.0, **OPTIMISED).eval()
     batch = make_batch()
     with torch.no_grad():
         losses = module.distillation_losses(with_row_index(batch))
@@ -38,10 +40,11 @@ def test_optimised_losses_equal_full_logits_reference(kl_positions, make_batch):
     assert losses["loss"].item() == pytest.approx(weighted, rel=1e-5)
 
 
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
 @pytest.mark.parametrize("kl_positions", ["all", "masked"])
-def test_optimised_gradients_equal_plain_path(kl_positions):
-    optimised = make_module(kl_positions=kl_positions, alpha_mse=0.5, **OPTIMISED).eval()
-    plain = make_module(kl_positions=kl_positions, alpha_mse=0.5, **PLAIN).eval()
+def test_optimised_gradients_equal_plain_path(model_type, kl_positions):
+    optimised = make_module(tiny_masked_lm(model_type), kl_positions=kl_positions, alpha_mse=0.5, **OPTIMISED).eval()
+    plain = make_module(tiny_masked_lm(model_type), kl_positions=kl_positions, alpha_mse=0.5, **PLAIN).eval()
     plain.student.load_state_dict(optimised.student.state_dict())
     for batch in (masked_batch(seed=2), full_rows_batch(seed=3)):
         got = student_gradients(optimised, with_row_index(batch))
@@ -74,8 +77,9 @@ def test_vocab_chunk_rows_must_be_positive():
         make_module(vocab_chunk_rows=0)
 
 
-def test_compiled_step_equals_eager_and_passes_the_mode(monkeypatch):
-    """compile=true compiles both encoders, the cosine loss and the chunk loss math in `compile_mode`; traced through
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])  # the two most different families (RoBERTa passes too)
+def test_compiled_step_equals_eager_and_passes_the_mode(model_type, monkeypatch):
+    """compile=true compiles both encoders, the cosine loss and the logits objective in `compile_mode`; traced through
     AOTAutograd (the `aot_eager` backend: inductor's code generation would take minutes on a CPU), the losses and
     gradients are the eager ones, for padded and full-row batches (the cosine loss sees two row counts)."""
     real_compile, calls = torch.compile, []
@@ -86,8 +90,10 @@ def test_compiled_step_equals_eager_and_passes_the_mode(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", traced_compile)
     torch._dynamo.reset()
-    compiled = make_module(compile=True, compile_mode="max-autotune-no-cudagraphs", **OPTIMISED).eval()
-    eager = make_module(**OPTIMISED).eval()
+    compiled = make_module(
+        tiny_masked_lm(model_type), compile=True, compile_mode="max-autotune-no-cudagraphs", **OPTIMISED
+    ).eval()
+    eager = make_module(tiny_masked_lm(model_type), **OPTIMISED).eval()
     eager.student.load_state_dict(compiled.student.state_dict())
     eager.teacher.load_state_dict(compiled.teacher.state_dict())
     assert calls == [("max-autotune-no-cudagraphs", None)] * 3 + [("max-autotune-no-cudagraphs", False)]

@@ -17,6 +17,8 @@ from tests.conftest import CONF_DIR
 BAD_CONFIGS = [
     (["distill.temperature=0"], ["distill.temperature=0", "> 0"]),
     (["distill.temperature=-2.0"], ["distill.temperature=-2.0", "> 0"]),
+    (["distill.temperature=inf"], ["distill.temperature=inf", "finite number > 0"]),
+    (["distill.temperature=abc"], ["distill.temperature='abc'", "finite number > 0"]),
     (["distill.alpha_mlm=-1"], ["distill.alpha_mlm=-1", ">= 0"]),
     (["distill.alpha_ce=0", "distill.alpha_mlm=0", "distill.alpha_cos=0", "distill.alpha_mse=0"], ["all zero", "> 0"]),
     (["student.num_layers=0"], ["student.num_layers=0", "1..4"]),
@@ -25,6 +27,8 @@ BAD_CONFIGS = [
     (["student.num_layers=2", "student.layer_map=[2,1]"], ["student.layer_map=[2, 1]", "strictly increasing"]),
     (["student.num_layers=2", "student.layer_map=[1,1]"], ["student.layer_map=[1, 1]", "strictly increasing"]),
     (["student.num_layers=2", "student.layer_map=[0,1,2]"], ["student.layer_map=[0, 1, 2]", "num_layers=2"]),
+    (["student.num_layers=2", "student.layer_map=[0.7,2.2]"], ["student.layer_map=[0.7, 2.2]", "integer"]),
+    (["student.init=zeros"], ["student.init='zeros'", "'teacher', 'random'"]),
     (["data.mlm_probability=0"], ["data.mlm_probability=0", "0 < p < 1"]),
     (["data.mlm_probability=1.0"], ["data.mlm_probability=1.0", "0 < p < 1"]),
     (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "not supported on the CPU", "32-true"]),

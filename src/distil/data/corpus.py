@@ -1,7 +1,8 @@
 """Training and validation documents: several sources interleaved by weight, validation held out by document.
 
 The first `val_documents` documents of every source form the validation set and never appear in training, so
-held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document).
+held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document). A
+source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here.
 """
 
 from __future__ import annotations
@@ -44,24 +45,46 @@ def non_empty(documents: Iterator[str], description: str) -> Iterator[str]:
         log.info("%s: skipped %d empty documents", description, skipped)
 
 
-class Corpus:
-    """Document streams of the training passes and of the validation set, from the sources' `documents()`."""
+def with_unknown_token(documents: Iterator[str], marker: str | None, unknown_token: str | None) -> Iterator[str]:
+    """The documents with every `marker` replaced by `unknown_token` (unchanged when there is no marker)."""
+    if marker is None:
+        return documents
+    return (document.replace(marker, unknown_token) for document in documents)
 
-    def __init__(self, sources: Sequence, val_documents: int, seed: int) -> None:
+
+class Corpus:
+    """Document streams of the training passes and of the validation set, from the sources' `documents()`.
+
+    `unknown_token` is the tokenizer's unknown token, which sources with an `unknown_marker` need.
+    """
+
+    def __init__(self, sources: Sequence, val_documents: int, seed: int, unknown_token: str | None = None) -> None:
         if val_documents < 0:
             raise ValueError(f"val_documents={val_documents}; allowed: an integer >= 0 (documents per source)")
+        for source in sources:
+            if getattr(source, "unknown_marker", None) is not None and unknown_token is None:
+                raise ValueError(
+                    f"source {source.name}: unknown_marker={source.unknown_marker!r} needs a tokenizer with an "
+                    "unknown token, and this tokenizer has none; set the source's unknown_marker to null"
+                )
         self.sources = list(sources)
         self.val_documents = val_documents
         self.seed = seed
+        self.unknown_token = unknown_token
+
+    def documents(self, source) -> Iterator[str]:
+        """A source's non-empty documents, its unknown-word marker replaced by the tokenizer's unknown token."""
+        marker = getattr(source, "unknown_marker", None)
+        return non_empty(with_unknown_token(source.documents(), marker, self.unknown_token), source.name)
 
     def training_documents(self, pass_index: int) -> Iterator[str]:
         """All documents after the held-out ones; the interleaving order is drawn anew for every pass."""
-        streams = [itertools.islice(non_empty(s.documents(), s.name), self.val_documents, None) for s in self.sources]
+        streams = [itertools.islice(self.documents(s), self.val_documents, None) for s in self.sources]
         rng = np.random.default_rng([self.seed, pass_index])
         return interleave(streams, [s.weight for s in self.sources], rng)
 
     def validation_documents(self) -> Iterator[str]:
         """The first `val_documents` documents of each source, interleaved in a fixed order."""
-        streams = [itertools.islice(non_empty(s.documents(), s.name), self.val_documents) for s in self.sources]
+        streams = [itertools.islice(self.documents(s), self.val_documents) for s in self.sources]
         rng = np.random.default_rng([self.seed, 2**32 - 1])
         return interleave(streams, [s.weight for s in self.sources], rng)

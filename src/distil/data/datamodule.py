@@ -120,7 +120,7 @@ class CorpusDataModule(pl.LightningDataModule):
     def corpus(self) -> Corpus:
         if self.active_sources is None:
             self.active_sources = resolve_sources(self.sources, self.fallback_sources)
-        return Corpus(self.active_sources, self.val_documents, self.seed)
+        return Corpus(self.active_sources, self.val_documents, self.seed, self.tokenizer.unk_token)
 
     def rank_and_world_size(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from distil.data.documents import expand_paths, file_documents
@@ -47,8 +47,9 @@ class LocalFiles:
     """Documents from local `.txt`, `.jsonl`, `.parquet` files (optionally `.gz`), in sorted order per pattern.
 
     Empty files are skipped, counted and logged; a source whose files hold no document at all is an error.
-    `replacements` maps literal strings to what they become in every document, e.g. WikiText's `<unk>` to the
-    tokenizer's `[UNK]` (a special token: never masked, never scored), instead of four maskable word pieces.
+    `unknown_marker` is the string this text writes for a word it dropped, such as WikiText's `<unk>`: the corpus
+    turns it into the tokenizer's own unknown token (`[UNK]` for BERT, `<unk>` for RoBERTa; a special token, never
+    masked or scored) instead of maskable word pieces.
     """
 
     def __init__(
@@ -58,14 +59,14 @@ class LocalFiles:
         weight: float = 1.0,
         decode_errors: str = "strict",
         name: str | None = None,
-        replacements: Mapping[str, str] | None = None,
+        unknown_marker: str | None = None,
     ) -> None:
         self.patterns = [paths] if isinstance(paths, str) else [str(p) for p in paths]
         self.text_field = text_field
         self.weight = float(weight)
         self.decode_errors = decode_errors
         self.name = name or ",".join(self.patterns)
-        self.replacements = dict(replacements or {})
+        self.unknown_marker = unknown_marker
         if self.weight <= 0:
             raise ValueError(f"source {self.name}: weight={weight}; allowed: a number > 0")
 
@@ -83,8 +84,6 @@ class LocalFiles:
             count = 0
             for document in file_documents(path, self.text_field, self.decode_errors):
                 count += 1
-                for old, new in self.replacements.items():
-                    document = document.replace(old, new)
                 yield document
             if count == 0:
                 empty_files.append(path)
@@ -100,6 +99,7 @@ class HubDataset:
 
     `records_per_document` > 1 joins that many consecutive records into one document (BookCorpus stores one
     sentence per record; joining keeps [SEP] at real document-like borders instead of after every sentence).
+    `unknown_marker`: as for `LocalFiles` (e.g. `<unk>` in the non-raw WikiText configurations).
     """
 
     def __init__(
@@ -113,6 +113,7 @@ class HubDataset:
         data_files: str | list[str] | None = None,
         records_per_document: int = 1,
         name: str | None = None,
+        unknown_marker: str | None = None,
     ) -> None:
         if records_per_document < 1:
             raise ValueError(f"records_per_document={records_per_document}; allowed: an integer >= 1")
@@ -125,6 +126,7 @@ class HubDataset:
         self.weight = float(weight)
         self.revision = revision
         self.name = name or (f"{path}/{config_name}" if config_name else path)
+        self.unknown_marker = unknown_marker
         if self.weight <= 0:
             raise ValueError(f"source {self.name}: weight={weight}; allowed: a number > 0")
 

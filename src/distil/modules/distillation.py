@@ -2,33 +2,40 @@
 
 One training step:
     teacher encoder (no_grad) and student encoder over the batch
-    -> vocabulary heads of both, only at the positions a loss covers
-    -> soft-target KL (x T^2), masked-LM cross-entropy, hidden-state cosine, optional logits MSE
+    -> vocabulary heads of both, only at the positions a loss covers (all at once, or chunk by chunk)
+    -> the objective (`objective.py`): soft-target KL (x T^2), masked-LM cross-entropy, optional logits MSE and any
+       extra term, plus the hidden-state cosine
     -> weighted sum (alphas), each term logged on its own.
+
+The model family (`distil.families`) splits both models into encoder, head features and output projection; nothing
+here depends on which family they are.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from distil.modules.fused_vocab_loss import VocabLossWeights, chunk_loss_terms, fused_vocab_losses
-from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.families import masked_lm_parts
+from distil.modules.chunked_vocab_loss import chunked_logits_loss
+from distil.modules.losses import IGNORE_INDEX, cosine_hidden_loss
 from distil.modules.low_precision_layer_norm import use_low_precision_layer_norm
-from distil.modules.masked_lm_parts import encoder_of, head_features_of, output_projection_of, vocab_head_of
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
-from distil.modules.row_index import RowIndex, row_index_of, select_rows, with_row_index
+from distil.modules.objective import LogitsTerm, distilbert_terms, weighted_logits_loss
+from distil.modules.row_index import row_index_of, select_rows, with_row_index
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # label of positions that were not masked
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
 
@@ -37,7 +44,8 @@ class DistillationModule(pl.LightningModule):
     """Trains `student` to imitate `teacher` with the DistilBERT loss.
 
     Args:
-        teacher: masked-LM teacher; frozen, kept in eval mode, run under no_grad, left out of checkpoints.
+        teacher: masked-LM teacher of a supported family; frozen, kept in eval mode, run under no_grad, left out of
+            checkpoints.
         student: masked-LM student (from `build_student`); the only trainable parameters.
         optimizer: `params -> Optimizer` (a Hydra partial of e.g. torch.optim.AdamW).
         scheduler: `(optimizer, total_steps) -> LRScheduler`, stepped every optimizer step; None for a constant LR.
@@ -46,17 +54,20 @@ class DistillationModule(pl.LightningModule):
         alpha_mlm: weight of the supervised masked-LM cross-entropy.
         alpha_cos: weight of the cosine loss between last hidden states.
         alpha_mse: weight of the MSE between logits.
-        kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper).
+        kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper): the rows of
+            every term that is not masked-only (the KL, the MSE and extra terms).
+        extra_terms: further loss terms on the vocabulary logits (`objective.LogitsTerm`), added to the total and
+            logged as `train/loss_<name>`; both the plain and the chunked path compute them.
         teacher_dtype: dtype the teacher's weights are kept in: "float32", "bfloat16" or "float16".
         row_index_on_host: find the masked and real positions on the host copy of each batch before it moves to the
             device (no device sync, static shapes; see `row_index.py`); False selects them with masks on the device.
         skip_full_attention_mask: pass no attention mask to the encoders for batches without padding, so SDPA can
             use its flash kernel (padding is known from the row index's length, without a device sync).
-        vocab_chunk_rows: rows per chunk of the fused vocabulary projection + loss (`fused_vocab_loss.py`); full
-            logits are never held; None computes the logits of all selected rows at once, then the losses.
+        vocab_chunk_rows: rows per chunk of the vocabulary projection + objective (`chunked_vocab_loss.py`); full
+            logits are never held; None computes the logits of all selected rows at once, then the objective.
         low_precision_layer_norm: under autocast, LayerNorms of both models compute in the autocast dtype (bf16)
             instead of fp32, so the residual stream stays bf16 (`low_precision_layer_norm.py`).
-        compile: `torch.compile` the teacher and student encoders, the cosine loss and the fused per-chunk loss math.
+        compile: `torch.compile` the teacher and student encoders, the cosine loss and the logits objective.
         compile_mode: `torch.compile` mode of all of them: "default", "max-autotune-no-cudagraphs" (autotuned matrix
             products, whose Triton templates can take the bias and activation in; minutes of compilation),
             "max-autotune" or "reduce-overhead" (those two add CUDA graphs).
@@ -74,6 +85,7 @@ class DistillationModule(pl.LightningModule):
         alpha_cos: float = 1.0,
         alpha_mse: float = 0.0,
         kl_positions: Literal["all", "masked"] = "all",
+        extra_terms: Sequence[LogitsTerm] = (),
         teacher_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         row_index_on_host: bool = True,
         skip_full_attention_mask: bool = True,
@@ -83,37 +95,46 @@ class DistillationModule(pl.LightningModule):
         compile_mode: str = "default",
     ) -> None:
         super().__init__()
-        check_objective(temperature, alpha_ce, alpha_mlm, alpha_cos, alpha_mse, kl_positions, teacher_dtype)
+        check_objective(
+            temperature,
+            alpha_ce,
+            alpha_mlm,
+            alpha_cos,
+            alpha_mse,
+            kl_positions,
+            teacher_dtype,
+            [term.weight for term in extra_terms],
+        )
         check_step_options(vocab_chunk_rows, compile_mode)
-        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler", "extra_terms"])
         self.teacher = teacher.to(TEACHER_DTYPES[teacher_dtype]).eval().requires_grad_(False)
         self.student = student
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.temperature = temperature
-        self.alphas = {"ce": alpha_ce, "mlm": alpha_mlm, "cos": alpha_cos, "mse": alpha_mse}
-        self.kl_positions = kl_positions
-        self.teacher_encoder, self.teacher_head = encoder_of(teacher), vocab_head_of(teacher)
-        self.student_encoder, self.student_head = encoder_of(student), vocab_head_of(student)
-        self.teacher_features, self.teacher_projection = head_features_of(teacher), output_projection_of(teacher)
-        self.student_features, self.student_projection = head_features_of(student), output_projection_of(student)
+        self.alpha_cos = alpha_cos
+        self.logits_terms = [
+            term
+            for term in [*distilbert_terms(temperature, alpha_ce, alpha_mlm, alpha_mse), *extra_terms]
+            if term.weight
+        ]
+        self.needs_teacher_logits = any(term.needs_teacher for term in self.logits_terms)
+        self.logits_on_all_rows = kl_positions == "all" and any(not term.masked_only for term in self.logits_terms)
+        self.teacher_parts = masked_lm_parts(teacher, "teacher")
+        self.student_parts = masked_lm_parts(student, "student")
+        self.teacher_encoder, self.student_encoder = self.teacher_parts.encode, self.student_parts.encode
         self.row_index_on_host = row_index_on_host
         self.skip_full_attention_mask = skip_full_attention_mask
-        self.vocab_loss_weights = (
-            None
-            if vocab_chunk_rows is None
-            else VocabLossWeights(temperature, alpha_ce, alpha_mlm, alpha_mse, int(vocab_chunk_rows))
-        )
-        self.chunk_loss_terms = chunk_loss_terms
-        self.cosine_loss = cosine_hidden_loss
+        self.vocab_chunk_rows = vocab_chunk_rows
+        self.logits_objective = functools.partial(weighted_logits_loss, self.logits_terms)
+        self.cosine_loss = mean_cosine_loss
         if low_precision_layer_norm:
             use_low_precision_layer_norm(self.teacher)
             use_low_precision_layer_norm(self.student)
         if compile:
             self.teacher_encoder = torch.compile(self.teacher_encoder, mode=compile_mode)
             self.student_encoder = torch.compile(self.student_encoder, mode=compile_mode)
-            self.cosine_loss = torch.compile(cosine_hidden_loss, mode=compile_mode)
-            self.chunk_loss_terms = torch.compile(chunk_loss_terms, mode=compile_mode, dynamic=False)
+            self.cosine_loss = torch.compile(mean_cosine_loss, mode=compile_mode)
+            self.logits_objective = torch.compile(self.logits_objective, mode=compile_mode, dynamic=False)
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
         self.val_student = MaskedLMMetrics()
@@ -141,70 +162,50 @@ class DistillationModule(pl.LightningModule):
             teacher_hidden = self.teacher_encoder(input_ids, attention_mask).flatten(0, 1)
         student_hidden = self.student_encoder(input_ids, attention_mask).flatten(0, 1)
 
-        kl_on_all = (self.alphas["ce"] > 0 or self.alphas["mse"] > 0) and self.kl_positions == "all"
-        vocab_rows = rows.real if kl_on_all else rows.masked  # None: every position
-        if self.vocab_loss_weights is None:
-            losses = self.vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows, kl_on_all)
-            vocab_loss = sum(self.alphas[name] * value for name, value in losses.items() if self.alphas[name] > 0)
-        else:
-            losses = self.fused_vocab_losses(student_hidden, teacher_hidden, labels.flatten(), rows, vocab_rows)
-            vocab_loss = losses.pop("vocab_loss", 0.0)
+        losses: dict[str, torch.Tensor] = {}
+        loss = 0.0
+        if self.logits_terms:
+            vocab_rows = rows.real if self.logits_on_all_rows else rows.masked  # None: every position
+            total, contributions = self.logits_loss(
+                select_rows(student_hidden, vocab_rows),
+                select_rows(teacher_hidden, vocab_rows),
+                select_rows(labels.flatten(), vocab_rows),
+                rows.masked.numel(),
+            )
+            losses = {term.name: value for term, value in zip(self.logits_terms, contributions)}
+            loss = total
         real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
         losses["cos"] = self.cosine_loss(real_student, real_teacher)
-        losses["loss"] = vocab_loss + self.alphas["cos"] * losses["cos"] if self.alphas["cos"] > 0 else vocab_loss
+        losses["loss"] = loss + self.alpha_cos * losses["cos"] if self.alpha_cos > 0 else loss
         return losses
 
-    def vocab_losses(
-        self,
-        student_hidden: torch.Tensor,
-        teacher_hidden: torch.Tensor,
-        flat_labels: torch.Tensor,
-        rows: RowIndex,
-        vocab_rows: torch.Tensor | None,
-        kl_on_all: bool,
-    ) -> dict[str, torch.Tensor]:
-        """The logit-level terms from the logits of all `vocab_rows` at once (None: every position)."""
-        losses: dict[str, torch.Tensor] = {}
-        student_logits = self.student_head(select_rows(student_hidden, vocab_rows))
-        if self.alphas["ce"] > 0 or self.alphas["mse"] > 0:
-            with torch.no_grad():
-                teacher_logits = self.teacher_head(select_rows(teacher_hidden, vocab_rows))
-            if self.alphas["ce"] > 0:
-                losses["ce"] = soft_target_loss(student_logits, teacher_logits, self.temperature)
-            if self.alphas["mse"] > 0:
-                losses["mse"] = logits_mse_loss(student_logits, teacher_logits)
-        if kl_on_all:  # the masked rows' places among the selected rows (both indexes ascend)
-            masked_in_rows = rows.masked if vocab_rows is None else torch.searchsorted(vocab_rows, rows.masked)
-            student_logits = student_logits.index_select(0, masked_in_rows)
-        losses["mlm"] = mlm_loss(student_logits, flat_labels.index_select(0, rows.masked))
-        return losses
-
-    def fused_vocab_losses(
-        self,
-        student_hidden: torch.Tensor,
-        teacher_hidden: torch.Tensor,
-        flat_labels: torch.Tensor,
-        rows: RowIndex,
-        vocab_rows: torch.Tensor | None,
-    ) -> dict[str, torch.Tensor]:
-        """The logit-level terms and their weighted sum "vocab_loss", projected and reduced chunk by chunk."""
-        if not any(self.alphas[name] > 0 for name in ("ce", "mlm", "mse")):
-            return {}
-        needs_teacher = self.alphas["ce"] > 0 or self.alphas["mse"] > 0
+    def logits_loss(
+        self, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, labels: torch.Tensor, masked_rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective on the vocabulary logits of the selected rows: all logits at once, or chunk by chunk."""
         teacher_features = None
-        if needs_teacher:
+        if self.needs_teacher_logits:
             with torch.no_grad():
-                teacher_features = self.teacher_features(select_rows(teacher_hidden, vocab_rows))
-        return fused_vocab_losses(
-            self.student_features(select_rows(student_hidden, vocab_rows)),
-            self.student_projection(),
-            teacher_features,
-            self.teacher_projection(),
-            select_rows(flat_labels, vocab_rows),
-            rows.masked.numel(),
-            self.vocab_loss_weights,
-            self.chunk_loss_terms,
-        )
+                teacher_features = self.teacher_parts.head_features(teacher_hidden)
+        student_features = self.student_parts.head_features(student_hidden)
+        rows = labels.shape[0]
+        if self.vocab_chunk_rows is not None:
+            return chunked_logits_loss(
+                student_features,
+                self.student_parts.output_projection(),
+                teacher_features,
+                self.teacher_parts.output_projection(),
+                labels,
+                masked_rows,
+                int(self.vocab_chunk_rows),
+                self.logits_objective,
+            )
+        teacher_logits = None
+        if teacher_features is not None:
+            with torch.no_grad():
+                teacher_logits = F.linear(teacher_features, *self.teacher_parts.output_projection())
+        student_logits = F.linear(student_features, *self.student_parts.output_projection())
+        return self.logits_objective(student_logits, teacher_logits, labels, rows, masked_rows)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch)
@@ -216,8 +217,8 @@ class DistillationModule(pl.LightningModule):
         labels = batch["labels"][masked]
         teacher_hidden = self.teacher_encoder(batch["input_ids"], batch["attention_mask"])
         student_hidden = self.student_encoder(batch["input_ids"], batch["attention_mask"])
-        teacher_logits = self.teacher_head(teacher_hidden[masked])
-        student_logits = self.student_head(student_hidden[masked])
+        teacher_logits = self.teacher_parts.vocab_head(teacher_hidden[masked])
+        student_logits = self.student_parts.vocab_head(student_hidden[masked])
         self.val_student.update(student_logits, labels)
         self.val_teacher.update(teacher_logits, labels)
         self.val_agreement.update(student_logits, teacher_logits)
@@ -294,6 +295,11 @@ class DistillationModule(pl.LightningModule):
                     group["lr"] = lr
 
 
+def mean_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """The hidden-state cosine term: `cosine_hidden_loss` averaged over the real tokens."""
+    return cosine_hidden_loss(student_hidden, teacher_hidden).mean()
+
+
 def check_objective(
     temperature: float,
     alpha_ce: float,
@@ -302,25 +308,34 @@ def check_objective(
     alpha_mse: float,
     kl_positions: str,
     teacher_dtype: str,
+    extra_term_weights: Sequence[float] = (),
 ) -> None:
     """Raise ValueError naming the `distill.*` key, its value and the allowed range."""
-    if not temperature > 0:
-        raise ValueError(f"distill.temperature={temperature} is not allowed: it must be > 0")
+    if not is_number(temperature) or not (0 < temperature < math.inf):
+        raise ValueError(f"distill.temperature={temperature!r} is not allowed: it must be a finite number > 0")
     alphas = {"alpha_ce": alpha_ce, "alpha_mlm": alpha_mlm, "alpha_cos": alpha_cos, "alpha_mse": alpha_mse}
+    alphas |= {f"extra_terms[{i}].weight": weight for i, weight in enumerate(extra_term_weights)}
     for key, value in alphas.items():
-        if not value >= 0:
-            raise ValueError(f"distill.{key}={value} is not allowed: loss weights must be >= 0")
+        if not is_number(value) or not (0 <= value < math.inf):
+            raise ValueError(f"distill.{key}={value!r} is not allowed: loss weights must be finite numbers >= 0")
     if not any(value > 0 for value in alphas.values()):
-        raise ValueError(f"distill alphas are all zero ({alphas}): at least one loss weight must be > 0")
+        raise ValueError(f"distill loss weights are all zero ({alphas}): at least one must be > 0")
     if kl_positions not in ("all", "masked"):
         raise ValueError(f"distill.kl_positions={kl_positions!r} is not allowed: use 'all' or 'masked'")
     if teacher_dtype not in TEACHER_DTYPES:
         raise ValueError(f"distill.teacher_dtype={teacher_dtype!r} is not allowed: use one of {list(TEACHER_DTYPES)}")
 
 
+def is_number(value: Any) -> bool:
+    """An int or float (not a bool, not a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_step_options(vocab_chunk_rows: int | None, compile_mode: str) -> None:
     """Raise ValueError naming the `distill.*` key of a bad speed option, its value and what is allowed."""
-    if vocab_chunk_rows is not None and not vocab_chunk_rows >= 1:
+    if vocab_chunk_rows is not None and (
+        isinstance(vocab_chunk_rows, bool) or not isinstance(vocab_chunk_rows, int) or vocab_chunk_rows < 1
+    ):
         raise ValueError(f"distill.vocab_chunk_rows={vocab_chunk_rows} is not allowed: use null or an integer >= 1")
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"distill.compile_mode={compile_mode!r} is not allowed: use one of {list(COMPILE_MODES)}")

@@ -1,8 +1,9 @@
-"""The DistilBERT loss terms: tensors in, scalar out.
+"""The DistilBERT loss terms: pure tensor functions, one loss per row.
 
-Each function takes already-selected rows (one row per token position that the term covers), so the caller decides
-which positions a term sees (all non-padding positions, or only the masked ones) and pays for the vocabulary
-projection only there. All of them average over the rows they are given.
+Each function takes already-selected rows (one row per token position the term covers) and returns the loss of each
+row, shape (N,). The objective (`objective.py`) averages them over the rows a term covers and weights them, on all
+rows at once or chunk by chunk (`chunked_vocab_loss.py`): both call these same functions, and the chunked path gets
+its gradients from autograd over them. To add a term, write its function here and give it to the objective.
 """
 
 from __future__ import annotations
@@ -10,39 +11,41 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100  # label of rows that are not masked
+
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) between softmax(z / T) distributions, times T^2, averaged over rows.
+    """KL(teacher || student) between softmax(z / T) distributions, times T^2, per row.
 
     Args:
         student_logits, teacher_logits: (N, V) logits at the N positions the term covers.
         temperature: T > 0. The T^2 factor keeps gradient magnitudes comparable across temperatures
-            (Hinton et al. 2015), as in DistilBERT's `KLDivLoss(reduction="batchmean") * T**2`.
+            (Hinton et al. 2015); averaged over rows this is DistilBERT's `KLDivLoss(reduction="batchmean") * T**2`.
     """
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="sum", log_target=True)
-    return kl / student_logits.shape[0] * temperature**2
+    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
+    return kl.sum(dim=-1) * temperature**2
 
 
 def mlm_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the student's predictions against the original tokens at the masked positions.
+    """Cross-entropy of the student's predictions against the original tokens, per row (0 where the label is -100).
 
     Args:
-        student_logits: (N, V) logits at the N masked positions.
-        labels: (N,) original token ids.
+        student_logits: (N, V) logits.
+        labels: (N,) original token ids at masked rows, -100 at the others.
     """
-    return F.cross_entropy(student_logits.float(), labels)
+    return F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
 
 
 def cosine_hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
-    """Mean of 1 - cos(student, teacher) over rows: aligns the directions of the last hidden states.
+    """1 - cos(student, teacher) per row: aligns the directions of the last hidden states.
 
-    Equals `CosineEmbeddingLoss` with target +1, as DistilBERT used. Args are (N, H) hidden states.
+    Averaged over rows this is `CosineEmbeddingLoss` with target +1, as DistilBERT used. Args are (N, H) hidden states.
     """
-    return (1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)).mean()
+    return 1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
 
 
 def logits_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Squared error between logits, summed over the vocabulary and averaged over rows (DistilBERT's `alpha_mse`)."""
-    return F.mse_loss(student_logits.float(), teacher_logits.float(), reduction="sum") / student_logits.shape[0]
+    """Squared error between logits summed over the vocabulary, per row (DistilBERT's `alpha_mse` term)."""
+    return (student_logits.float() - teacher_logits.float()).square().sum(dim=-1)

@@ -1,44 +1,46 @@
-"""Load the frozen teacher: any `BertForMaskedLM` on the hub or on disk."""
+"""Load the frozen teacher: a masked-LM of a supported family (`distil.families`), from the hub or from disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, BertForMaskedLM
+from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+
+from distil.families import teacher_family
 
 
-def load_teacher_config(name_or_path: str, trust_remote_code: bool = False):
-    """The teacher's config only (small and fast): used to validate the run before any weights are loaded."""
+def load_teacher_config(name_or_path: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The teacher's config only (small and fast), of a supported family: used to validate the run before any
+    weights are loaded."""
     try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(unreachable_teacher_message(name_or_path)) from error
+        raise FileNotFoundError(unreachable_teacher_message(name_or_path, error)) from error
+    teacher_family(config, where=f"teacher.name_or_path={name_or_path!r}")
+    return config
 
 
-def load_teacher(name_or_path: str, trust_remote_code: bool = False) -> BertForMaskedLM:
-    """`AutoModelForMaskedLM.from_pretrained(name_or_path)` in float32, with its MLM head.
+def load_teacher(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    """`AutoModelForMaskedLM.from_pretrained(name_or_path)` in float32, with its masked-LM head.
 
+    The family is checked on the config first, so an unsupported model type fails before any weights load.
     `trust_remote_code` stays False unless the config says so: a hub repo's own Python code is never run implicitly.
     """
+    load_teacher_config(name_or_path, trust_remote_code)
     try:
-        model = AutoModelForMaskedLM.from_pretrained(
+        return AutoModelForMaskedLM.from_pretrained(
             name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(unreachable_teacher_message(name_or_path)) from error
-    if not isinstance(model, BertForMaskedLM):
-        raise ValueError(
-            f"teacher.name_or_path={name_or_path!r} loads a {type(model).__name__}; the teacher must be a "
-            "BertForMaskedLM (model_type 'bert' with its masked-LM head)"
-        )
-    return model
+        raise FileNotFoundError(unreachable_teacher_message(name_or_path, error)) from error
 
 
-def unreachable_teacher_message(name_or_path: str) -> str:
+def unreachable_teacher_message(name_or_path: str, error: Exception) -> str:
     where = "local directory" if Path(name_or_path).exists() else "local directory or hub model id"
     return (
-        f"could not load the teacher from teacher.name_or_path={name_or_path!r} (a {where}). Point "
+        f"could not load the teacher from teacher.name_or_path={name_or_path!r} (a {where}; "
+        f"{type(error).__name__}: {error}). Point "
         "teacher.name_or_path at a directory holding config.json, the weights and the tokenizer, or at a hub id "
         "such as bert-base-uncased when the hub is reachable; for the demo, set DISTIL_SHARED to the shared assets "
         "folder (it must contain models/bert-teacher-12x256)."

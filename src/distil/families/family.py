@@ -1,0 +1,135 @@
+"""What a model family must say so that a teacher of that family can be distilled: the interface, and what is common.
+
+A family (one file in this folder) knows, for its Hugging Face masked-LM classes:
+- how the student's config is derived from the teacher's at reduced depth (`student_config`);
+- which teacher tensor each student tensor starts from (`parameter_map`), and any tensor that is computed from
+  several teacher tensors instead (`fold_embeddings`, e.g. BERT's token-type row folded into positions);
+- where its vocabulary head splits into features and output projection (`head_features`);
+- the longest sequence its position embeddings allow (`max_length`).
+
+Common to all families and done here: the encoder is the model's `base_model` (tokens -> last hidden states), the
+output projection is its `get_output_embeddings()` linear layer, the default layer map spreads the student's layers
+evenly over the teacher's, and the weight copy checks that every student parameter got a teacher tensor.
+
+Rows are framed with the tokenizer's own `cls_token ... sep_token` (documents joined by `sep_token`), which every
+masked-LM tokenizer defines: `[CLS] ... [SEP]` for BERT and ModernBERT, `<s> ... </s>` for RoBERTa and XLM-R. The
+data side reads them from the tokenizer, so a masked family needs nothing here for its framing; masking skips the
+tokenizer's special tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+Encoder = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+HeadFeatures = Callable[[torch.Tensor], torch.Tensor]
+OutputProjection = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MaskedLMParts:
+    """A masked-LM split into the pieces distillation runs apart, as plain functions over the model's own modules.
+
+    Plain functions rather than modules, so holding them registers no weight a second time.
+
+    encode: `(input_ids (B, L), attention_mask (B, L) or None) -> last hidden states (B, L, H)`.
+    head_features: `(N, H) -> (N, H)`, the vocabulary head up to its output projection.
+    output_projection: `() -> (weight (V, H), bias (V,))`, read at call time so later dtype or device moves are seen.
+    """
+
+    encode: Encoder
+    head_features: HeadFeatures
+    output_projection: OutputProjection
+
+    def vocab_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`(N, H) -> logits (N, V)`: the model's own masked-LM head on the given rows."""
+        weight, bias = self.output_projection()
+        return F.linear(self.head_features(hidden), weight, bias)
+
+
+class ModelFamily:
+    """Base of the families: subclasses set `name` and `teacher_types` and implement the four family methods."""
+
+    name: str = ""
+    teacher_types: tuple[str, ...] = ()  # `config.model_type` of the teachers this family distils
+    student_only_types: tuple[str, ...] = ()  # model types that occur only as this family's students
+
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        """Every `config.model_type` this family can split into parts (teachers and students)."""
+        return self.teacher_types + self.student_only_types
+
+    def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
+        """Config of a student with `len(layer_map)` layers, layer i initialised from teacher layer `layer_map[i]`."""
+        raise NotImplementedError
+
+    def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
+        """Student parameter name -> name of the teacher parameter it is copied from."""
+        raise NotImplementedError
+
+    def fold_embeddings(self, student: nn.Module, teacher: nn.Module) -> set[str]:
+        """Write the student parameters that combine several teacher tensors; return their names (default: none)."""
+        return set()
+
+    def head_features(self, model: PreTrainedModel) -> HeadFeatures:
+        """The model's vocabulary head up to (not including) its output projection."""
+        raise NotImplementedError
+
+    def max_length(self, config: PretrainedConfig) -> int:
+        """Longest row (special tokens included) the model's position embeddings allow."""
+        return int(config.max_position_embeddings)
+
+    def default_layer_map(self, teacher_layers: int, student_layers: int) -> list[int]:
+        """Teacher layers the student layers start from, evenly spread from the first to the last teacher layer.
+
+        Rounding the evenly spaced points gives the original DistilBERT map [0, 2, 4, 7, 9, 11] for 12 -> 6 and
+        roughly every other layer for any halving.
+        """
+        if student_layers == 1:
+            return [teacher_layers - 1]
+        step = (teacher_layers - 1) / (student_layers - 1)
+        return [round(i * step) for i in range(student_layers)]
+
+    def parts(self, model: PreTrainedModel) -> MaskedLMParts:
+        """Encoder, head features and output projection of a model of this family."""
+        projection = model.get_output_embeddings()
+        return MaskedLMParts(
+            encode=lambda input_ids, attention_mask: (
+                model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            ),
+            head_features=self.head_features(model),
+            output_projection=lambda: (projection.weight, projection.bias),
+        )
+
+    @torch.no_grad()
+    def copy_teacher_weights(self, student: nn.Module, teacher: nn.Module, layer_map: Sequence[int]) -> None:
+        """Overwrite every student parameter with the teacher tensor it maps to (or its fold); none may be left out."""
+        teacher_params = dict(teacher.named_parameters())
+        student_params = dict(student.named_parameters())
+        names = self.parameter_map(student, layer_map)
+        unknown = sorted(set(names.values()) - set(teacher_params))
+        if unknown:
+            raise KeyError(f"{self.name} family: parameter_map names teacher tensors that do not exist: {unknown[:5]}")
+        for student_name, teacher_name in names.items():
+            student_params[student_name].copy_(teacher_params[teacher_name])
+        unmapped = sorted(set(student_params) - set(names) - self.fold_embeddings(student, teacher))
+        if unmapped:
+            raise KeyError(f"{self.name} family: no teacher tensor for the student parameters {unmapped[:5]}")
+
+
+def renumbered_layer_names(student: nn.Module, layer_prefix: str, layer_map: Sequence[int]) -> dict[str, str]:
+    """For a student of the teacher's own architecture: each parameter maps to the teacher parameter of the same
+    name, with the layer index after `layer_prefix` (e.g. "roberta.encoder.layer.") replaced by `layer_map[index]`."""
+    pattern = re.compile(rf"^{re.escape(layer_prefix)}(\d+)\.")
+
+    def teacher_name(name: str) -> str:
+        return pattern.sub(lambda match: f"{layer_prefix}{layer_map[int(match.group(1))]}.", name)
+
+    return {name: teacher_name(name) for name, _ in student.named_parameters()}
