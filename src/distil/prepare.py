@@ -98,7 +98,7 @@ def prepare(
     """Writes the shard directory; returns its metadata (with `tokens_per_second` of the tokenization)."""
     if num_proc < 1 or documents_per_chunk < 1:
         raise ValueError(f"num_proc={num_proc}, documents_per_chunk={documents_per_chunk}; allowed: integers >= 1")
-    loaded = load_tokenizer(tokenizer)
+    loaded = load_tokenizer(tokenizer, key="tokenizer")
     dtype = token_dtype(len(loaded))
     corpus = Corpus(resolve_sources(list(sources), list(fallback_sources or [])), val_documents, seed)
     directory = Path(output_dir)

@@ -162,3 +162,18 @@ def test_a_header_only_task_file_is_named_as_having_no_rows(tmp_path):
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")
     with pytest.raises(ValueError, match=rf"{tmp_path / 'dev.tsv'} has a header but no rows"):
         read_tsv(tmp_path / "dev.tsv", ["sentence"], "label")
+
+
+def test_a_model_folder_without_tokenizer_files_is_named_before_any_fine_tuning(
+    tmp_path, fresh_teacher_dir, model_without_tokenizer_dir, sentiment_task_dir
+):
+    cfg = compose_config(
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={model_without_tokenizer_dir}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"out_dir={tmp_path}",
+    )
+    with pytest.raises(ValueError, match=f"model='{model_without_tokenizer_dir}' has no tokenizer files"):
+        finetune(cfg, tmp_path)
+    assert not (tmp_path / "teacher").exists()  # the teacher was not fine-tuned first
