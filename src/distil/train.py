@@ -6,7 +6,6 @@ compose -> validate (no weights loaded yet) -> data, teacher, student, module, t
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import hydra
@@ -27,6 +26,7 @@ from distil.config_checks import (
 )
 from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
+from distil.output_dirs import replace_output_dir
 from distil.resume import resolve_ckpt_path, run_checkpoint_dir
 from distil.wandb_run import finished_wandb_run, log_run_config
 
@@ -47,13 +47,14 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def export_student(student, tokenizer, out_dir: Path) -> None:
-    """Write the student in Hugging Face format (weights, config, tokenizer), replacing any earlier export whole."""
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    student.save_pretrained(tmp_dir)
-    tokenizer.save_pretrained(tmp_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    """Write the student in Hugging Face format (weights, config, tokenizer) to the run's own `student/` folder,
+    whole, replacing an earlier export (`distil.output_dirs`)."""
+
+    def write(directory: Path) -> None:
+        student.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    replace_output_dir(out_dir, "hf_model", write, overwrite=True, key="paths.output_dir/student")
 
 
 def train(cfg: DictConfig) -> float | None:
