@@ -23,7 +23,7 @@ from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
-from distil.data.shards import TOKEN_COUNTS_FILE, check_tokenizer, open_split, read_metadata
+from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
 from distil.data.sources import resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
@@ -42,6 +42,8 @@ class CorpusDataModule(pl.LightningDataModule):
         sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
         fallback_sources: sources used instead when one of `sources` is unavailable (e.g. local files absent).
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
+        verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
+            compared).
         shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
         max_length: tokens per row, [CLS] and [SEP] included.
         batch_size: rows per training batch on each device.
@@ -62,6 +64,7 @@ class CorpusDataModule(pl.LightningDataModule):
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
         shards_dir: str | None = None,
+        verify_shards: bool = False,
         shuffle: bool = True,
         max_length: int = 128,
         batch_size: int = 32,
@@ -95,6 +98,8 @@ class CorpusDataModule(pl.LightningDataModule):
         if shards_dir:
             self.shards_metadata = read_metadata(shards_dir)
             check_tokenizer(self.shards_metadata, self.tokenizer, tokenizer, shards_dir)
+            for split in SPLITS:
+                check_split_files(shards_dir, self.shards_metadata, split, verify_shards)
             if mlm_smoothing is not None and token_counts is None:
                 token_counts = str(Path(shards_dir) / TOKEN_COUNTS_FILE)
         self.max_length = max_length
