@@ -97,6 +97,7 @@ def prepare(
     documents_per_chunk: int = 1000,
     shard_tokens: int = 100_000_000,
     overwrite: bool = False,
+    fallback_when_missing: str | None = None,
 ) -> dict:
     """Writes the shard directory whole (a staging folder renamed into place when complete, `distil.output_dirs`:
     an earlier shard directory is replaced, any other non-empty folder refused unless `overwrite`); returns its
@@ -105,7 +106,8 @@ def prepare(
         raise ValueError(f"num_proc={num_proc}, documents_per_chunk={documents_per_chunk}; allowed: integers >= 1")
     loaded = load_tokenizer(tokenizer, key="tokenizer")
     dtype = token_dtype(len(loaded))
-    corpus = Corpus(resolve_sources(list(sources), list(fallback_sources or [])), val_documents, seed)
+    resolved = resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing)
+    corpus = Corpus(resolved, val_documents, seed)
     report = ProgressReport()
     metadata: dict = {}
 
@@ -172,6 +174,7 @@ def main(cfg: DictConfig) -> None:
         cfg.documents_per_chunk,
         cfg.shard_tokens,
         cfg.overwrite,
+        cfg.data.get("fallback_when_missing"),
     )
     if cfg.measure_loader_batches > 0:
         for clock_name, clock in (("wall-clock", time.perf_counter), ("CPU", time.process_time)):

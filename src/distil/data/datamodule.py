@@ -40,7 +40,9 @@ class CorpusDataModule(pl.LightningDataModule):
     Args:
         tokenizer: hub id or local directory of the (teacher's) tokenizer.
         sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
-        fallback_sources: sources used instead when one of `sources` is unavailable (e.g. local files absent).
+        fallback_sources: sources used instead when one of `sources` is unavailable and the folder
+            `fallback_when_missing` does not exist (e.g. the demo's shared files absent).
+        fallback_when_missing: the folder whose absence allows `fallback_sources` (needed with them).
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
             compared).
@@ -63,6 +65,7 @@ class CorpusDataModule(pl.LightningDataModule):
         tokenizer: str,
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
+        fallback_when_missing: str | None = None,
         shards_dir: str | None = None,
         verify_shards: bool = False,
         shuffle: bool = True,
@@ -92,6 +95,7 @@ class CorpusDataModule(pl.LightningDataModule):
             )
         self.sources = list(sources or [])
         self.fallback_sources = list(fallback_sources or [])
+        self.fallback_when_missing = fallback_when_missing
         self.shards_dir = shards_dir
         self.shuffle = shuffle
         self.shards_metadata = None
@@ -124,7 +128,7 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def corpus(self) -> Corpus:
         if self.active_sources is None:
-            self.active_sources = resolve_sources(self.sources, self.fallback_sources)
+            self.active_sources = resolve_sources(self.sources, self.fallback_sources, self.fallback_when_missing)
         return Corpus(self.active_sources, self.val_documents, self.seed)
 
     def rank_and_world_size(self) -> tuple[int, int]:
