@@ -1,11 +1,15 @@
-"""A model folder's tokenizer must have vocabulary files and produce only ids the model has embeddings for."""
+"""A model folder's tokenizer must have vocabulary files and produce only ids the model has embeddings for; documents
+above a length bound are tokenized in pieces."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 from transformers import AutoTokenizer
 
-from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
+from distil.data.tokenization import TextEncoder, check_tokenizer_matches, load_tokenizer
+from tests.tiny_assets import WORDS
 
 
 def test_a_folder_without_tokenizer_files_is_named_instead_of_getting_a_fallback_tokenizer(model_without_tokenizer_dir):
@@ -28,3 +32,34 @@ def test_a_tokenizer_with_ids_beyond_the_embeddings_is_refused_and_a_padded_embe
         check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 100, "the student")
     check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 128, "the student")
     check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 136, "the student")  # padded embeddings
+
+
+class RecordingTokenizer:
+    """The tokenizer, recording the length of every text it is given."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.lengths = tokenizer, []
+
+    def __call__(self, texts, **kwargs):
+        self.lengths += [len(text) for text in texts]
+        return self.tokenizer(texts, **kwargs)
+
+
+def test_a_document_above_the_bound_is_tokenized_in_pieces_with_the_ids_of_the_whole(tiny_teacher_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    rng = random.Random(0)
+    separators = [" ", " ", " ", "  ", "\n", " \t "]
+    long_document = "".join(rng.choice(WORDS) + rng.choice(separators) for _ in range(400)) + "the end ."
+    short_document = "the king opened the door ."
+    recording = RecordingTokenizer(tokenizer)
+    ids = TextEncoder(recording, max_characters=100)([short_document, long_document])
+    whole = tokenizer([short_document, long_document], add_special_tokens=False)["input_ids"]
+    assert [list(map(int, document)) for document in ids] == whole
+    assert len(long_document) > 2000 and max(recording.lengths) <= 100
+    assert recording.lengths.count(len(short_document)) == 1  # documents within the bound are tokenized whole
+
+
+def test_a_piece_without_whitespace_is_cut_at_the_bound(tiny_teacher_dir):
+    recording = RecordingTokenizer(AutoTokenizer.from_pretrained(tiny_teacher_dir))
+    (ids,) = TextEncoder(recording, max_characters=100)(["x" * 450])
+    assert recording.lengths == [100, 100, 100, 100, 50] and len(ids) > 0

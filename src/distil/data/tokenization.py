@@ -1,4 +1,5 @@
-"""Tokenizer loading, the check that a tokenizer fits its model, and the text -> ids function of the data pipeline.
+"""Tokenizer loading, the check that a tokenizer fits its model, and the text -> ids function of the data pipeline
+(which tokenizes documents above a length bound in pieces).
 
 A model folder without tokenizer files still "loads" a tokenizer in transformers 5: it builds one from the special
 tokens alone (5 tokens for BERT), which turns every word into [UNK], and training or scoring then runs on nothing.
@@ -7,10 +8,17 @@ tokens alone (5 tokens for BERT), which turns every word into [UNK], and trainin
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
+log = logging.getLogger(__name__)
+
 REQUIRED_SPECIAL_TOKENS = ("cls_token", "sep_token", "mask_token", "pad_token")
+MAX_DOCUMENT_CHARACTERS = 100_000  # longer documents are tokenized in pieces of at most this many characters
 SERIALIZED_TOKENIZER = "tokenizer.json"  # the `tokenizers` library's file: a complete tokenizer of any kind
 
 
@@ -73,16 +81,63 @@ def load_tokenizer(name_or_path: str, key: str = "data.tokenizer"):
     return tokenizer
 
 
+def cut_position(text: str, start: int, end: int) -> int:
+    """Where the piece text[start:end] should end: at the start of its last run of whitespace, so that no word is
+    cut and the next piece begins with the whitespace that separated them (tokenizers then see the same words,
+    word-piece and byte-level BPE alike); at `end` when the piece has no whitespace after its first character."""
+    position = end
+    while position > start and not text[position - 1].isspace():
+        position -= 1
+    while position > start and text[position - 1].isspace():
+        position -= 1
+    return position if position > start else end
+
+
+def pieces(text: str, max_characters: int) -> Iterator[str]:
+    """`text` as consecutive pieces of at most `max_characters` characters, cut at whitespace where possible."""
+    start = 0
+    while len(text) - start > max_characters:
+        end = cut_position(text, start, start + max_characters)
+        yield text[start:end]
+        start = end
+    yield text[start:]
+
+
 class TextEncoder:
-    """Callable documents -> token ids without special tokens (picklable, for dataloader workers)."""
+    """Callable documents -> token ids without special tokens (picklable, for dataloader workers).
 
-    def __init__(self, tokenizer) -> None:
+    A document longer than `max_characters` is tokenized piece by piece (`pieces`: cut at whitespace) and its ids
+    joined, so that tokenizing it needs memory for one piece, not for the whole document (a fast tokenizer keeps
+    about 100 bytes per character of its input: 50 MB of text without a line break would need about 6 GB, in every
+    dataloader worker). Documents within the bound are tokenized whole, as one batch: their ids never change.
+    """
+
+    def __init__(self, tokenizer, max_characters: int = MAX_DOCUMENT_CHARACTERS) -> None:
+        if max_characters < 1:
+            raise ValueError(f"max_characters={max_characters}; allowed: an integer >= 1")
         self.tokenizer = tokenizer
+        self.max_characters = max_characters
 
-    def __call__(self, documents: list[str]) -> list[list[int]]:
-        if not documents:
-            return []
+    def encode(self, texts: list[str]) -> list[list[int]]:
         encoded = self.tokenizer(
-            documents, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
         )
         return encoded["input_ids"]
+
+    def encode_in_pieces(self, document: str) -> np.ndarray:
+        ids = [np.asarray(self.encode([piece])[0], dtype=np.int64) for piece in pieces(document, self.max_characters)]
+        log.warning(
+            "a document of %d characters was tokenized in %d pieces of at most %d characters",
+            len(document),
+            len(ids),
+            self.max_characters,
+        )
+        return np.concatenate(ids)
+
+    def __call__(self, documents: list[str]) -> list[list[int] | np.ndarray]:
+        within = [document for document in documents if len(document) <= self.max_characters]
+        whole = iter(self.encode(within) if within else [])
+        return [
+            next(whole) if len(document) <= self.max_characters else self.encode_in_pieces(document)
+            for document in documents
+        ]
