@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from distil.data.tokenization import TextEncoder, check_tokenizer_matches, load_tokenizer
 from tests.tiny_assets import WORDS
@@ -45,11 +46,30 @@ class RecordingTokenizer:
         return self.tokenizer(texts, **kwargs)
 
 
+def random_text(words: int, seed: int = 0) -> str:
+    """Words of the tiny vocabulary joined by single spaces, double spaces, newlines and tabs."""
+    rng = random.Random(seed)
+    separators = [" ", " ", " ", "  ", "\n", "\n\n", " \t "]
+    return "".join(rng.choice(WORDS) + rng.choice(separators) for _ in range(words)) + "the end ."
+
+
+def trained_tokenizer(kind) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE or SentencePiece (Metaspace) tokenizer trained on random text."""
+    raw = kind()
+    raw.train_from_iterator([random_text(2000, seed=1)], vocab_size=300)
+    return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer)
+
+
+@pytest.mark.parametrize("kind", [ByteLevelBPETokenizer, SentencePieceBPETokenizer], ids=["byte_level", "sentencepiece"])
+def test_pieces_give_the_ids_of_the_whole_document_with_other_tokenizer_kinds(kind):
+    tokenizer, document = trained_tokenizer(kind), random_text(400)
+    whole = tokenizer([document], add_special_tokens=False)["input_ids"][0]
+    assert TextEncoder(tokenizer, max_characters=100)([document])[0].tolist() == whole
+
+
 def test_a_document_above_the_bound_is_tokenized_in_pieces_with_the_ids_of_the_whole(tiny_teacher_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
-    rng = random.Random(0)
-    separators = [" ", " ", " ", "  ", "\n", " \t "]
-    long_document = "".join(rng.choice(WORDS) + rng.choice(separators) for _ in range(400)) + "the end ."
+    long_document = random_text(400)
     short_document = "the king opened the door ."
     recording = RecordingTokenizer(tokenizer)
     ids = TextEncoder(recording, max_characters=100)([short_document, long_document])

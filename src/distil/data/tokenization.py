@@ -82,9 +82,15 @@ def load_tokenizer(name_or_path: str, key: str = "data.tokenizer"):
 
 
 def cut_position(text: str, start: int, end: int) -> int:
-    """Where the piece text[start:end] should end: at the start of its last run of whitespace, so that no word is
-    cut and the next piece begins with the whitespace that separated them (tokenizers then see the same words,
-    word-piece and byte-level BPE alike); at `end` when the piece has no whitespace after its first character."""
+    """Where the piece text[start:end] should end so that tokenizers see the same words as in the whole text: at
+    the last single space between two words (the next piece then begins with " word", which word-piece, byte-level
+    BPE and SentencePiece tokenizers all read as in context); else at the start of the last run of whitespace; else
+    (no whitespace after the piece's first character) at `end`."""
+    space = text.rfind(" ", start + 1, end)
+    while space > start:
+        if not text[space - 1].isspace() and not text[space + 1].isspace():
+            return space
+        space = text.rfind(" ", start + 1, space)
     position = end
     while position > start and not text[position - 1].isspace():
         position -= 1
