@@ -29,7 +29,6 @@ from typing import Any, BinaryIO
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-
 log = logging.getLogger(__name__)
 
 TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")  # the names temp_path_for gives

@@ -3,8 +3,9 @@
 Reads the sources of a data config (`data=<name>`, the same held-out validation documents as training), tokenizes
 chunks of documents in `num_proc` processes, and writes `train-*.bin`, `validation-*.bin`, `token_counts.npy`
 (for mlm_smoothing) and `metadata.json` (with each shard's size and sha256) to `output_dir`, through a staging folder
-renamed into place when complete: an interrupted run leaves an earlier `output_dir` as it was. Reports tokens/s while it runs; with
-`measure_loader_batches > 0` it then measures the shard loader's tokens/s. Train from the result with
+renamed into place when complete: an interrupted run leaves an earlier `output_dir` as it was. Reports tokens/s
+while it runs; with `measure_loader_batches > 0` it then measures the shard loader's tokens/s. Train from the result
+with
 `python -m distil.train data=shards data.shards_dir=<output_dir>`.
 """
 

@@ -205,7 +205,9 @@ def check_resumed_student(ckpt_path: str | None, student_config: dict, student_s
         for key in sorted(set(written_with) | set(student_settings))
         if written_with.get(key) != student_settings.get(key)
     ]
-    details = "; ".join(f"{key}: checkpoint {stored.get(key)!r}, config {student_config.get(key)!r}" for key in differing)
+    details = "; ".join(
+        f"{key}: checkpoint {stored.get(key)!r}, config {student_config.get(key)!r}" for key in differing
+    )
     raise ValueError(
         f"ckpt_path={ckpt_path!r} holds another student than this config builds: "
         + (f"checkpoint has {'; '.join(settings)} " if settings else "")

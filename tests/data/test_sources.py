@@ -122,7 +122,9 @@ def test_a_mistyped_path_is_an_error_when_the_shared_folder_exists_and_the_log_n
     write_jsonl(tmp_path / "shared" / "wiki.jsonl", [{"text": "shared text"}])
     fallback = [HubDataset("json", data_files=str(tmp_path / "shared" / "wiki.jsonl"), name="hub corpus")]
     mistyped = [LocalFiles(str(tmp_path / "shared/wikipeda/*.txt"), name="wikipedia")]
-    message = rf"no file matches .*wikipeda.*only when {tmp_path / 'shared'} \(data.fallback_when_missing\) does not exist"
+    message = (
+        rf"no file matches .*wikipeda.*only when {tmp_path / 'shared'} \(data.fallback_when_missing\) does not exist"
+    )
     with pytest.raises(SourceUnavailable, match=message):
         resolve_sources(mistyped, fallback, str(tmp_path / "shared"))
     with pytest.raises(ValueError, match="data.fallback_sources are given without data.fallback_when_missing"):

@@ -60,7 +60,9 @@ def trained_tokenizer(kind) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=raw._tokenizer)
 
 
-@pytest.mark.parametrize("kind", [ByteLevelBPETokenizer, SentencePieceBPETokenizer], ids=["byte_level", "sentencepiece"])
+@pytest.mark.parametrize(
+    "kind", [ByteLevelBPETokenizer, SentencePieceBPETokenizer], ids=["byte_level", "sentencepiece"]
+)
 def test_pieces_give_the_ids_of_the_whole_document_with_other_tokenizer_kinds(kind):
     tokenizer, document = trained_tokenizer(kind), random_text(400)
     whole = tokenizer([document], add_special_tokens=False)["input_ids"][0]

@@ -112,7 +112,9 @@ def test_onnx_export_matches_pytorch_and_the_check_can_fail(tmp_path, student_ch
     assert onnx_max_abs_diff(other, tokenizer, out / "model.onnx") > 1e-2
 
 
-def test_export_refuses_a_model_folder_it_did_not_write_unless_overwrite(tmp_path, student_checkpoint, fresh_teacher_dir):
+def test_export_refuses_a_model_folder_it_did_not_write_unless_overwrite(
+    tmp_path, student_checkpoint, fresh_teacher_dir
+):
     teacher_copy = tmp_path / "teacher"
     shutil.copytree(fresh_teacher_dir, teacher_copy)
     before = file_digests(teacher_copy)

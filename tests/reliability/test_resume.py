@@ -140,7 +140,11 @@ def test_a_checkpoint_of_another_student_is_named_with_the_differing_settings(tm
     path = tmp_path / "last.ckpt"
     stored = {"model_type": "distilbert", "n_layers": 4, "dim": 32, "transformers_version": "5.0.0"}
     atomic_torch_save(
-        {**lightning_like(8), "student_config": stored, "run_config": {"student": {"num_layers": 4, "init": "teacher"}}},
+        {
+            **lightning_like(8),
+            "student_config": stored,
+            "run_config": {"student": {"num_layers": 4, "init": "teacher"}},
+        },
         path,
     )
     built = {"model_type": "distilbert", "n_layers": 2, "dim": 32, "transformers_version": "5.1.0"}

@@ -15,7 +15,9 @@ from tests.reliability.toy import ToyRegression, toy_loader, toy_trainer
 
 def configured_checkpoints(directory: Path, every: int):
     cfg = compose_config(
-        "train", f"callbacks.model_checkpoint.dirpath={directory}", f"callbacks.model_checkpoint.every_n_train_steps={every}"
+        "train",
+        f"callbacks.model_checkpoint.dirpath={directory}",
+        f"callbacks.model_checkpoint.every_n_train_steps={every}",
     )
     return instantiate(cfg.callbacks.model_checkpoint)
 
