@@ -5,8 +5,7 @@ chunks of documents in `num_proc` processes, and writes `train-*.bin`, `validati
 (for mlm_smoothing) and `metadata.json` (with each shard's size and sha256) to `output_dir`, through a staging folder
 renamed into place when complete: an interrupted run leaves an earlier `output_dir` as it was. Reports tokens/s
 while it runs; with `measure_loader_batches > 0` it then measures the shard loader's tokens/s. Train from the result
-with
-`python -m distil.train data=shards data.shards_dir=<output_dir>`.
+with `python -m distil.train data=shards data.shards_dir=<output_dir>`.
 """
 
 from __future__ import annotations
