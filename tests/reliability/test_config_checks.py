@@ -36,6 +36,7 @@ BAD_CONFIGS = [
     (["trainer.devices=0"], ["trainer.devices=0", "trainer.accelerator='cpu'", "an integer >= 1"]),
     (["trainer.devices=abc"], ["trainer.devices='abc'", "an integer >= 1"]),
     (["trainer.num_nodes=0"], ["trainer.num_nodes=0", "an integer >= 1"]),
+    (["data.sources.0.paths=/nonexistent/*.txt"], ["data.sources", "no file matches '/nonexistent/*.txt'"]),
     (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "not supported on the CPU", "32-true"]),
     (["trainer.precision=16-true"], ["trainer.precision='16-true'", "not supported on the CPU"]),
     (

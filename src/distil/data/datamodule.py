@@ -93,9 +93,9 @@ class CorpusDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
             )
-        self.sources = list(sources or [])
-        self.fallback_sources = list(fallback_sources or [])
-        self.fallback_when_missing = fallback_when_missing
+        self.active_sources = (  # the sources read, checked now: a bad path fails before any weights load
+            resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing) if sources else []
+        )
         self.shards_dir = shards_dir
         self.shuffle = shuffle
         self.shards_metadata = None
@@ -121,14 +121,11 @@ class CorpusDataModule(pl.LightningDataModule):
             mlm_smoothing=mlm_smoothing,
             token_counts=counts,
         )
-        self.active_sources: list | None = None
         self.validation_rows: np.ndarray | None = None
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
         self.restored_layout: dict | None = None
 
     def corpus(self) -> Corpus:
-        if self.active_sources is None:
-            self.active_sources = resolve_sources(self.sources, self.fallback_sources, self.fallback_when_missing)
         return Corpus(self.active_sources, self.val_documents, self.seed)
 
     def rank_and_world_size(self) -> tuple[int, int]:
