@@ -111,3 +111,12 @@ def tiny_corpus_dir(tmp_path_factory) -> Path:
     from tests.tiny_assets import write_tiny_corpus
 
     return write_tiny_corpus(tmp_path_factory.mktemp("tiny_corpus"))
+
+
+@pytest.fixture(scope="session")
+def model_without_tokenizer_dir(tmp_path_factory) -> Path:
+    """A tiny BERT (128-token vocabulary) saved without tokenizer files: transformers 5 builds a 5-token tokenizer
+    for such a folder on its own."""
+    directory = tmp_path_factory.mktemp("no_tokenizer")
+    tiny_masked_lm(vocab_size=128).save_pretrained(directory)
+    return directory

@@ -2,9 +2,11 @@
 
 Writing: the checkpoint goes to a hidden temp file in the same directory (`.NAME.PID.tmp`), is flushed and fsynced,
 then renamed over NAME with `os.replace` (atomic on POSIX within one filesystem), and the directory is fsynced. A
-crash or kill at any moment leaves either the old file or the new one under NAME, never a truncated one. Lightning's
-own `_atomic_save` stages the file in the system temp directory and moves it: across filesystems (/tmp vs a shared
-disk, the usual case on clusters) that move is a copy, which a kill can leave half-done.
+crash or kill at any moment leaves either the old file or the new one under NAME, never a truncated one (a killed
+save leaves its temp file, which `remove_temp_files` deletes at the next start; a Ctrl-C removes it at once and is
+re-raised as a plain KeyboardInterrupt, not as torch's "unexpected pos" error). Lightning's own `_atomic_save`
+stages the file in the system temp directory and moves it: across filesystems (/tmp vs a shared disk, the usual
+case on clusters) that move is a copy, which a kill can leave half-done.
 
 Reading: the file must be a complete zip archive whose records match their CRC-32 (this catches truncation and
 flipped bytes that `torch.load` alone does not notice), and it is unpickled with `weights_only=True` (tensors,
@@ -14,14 +16,22 @@ numbers, strings, lists, tuples and dicts only). Every failure raises `Checkpoin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
+import re
+import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")  # the names temp_path_for gives
 
 
 class CheckpointError(RuntimeError):
@@ -43,21 +53,56 @@ def fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save(obj, path)` through a temp file in the same directory and an atomic rename."""
+def was_interrupted(error: BaseException | None) -> bool:
+    """True when `error` is, or was raised while handling, a KeyboardInterrupt (torch's zip writer turns a Ctrl-C
+    inside `torch.save` into `RuntimeError: ... unexpected pos`, with the KeyboardInterrupt as its context)."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write(file)` into a temp file in the same directory, fsync, then an atomic rename to `path`. On any failure
+    the temp file is removed and `path` keeps its previous content; a Ctrl-C surfaces as a plain KeyboardInterrupt."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
     try:
         with open(temp, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if was_interrupted(error):
+            log.warning("interrupted while writing %s: the previous file is intact", path)
+            raise KeyboardInterrupt from None
         raise
     fsync_directory(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save(obj, path)` through a temp file in the same directory and an atomic rename."""
+    atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> None:
+    """Copy the file `source` to `path` through a temp file in the same directory and an atomic rename."""
+    with open(source, "rb") as original:
+        atomic_write(path, lambda file: shutil.copyfileobj(original, file))
+
+
+def remove_temp_files(directory: str | Path) -> list[Path]:
+    """Delete the temp files (`.NAME.PID.tmp`) that saves killed before their rename left in `directory`; returns
+    them. Call it only when no save into `directory` can be running (at the start of a run)."""
+    leftovers = [path for path in Path(directory).glob(".*.tmp") if TEMP_FILE.match(path.name) and path.is_file()]
+    for path in leftovers:
+        log.info("removing %s, the temp file of a checkpoint save that was killed", path)
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def verify_archive(path: Path) -> None:

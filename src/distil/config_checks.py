@@ -5,14 +5,21 @@ Each error names the config key, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import torch
-from omegaconf import DictConfig
+import logging
 
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from distil.data.datamodule import MIN_MAX_LENGTH
 from distil.data.shards import vocabulary_fingerprint
-from distil.data.tokenization import load_tokenizer
+from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
 from distil.families import teacher_family
 from distil.modules.distillation import check_objective, check_step_options
 from distil.modules.student import INITS, resolve_layer_map
+
+log = logging.getLogger(__name__)
 
 
 def check_distill_config(cfg: DictConfig) -> None:
@@ -34,21 +41,18 @@ def check_student_config(cfg: DictConfig, teacher_config) -> None:
 
 
 def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_name: str) -> None:
-    """The tokenizer feeding the data must be the teacher's vocabulary: every id it produces has a teacher (and so
-    student) embedding, and, when it is not the teacher's own tokenizer, it maps tokens to ids as the teacher's does.
-
-    Embedding tables may be larger than the tokenizer (ModernBERT pads its 50280 tokens to 50368 rows), not smaller.
-    """
-    if len(tokenizer) > teacher_config.vocab_size:
-        raise ValueError(
-            f"vocabulary mismatch: the teacher teacher.name_or_path={teacher_name!r} has {teacher_config.vocab_size} "
-            f"token embeddings but the tokenizer data.tokenizer={tokenizer_name!r} has {len(tokenizer)} tokens; "
-            "teacher, student and tokenizer must share one vocabulary (point data.tokenizer at the teacher's own "
-            "tokenizer)"
-        )
+    """The tokenizer feeding the data must be the teacher's vocabulary: it has real vocabulary files and every id it
+    produces has a teacher (and so student) embedding (`check_tokenizer_matches`), and, when it is not the teacher's
+    own tokenizer, it maps tokens to the same ids as the tokenizer the teacher ships (if the teacher ships one)."""
+    teacher = f"the teacher teacher.name_or_path={teacher_name!r}"
+    check_tokenizer_matches(tokenizer, tokenizer_name, "data.tokenizer", teacher_config.vocab_size, teacher)
     if tokenizer_name == teacher_name:
         return
-    teachers_own = load_tokenizer(teacher_name)
+    try:
+        teachers_own = load_tokenizer(teacher_name, key="teacher.name_or_path")
+    except (OSError, ValueError):
+        log.info("%s ships no tokenizer of its own: data.tokenizer is checked against its embeddings only", teacher)
+        return
     if vocabulary_fingerprint(teachers_own) != vocabulary_fingerprint(tokenizer):
         raise ValueError(
             f"vocabulary mismatch: data.tokenizer={tokenizer_name!r} ({len(tokenizer)} tokens) maps tokens to other "
@@ -135,12 +139,49 @@ def check_fused_optimizer_clipping(fused: bool | None, precision: str | int, gra
         )
 
 
+DEVICE_PARSERS = {"cpu": CPUAccelerator, "cuda": CUDAAccelerator}  # Lightning's own parsing of `devices`
+ALLOWED_DEVICES = {
+    "cpu": "an integer >= 1 (processes) or auto",
+    "cuda": "an integer >= 1 (GPUs), -1 (every visible GPU), a list of GPU indices, or auto",
+}
+
+
+def check_integer(key: str, value, minimum: int) -> None:
+    """`value` of config key `key` must be an integer (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}={value!r} is not allowed: an integer >= {minimum}")
+
+
+def check_devices(devices, num_nodes, accelerator: str) -> None:
+    """`trainer.num_nodes` >= 1 and `trainer.devices` a device count Lightning accepts for the accelerator here
+    (parsed by Lightning's own accelerator, so that the run fails now rather than after the weights load)."""
+    check_integer("trainer.num_nodes", num_nodes, 1)
+    device = training_device(str(accelerator))
+    if devices == "auto" or device not in DEVICE_PARSERS:
+        return
+    value = OmegaConf.to_container(devices) if isinstance(devices, ListConfig) else devices
+    try:
+        parsed = DEVICE_PARSERS[device].parse_devices(value)
+    except (MisconfigurationException, TypeError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(
+            f"trainer.devices={value!r} is not allowed with trainer.accelerator={accelerator!r} ({reason}): use "
+            f"{ALLOWED_DEVICES[device]}"
+        ) from error
+    if not parsed:  # Lightning reads devices=0 on a GPU as "no GPU"
+        raise ValueError(
+            f"trainer.devices={value!r} is not allowed with trainer.accelerator={accelerator!r}: use "
+            f"{ALLOWED_DEVICES[device]} (trainer=cpu runs without a GPU)"
+        )
+
+
 def check_trainer_config(cfg: DictConfig) -> None:
     """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`) and by the optimizer's
-    clipping, and a run length."""
+    clipping, device and node counts, and a run length."""
     optimizer = cfg.distill.get("optimizer") or {}
     check_fused_optimizer_clipping(optimizer.get("fused"), cfg.trainer.precision, cfg.trainer.get("gradient_clip_val"))
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    check_devices(cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1), cfg.trainer.accelerator)
     max_steps = cfg.trainer.get("max_steps")
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(
@@ -150,13 +191,29 @@ def check_trainer_config(cfg: DictConfig) -> None:
 
 
 def check_mask_probability(mlm_probability: float) -> None:
-    if not 0 < mlm_probability < 1:
+    is_number = isinstance(mlm_probability, (int, float)) and not isinstance(mlm_probability, bool)
+    if not (is_number and 0 < mlm_probability < 1):
         raise ValueError(
-            f"data.mlm_probability={mlm_probability} is out of range: allowed 0 < p < 1 (DistilBERT: 0.15)"
+            f"data.mlm_probability={mlm_probability!r} is out of range: allowed a number 0 < p < 1 (DistilBERT: 0.15)"
         )
 
 
+DATA_INTEGER_MINIMUMS = {  # integer keys of the data configs and their smallest allowed values
+    "max_length": MIN_MAX_LENGTH,
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "num_workers": 0,
+    "val_documents": 0,
+    "documents_per_block": 1,
+}
+OPTIONAL_DATA_KEYS = ("val_batch_size",)  # null allowed (val_batch_size: the training batch size)
+
+
 def check_data_config(cfg: DictConfig) -> None:
-    """Masking probability (`data.mlm_probability`) of masked-LM data configs."""
+    """Integer keys of the data config (`data.batch_size`, ...: type and lower bound) and the masking probability
+    (`data.mlm_probability`) of masked-LM data configs."""
+    for key, minimum in DATA_INTEGER_MINIMUMS.items():
+        if key in cfg.data and not (cfg.data[key] is None and key in OPTIONAL_DATA_KEYS):
+            check_integer(f"data.{key}", cfg.data[key], minimum)
     if cfg.data.get("mlm_probability") is not None:
         check_mask_probability(cfg.data.mlm_probability)

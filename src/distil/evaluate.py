@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
+from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
 from distil.evaluation.speed import measure_speed
 from distil.export import hf_model_path
 from distil.families import UnsupportedModelError, masked_lm_parts
@@ -215,7 +216,11 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     speed_on = speed_devices(list(cfg.speed.devices))
     scoring_device = pick_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.data.tokenizer)  # refuses a folder without tokenizer files before any weights
     models = {name: load_masked_lm(f"{name}_model", paths[name]) for name in MODELS}
+    for name, model in models.items():
+        model_words = f"{name}_model={paths[name]!r}"
+        check_tokenizer_matches(tokenizer, cfg.data.tokenizer, "data.tokenizer", model.config.vocab_size, model_words)
     vocab_sizes = {name: model.config.vocab_size for name, model in models.items()}
     if len(set(vocab_sizes.values())) > 1:
         raise ValueError(f"vocabulary sizes differ {vocab_sizes}: teacher and student must share the tokenizer")

@@ -4,6 +4,8 @@ The directory holds the student's config, weights and the teacher's tokenizer, s
 `AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask", model=DIR)`. With `onnx=true` it also holds
 `model.onnx` (input_ids, attention_mask -> logits, dynamic batch and sequence length), checked against the PyTorch
 model on a batch of real text: the largest absolute logit difference is reported and must stay under `onnx_atol`.
+The folder is written whole or not at all, and only over an earlier export (`distil.output_dirs`; `overwrite=true`
+replaces any folder).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from distil import checkpoint_io
+from distil.data.tokenization import check_tokenizer_matches
+from distil.output_dirs import replace_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +78,68 @@ def tokenizer_source(checkpoint: dict) -> str:
         ) from error
 
 
+def checked_tokenizer(checkpoint: dict, student: PreTrainedModel, tokenizer: str | None):
+    """The tokenizer to save with the student (`tokenizer`, else the run's teacher), checked against its embeddings."""
+    source = tokenizer or tokenizer_source(checkpoint)
+    key = "tokenizer" if tokenizer else "teacher.name_or_path of the checkpoint's run config"
+    loaded = AutoTokenizer.from_pretrained(source)
+    check_tokenizer_matches(loaded, source, key, student.config.vocab_size, "the checkpoint's student")
+    return loaded
+
+
+def write_onnx(model: PreTrainedModel, directory: Path, opset: int, atol: float) -> float:
+    """Write `directory/model.onnx` and check it against PyTorch with the tokenizer saved in `directory`; returns
+    the largest absolute logit difference and raises when it exceeds `atol`."""
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    onnx_path = directory / ONNX_FILE
+    export_onnx(model, tokenizer, onnx_path, opset=opset)
+    diff = onnx_max_abs_diff(model, tokenizer, onnx_path)
+    if not diff <= atol:
+        raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={atol}")
+    return diff
+
+
 def export_checkpoint(
-    ckpt: str | Path, out: str | Path, tokenizer: str | None = None, dtype: str = "float32"
-) -> PreTrainedModel:
-    """Write the checkpoint's student and its tokenizer to `out` in Hugging Face format; return the model.
+    ckpt: str | Path,
+    out: str | Path,
+    tokenizer: str | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    onnx_opset: int | None = None,
+    onnx_atol: float = 1e-4,
+) -> float | None:
+    """Write the checkpoint's student and its tokenizer to `out` in Hugging Face format (and ONNX when asked).
+
+    The folder is written whole through a staging folder (`distil.output_dirs`): an earlier export at `out` is
+    replaced, anything else there is refused unless `overwrite`; a failure (e.g. the ONNX check) leaves `out` as it
+    was. Returns the ONNX check's largest absolute logit difference, None without ONNX.
 
     Args:
         ckpt: `.ckpt` file written by `distil.train`.
-        out: output directory (created).
+        out: output folder.
         tokenizer: tokenizer directory or hub id; None takes the teacher's from the checkpoint's run config.
-        dtype: dtype of the saved weights ("float32", "float16" or "bfloat16"); the returned model stays float32.
+        dtype: dtype of the saved weights ("float32", "float16" or "bfloat16").
+        overwrite: replace `out` whole even when it is not an earlier export.
+        onnx_opset: also write `model.onnx` with this opset, checked against PyTorch; None = no ONNX.
+        onnx_atol: largest allowed absolute logit difference of the ONNX check.
     """
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype={dtype!r} is not allowed: use float32, float16 or bfloat16")
     checkpoint = read_checkpoint(ckpt)
     model = student_from_checkpoint(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer or tokenizer_source(checkpoint))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(getattr(torch, dtype)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    saved_tokenizer = checked_tokenizer(checkpoint, model, tokenizer)
+    onnx_diff: list[float] = []
+
+    def write(directory: Path) -> None:
+        model.to(getattr(torch, dtype)).save_pretrained(directory)
+        saved_tokenizer.save_pretrained(directory)
+        model.float()
+        if onnx_opset is not None:
+            onnx_diff.append(write_onnx(model, directory, onnx_opset, onnx_atol))
+
+    replace_output_dir(out, "hf_model", write, overwrite, "out", details={"checkpoint": str(ckpt), "dtype": dtype})
     log.info("exported %s -> %s (%s weights)", ckpt, out, dtype)
-    return model.float()
+    return onnx_diff[0] if onnx_diff else None
 
 
 def hf_model_path(key: str, value: str, export_dir: Path) -> str:
@@ -179,17 +223,21 @@ def main(cfg: DictConfig) -> float | None:
     """Export `cfg.ckpt` to `cfg.out`; with `cfg.onnx`, also ONNX, and return the max abs logit difference."""
     if cfg.onnx:
         check_onnx_installed()
-    model = export_checkpoint(cfg.ckpt, cfg.out, tokenizer=cfg.tokenizer, dtype=cfg.dtype)
+    diff = export_checkpoint(
+        cfg.ckpt,
+        cfg.out,
+        tokenizer=cfg.tokenizer,
+        dtype=cfg.dtype,
+        overwrite=cfg.overwrite,
+        onnx_opset=cfg.onnx_opset if cfg.onnx else None,
+        onnx_atol=cfg.onnx_atol,
+    )
     print(f"Hugging Face model: {cfg.out}")
-    if not cfg.onnx:
-        return None
-    tokenizer = AutoTokenizer.from_pretrained(cfg.out)
-    onnx_path = Path(cfg.out) / ONNX_FILE
-    export_onnx(model, tokenizer, onnx_path, opset=cfg.onnx_opset)
-    diff = onnx_max_abs_diff(model, tokenizer, onnx_path)
-    print(f"ONNX model: {onnx_path} (max |onnx - pytorch| logit difference {diff:.2e}, tolerance {cfg.onnx_atol:.0e})")
-    if not diff <= cfg.onnx_atol:
-        raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={cfg.onnx_atol}")
+    if diff is not None:
+        print(
+            f"ONNX model: {Path(cfg.out) / ONNX_FILE} (max |onnx - pytorch| logit difference {diff:.2e}, "
+            f"tolerance {cfg.onnx_atol:.0e})"
+        )
     return diff
 
 

@@ -32,6 +32,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters, format_comparison, format_percent, percent
 from distil.evaluation.glue_tasks import Example, check_task_source, load_examples
 from distil.export import hf_model_path
@@ -99,12 +100,15 @@ def encode(examples: list[Example], tokenizer, max_length: int, input_names: set
     return [{**{k: features[k][i] for k in keys}, "labels": example.label} for i, example in enumerate(examples)]
 
 
-def check_model_config(key: str, path: str) -> None:
-    """Read the model's config (small and fast) so that a bad path fails before any model is trained."""
+def check_model_folder(key: str, path: str) -> None:
+    """Read the model's config and tokenizer (small and fast) so that a bad path, or a folder without a tokenizer
+    that fits its embeddings, fails before any model is trained."""
     try:
-        AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
+    check_tokenizer_matches(tokenizer, path, key, config.vocab_size, "its model")
 
 
 def finetune_model(
@@ -168,7 +172,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     keys = {"teacher": "teacher_model", "student": "model"} if cfg.teacher_model else {"model": "model"}
     paths = {name: hf_model_path(key, str(cfg[key]), out_dir / "exported") for name, key in keys.items()}
     for name, path in paths.items():
-        check_model_config(keys[name], path)
+        check_model_folder(keys[name], path)
     fields = {"text_fields": list(task.text_fields), "label_field": task.label_field}
     train = load_examples(task.source, task.name, "train", task.train_split, **fields)[: cfg.max_train_examples]
     dev = load_examples(task.source, task.name, "dev", task.dev_split, **fields)[: cfg.max_dev_examples]

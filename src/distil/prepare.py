@@ -2,9 +2,10 @@
 
 Reads the sources of a data config (`data=<name>`, the same held-out validation documents as training), tokenizes
 chunks of documents in `num_proc` processes, and writes `train-*.bin`, `validation-*.bin`, `token_counts.npy`
-(for mlm_smoothing) and `metadata.json` to `output_dir`. Reports tokens/s while it runs; with
-`measure_loader_batches > 0` it then measures the shard loader's tokens/s. Train from the result with
-`python -m distil.train data=shards data.shards_dir=<output_dir>`.
+(for mlm_smoothing) and `metadata.json` (with each shard's size and sha256) to `output_dir`, through a staging folder
+renamed into place when complete: an interrupted run leaves an earlier `output_dir` as it was. Reports tokens/s
+while it runs; with `measure_loader_batches > 0` it then measures the shard loader's tokens/s. Train from the result
+with `python -m distil.train data=shards data.shards_dir=<output_dir>`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from distil.data.sources import resolve_sources
 from distil.data.text_rows import batched
 from distil.data.throughput import measure_shard_loader
 from distil.data.tokenization import TextEncoder, load_tokenizer
+from distil.output_dirs import replace_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,51 +96,64 @@ def prepare(
     num_proc: int,
     documents_per_chunk: int = 1000,
     shard_tokens: int = 100_000_000,
+    overwrite: bool = False,
+    fallback_when_missing: str | None = None,
 ) -> dict:
-    """Writes the shard directory; returns its metadata (with `tokens_per_second` of the tokenization)."""
+    """Writes the shard directory whole (a staging folder renamed into place when complete, `distil.output_dirs`:
+    an earlier shard directory is replaced, any other non-empty folder refused unless `overwrite`); returns its
+    metadata (with `tokens_per_second` of the tokenization)."""
     if num_proc < 1 or documents_per_chunk < 1:
         raise ValueError(f"num_proc={num_proc}, documents_per_chunk={documents_per_chunk}; allowed: integers >= 1")
-    loaded = load_tokenizer(tokenizer)
+    loaded = load_tokenizer(tokenizer, key="tokenizer")
     dtype = token_dtype(len(loaded))
-    corpus = Corpus(resolve_sources(list(sources), list(fallback_sources or [])), val_documents, seed, loaded.unk_token)
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    counts = np.zeros(len(loaded), dtype=np.int64)
+    resolved = resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing)
+    corpus = Corpus(resolved, val_documents, seed, loaded.unk_token)
     report = ProgressReport()
-    validation = ShardWriter(directory, "validation", dtype, shard_tokens)
-    train = ShardWriter(directory, "train", dtype, shard_tokens)
-    with multiprocessing.get_context("spawn").Pool(num_proc, initializer=start_worker, initargs=(tokenizer,)) as pool:
-        write_split(pool, corpus.validation_documents(), validation, documents_per_chunk, None, report, 0)
-        write_split(pool, corpus.training_documents(0), train, documents_per_chunk, counts, report, validation.tokens)
-    splits = {"validation": validation.close(), "train": train.close()}
-    if splits["train"]["tokens"] == 0:
-        raise ValueError(
-            f"no training text: all {splits['validation']['documents']} documents went to validation "
-            f"(val_documents={val_documents} per source); lower val_documents or add text"
+    metadata: dict = {}
+
+    def write(directory: Path) -> None:
+        counts = np.zeros(len(loaded), dtype=np.int64)
+        validation = ShardWriter(directory, "validation", dtype, shard_tokens)
+        train = ShardWriter(directory, "train", dtype, shard_tokens)
+        with multiprocessing.get_context("spawn").Pool(
+            num_proc, initializer=start_worker, initargs=(tokenizer,)
+        ) as pool:
+            write_split(pool, corpus.validation_documents(), validation, documents_per_chunk, None, report, 0)
+            write_split(
+                pool, corpus.training_documents(0), train, documents_per_chunk, counts, report, validation.tokens
+            )
+        splits = {"validation": validation.close(), "train": train.close()}
+        if splits["train"]["tokens"] == 0:
+            raise ValueError(
+                f"no training text: all {splits['validation']['documents']} documents went to validation "
+                f"(val_documents={val_documents} per source); lower val_documents or add text"
+            )
+        np.save(directory / TOKEN_COUNTS_FILE, counts)
+        metadata.update(
+            format=FORMAT,
+            version=VERSION,
+            tokenizer=tokenizer,
+            vocab_size=len(loaded),
+            vocab_fingerprint=vocabulary_fingerprint(loaded),
+            dtype=dtype.name,
+            cls_id=loaded.cls_token_id,
+            sep_id=loaded.sep_token_id,
+            val_documents=val_documents,
+            seed=seed,
+            sources=[source.name for source in corpus.sources],
+            splits=splits,
         )
-    np.save(directory / TOKEN_COUNTS_FILE, counts)
-    metadata = {
-        "format": FORMAT,
-        "version": VERSION,
-        "tokenizer": tokenizer,
-        "vocab_size": len(loaded),
-        "vocab_fingerprint": vocabulary_fingerprint(loaded),
-        "dtype": dtype.name,
-        "cls_id": loaded.cls_token_id,
-        "sep_id": loaded.sep_token_id,
-        "val_documents": val_documents,
-        "seed": seed,
-        "sources": [source.name for source in corpus.sources],
-        "splits": splits,
-    }
-    write_metadata(directory, metadata)
-    rate = report.update(validation.tokens + train.tokens, final=True)
+        write_metadata(directory, metadata)
+
+    replace_output_dir(output_dir, "token_shards", write, overwrite, key="output_dir")
+    splits = metadata["splits"]
+    rate = report.update(splits["validation"]["tokens"] + splits["train"]["tokens"], final=True)
     log.info(
         "wrote %s: %d training tokens (%d documents), %d validation tokens, dtype %s",
-        directory,
-        train.tokens,
-        train.documents,
-        validation.tokens,
+        output_dir,
+        splits["train"]["tokens"],
+        splits["train"]["documents"],
+        splits["validation"]["tokens"],
         dtype.name,
     )
     return {**metadata, "tokens_per_second": rate}
@@ -158,6 +173,8 @@ def main(cfg: DictConfig) -> None:
         cfg.num_proc,
         cfg.documents_per_chunk,
         cfg.shard_tokens,
+        cfg.overwrite,
+        cfg.data.get("fallback_when_missing"),
     )
     if cfg.measure_loader_batches > 0:
         for clock_name, clock in (("wall-clock", time.perf_counter), ("CPU", time.process_time)):

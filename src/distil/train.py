@@ -1,12 +1,13 @@
 """`python -m distil.train`: distil a teacher into a student with the composed Hydra config, then export it.
 
 compose -> validate (no weights loaded yet) -> data, teacher, student, module, trainer -> fit -> export student/.
+The checkpoint to resume from is chosen and checked first (`distil.resume`: one run per folder), its student is
+compared with the one the config builds before training, and the run's checkpoint folder is tidied just before fit.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import hydra
@@ -27,7 +28,8 @@ from distil.config_checks import (
 )
 from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
-from distil.resume import resolve_ckpt_path, run_checkpoint_dir
+from distil.output_dirs import replace_output_dir
+from distil.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
 from distil.wandb_run import finished_wandb_run, log_run_config
 
 log = logging.getLogger(__name__)
@@ -47,13 +49,14 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def export_student(student, tokenizer, out_dir: Path) -> None:
-    """Write the student in Hugging Face format (weights, config, tokenizer), replacing any earlier export whole."""
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    student.save_pretrained(tmp_dir)
-    tokenizer.save_pretrained(tmp_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    """Write the student in Hugging Face format (weights, config, tokenizer) to the run's own `student/` folder,
+    whole, replacing an earlier export (`distil.output_dirs`)."""
+
+    def write(directory: Path) -> None:
+        student.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    replace_output_dir(out_dir, "hf_model", write, overwrite=True, key="paths.output_dir/student")
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -61,7 +64,8 @@ def train(cfg: DictConfig) -> float | None:
     check_distill_config(cfg)
     check_trainer_config(cfg)
     check_data_config(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), run_checkpoint_dir(cfg))
+    checkpoint_dir = run_checkpoint_dir(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), checkpoint_dir)
     callbacks = [*build_callbacks(cfg), RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]
     teacher_config = load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)
     check_student_config(cfg, teacher_config)
@@ -73,12 +77,14 @@ def train(cfg: DictConfig) -> float | None:
 
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
+    check_resumed_student(ckpt_path, student.config.to_dict(), OmegaConf.to_container(cfg.student, resolve=True))
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), plugins=build_plugins(cfg)
     )
     log_run_config(trainer.loggers, cfg)
 
+    tidy_checkpoint_folder(checkpoint_dir, ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     output_dir = Path(cfg.paths.output_dir)

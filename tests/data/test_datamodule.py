@@ -120,10 +120,9 @@ def test_too_many_readers_for_the_text_is_a_clear_error(tokenizer_dir, tmp_path)
         next(iter(stream))
 
 
-def test_missing_files_are_an_error_naming_the_pattern(tokenizer_dir, tmp_path):
-    datamodule = CorpusDataModule(str(tokenizer_dir), sources=[LocalFiles(str(tmp_path / "nothing-*.txt"))])
+def test_missing_files_are_an_error_naming_the_pattern_when_the_data_module_is_built(tokenizer_dir, tmp_path):
     with pytest.raises(RuntimeError, match="nothing-"):
-        datamodule.setup("fit")
+        CorpusDataModule(str(tokenizer_dir), sources=[LocalFiles(str(tmp_path / "nothing-*.txt"))])
 
 
 def test_too_little_validation_text_is_an_error(tokenizer_dir, corpus_dir):

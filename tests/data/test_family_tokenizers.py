@@ -82,9 +82,10 @@ def test_a_tokenizer_of_another_vocabulary_is_refused_naming_both(tmp_path):
 
 
 def test_a_tokenizer_larger_than_the_embeddings_is_refused_and_a_smaller_one_fits(tmp_path):
-    modernbert = family_tokenizer("modernbert")  # 305 tokens
+    family_tokenizer("modernbert").save_pretrained(tmp_path)  # 305 tokens
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     padded = AutoConfig.for_model("modernbert", vocab_size=320)
-    check_vocabulary(padded, "teacher", modernbert, "teacher")  # ModernBERT pads its embedding table
+    check_vocabulary(padded, str(tmp_path), tokenizer, str(tmp_path))  # ModernBERT pads its embedding table
     too_small = AutoConfig.for_model("modernbert", vocab_size=300)
-    with pytest.raises(ValueError, match=r"has 300 token embeddings but the tokenizer data.tokenizer='t' has 305"):
-        check_vocabulary(too_small, "teacher", modernbert, "t")
+    with pytest.raises(ValueError, match=r"has 305 tokens but the teacher teacher.name_or_path=.* has 300 token embed"):
+        check_vocabulary(too_small, str(tmp_path), tokenizer, str(tmp_path))

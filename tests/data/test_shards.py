@@ -3,7 +3,10 @@ rows, sharding across (rank, worker) slots, and the tokenizer check."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -20,8 +23,10 @@ from distil.data.shard_writer import ShardWriter
 from distil.data.shards import read_metadata, token_dtype
 from distil.data.sources import LocalFiles
 from distil.data.throughput import measure_tokens_per_second
+from distil.output_dirs import MARKER_FILE
 from distil.prepare import prepare
-from tests.data.conftest import WORDS, write_text_file, write_tokenizer
+from tests.data.conftest import WORDS, random_documents, write_text_file, write_tokenizer
+from tests.reliability.runs import file_digests
 
 ROW = 24
 
@@ -176,3 +181,77 @@ def test_smoothing_reads_the_token_counts_of_the_shards(prepared, tokenizer_dir)
 def test_loader_throughput_is_reported_in_tokens_per_second(prepared, tokenizer_dir):
     loader = shard_datamodule(tokenizer_dir, prepared, batch_size=8).train_dataloader()
     assert measure_tokens_per_second(loader, batches=20) > 10_000
+
+
+def test_metadata_records_the_size_and_sha256_of_every_shard(prepared):
+    metadata = read_metadata(prepared)
+    for split in ("train", "validation"):
+        entry = metadata["splits"][split]
+        files = [prepared / name for name in entry["shards"]]
+        assert entry["shard_bytes"] == [path.stat().st_size for path in files]
+        assert entry["shard_sha256"] == [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
+    assert len(metadata["splits"]["train"]["shards"]) > 2  # so the test below damages a middle shard
+    assert json.loads((prepared / MARKER_FILE).read_text())["kind"] == "token_shards"
+
+
+def test_a_truncated_middle_shard_is_named_when_the_loader_starts(prepared, tokenizer_dir, tmp_path):
+    damaged = tmp_path / "shards"
+    shutil.copytree(prepared, damaged)
+    middle = damaged / "train-00001.bin"
+    middle.write_bytes(middle.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"shard {middle} has 1300 bytes but metadata.json records 1400"):
+        shard_datamodule(tokenizer_dir, damaged)
+
+
+def test_verify_shards_finds_a_changed_byte_that_keeps_the_size(prepared, tokenizer_dir, tmp_path):
+    damaged = tmp_path / "shards"
+    shutil.copytree(prepared, damaged)
+    middle = damaged / "train-00001.bin"
+    data = bytearray(middle.read_bytes())
+    data[10] ^= 0xFF
+    middle.write_bytes(bytes(data))
+    shard_datamodule(tokenizer_dir, damaged)  # sizes match: only the full check can see it
+    with pytest.raises(ValueError, match=rf"shard {middle} does not match the sha256 that metadata.json records"):
+        shard_datamodule(tokenizer_dir, damaged, verify_shards=True)
+
+
+class FailingSource:
+    """A source whose documents stop with an error partway, like a prepare run killed midway."""
+
+    name, weight = "failing", 1.0
+
+    def __init__(self, documents: list[str]) -> None:
+        self.texts = documents
+
+    def check(self) -> None:
+        pass
+
+    def documents(self):
+        yield from self.texts
+        raise RuntimeError("the machine went away")
+
+
+def test_an_interrupted_prepare_leaves_the_earlier_shards_as_they_were(prepared, tokenizer_dir, tmp_path):
+    output = tmp_path / "shards"
+    shutil.copytree(prepared, output)
+    before = file_digests(output)
+    with pytest.raises(RuntimeError, match="the machine went away"):
+        prepare(
+            str(tokenizer_dir),
+            [FailingSource(random_documents(40, seed=5))],
+            [],
+            str(output),
+            val_documents=2,
+            seed=0,
+            num_proc=1,
+            documents_per_chunk=8,
+        )
+    assert file_digests(output) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def test_prepare_refuses_a_folder_that_holds_something_else(tokenizer_dir, corpus_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("not shards")
+    with pytest.raises(FileExistsError, match=f"output_dir='{tmp_path}' holds notes.txt and is not a token_shards"):
+        prepare(str(tokenizer_dir), [LocalFiles(str(corpus_dir / "*.txt"))], [], str(tmp_path), 10, 0, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -117,10 +117,30 @@ def test_unreachable_sources_fall_back_and_otherwise_name_what_to_set(tmp_path, 
     path = write_jsonl(tmp_path / "backup.jsonl", [{"text": "backup"}])
     missing = [LocalFiles(str(tmp_path / "shared/*.txt"), name="wikipedia")]
     fallback = [HubDataset("json", data_files=str(path))]
-    assert resolve_sources(missing, fallback) is fallback
+    assert resolve_sources(missing, fallback, str(tmp_path / "shared")) is fallback
     unreachable = [HubDataset("no-such-org/no-such-dataset")]
     with pytest.raises(SourceUnavailable, match=r"data.sources: .*shared/\*.txt.*data.fallback_sources: .*no-such-org"):
-        resolve_sources(missing, unreachable)
+        resolve_sources(missing, unreachable, str(tmp_path / "shared"))
+
+
+def test_a_mistyped_path_is_an_error_when_the_shared_folder_exists_and_the_log_names_the_corpus(tmp_path, caplog):
+    (tmp_path / "shared").mkdir()
+    write_jsonl(tmp_path / "shared" / "wiki.jsonl", [{"text": "shared text"}])
+    fallback = [HubDataset("json", data_files=str(tmp_path / "shared" / "wiki.jsonl"), name="hub corpus")]
+    mistyped = [LocalFiles(str(tmp_path / "shared/wikipeda/*.txt"), name="wikipedia")]
+    message = (
+        rf"no file matches .*wikipeda.*only when {tmp_path / 'shared'} \(data.fallback_when_missing\) does not exist"
+    )
+    with pytest.raises(SourceUnavailable, match=message):
+        resolve_sources(mistyped, fallback, str(tmp_path / "shared"))
+    with pytest.raises(ValueError, match="data.fallback_sources are given without data.fallback_when_missing"):
+        resolve_sources(mistyped, fallback, None)
+    caplog.set_level(logging.INFO, logger="distil.data.sources")
+    present = [LocalFiles(str(tmp_path / "shared/*.jsonl"), name="wikipedia")]
+    assert resolve_sources(present, fallback, str(tmp_path / "shared")) is present
+    assert f"corpus: data.sources: wikipedia ({tmp_path / 'shared/*.jsonl'})" in caplog.text
+    assert resolve_sources(mistyped, fallback, str(tmp_path / "absent")) is fallback
+    assert f"{tmp_path / 'absent'} does not exist: corpus: data.fallback_sources: hub corpus" in caplog.text
 
 
 def test_interleaving_follows_the_weights_and_keeps_every_document_once():

@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+from distil import evaluate as evaluate_module
 from distil.evaluate import (
     evaluate,
     format_comparison,
@@ -127,6 +128,18 @@ def test_bad_inputs_fail_before_any_scoring(tmp_path, tiny_teacher_dir, tiny_cor
         evaluate(evaluate_config(tmp_path, tiny_teacher_dir, tiny_teacher_dir, tiny_corpus_dir, "speed.devices=[tpu]"))
     with pytest.raises(ValueError, match="device='tpu' is not allowed"):
         evaluate(evaluate_config(tmp_path, tiny_teacher_dir, tiny_teacher_dir, tiny_corpus_dir, "device=tpu"))
+
+
+def test_a_teacher_folder_without_tokenizer_files_is_named_before_scoring(
+    tmp_path, tiny_teacher_dir, tiny_corpus_dir, model_without_tokenizer_dir, monkeypatch
+):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the tokenizer was checked")
+
+    monkeypatch.setattr(evaluate_module, "load_masked_lm", refuse)
+    cfg = evaluate_config(tmp_path, tiny_teacher_dir, model_without_tokenizer_dir, tiny_corpus_dir)
+    with pytest.raises(ValueError, match=f"data.tokenizer='{model_without_tokenizer_dir}' has no tokenizer files"):
+        evaluate(cfg)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without a GPU")

@@ -1,6 +1,8 @@
 """`distil.export`: checkpoint -> Hugging Face directory (identical logits, fill-mask works) and ONNX (checked)."""
 
 import importlib.util
+import json
+import shutil
 
 import pytest
 import torch
@@ -8,8 +10,10 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 from distil.checkpoint_io import CheckpointError
 from distil.export import export_checkpoint, hf_model_path, onnx_max_abs_diff, read_checkpoint
+from distil.output_dirs import MARKER_FILE
 from tests.conftest import masked_batch
 from tests.evaluation.conftest import run_module
+from tests.reliability.runs import file_digests
 from tests.tiny_assets import VOCAB_SIZE
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
@@ -69,6 +73,14 @@ def test_a_truncated_checkpoint_is_named_as_such(tmp_path, tiny_run_dir):
         read_checkpoint(tmp_path / "cut.ckpt")
 
 
+def test_a_tokenizer_folder_without_tokenizer_files_is_named_and_nothing_is_written(
+    tmp_path, student_checkpoint, model_without_tokenizer_dir
+):
+    with pytest.raises(ValueError, match=f"tokenizer='{model_without_tokenizer_dir}' has no tokenizer files"):
+        export_checkpoint(student_checkpoint[0], tmp_path / "out", tokenizer=str(model_without_tokenizer_dir))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_model_paths_resolve_or_fail_with_the_key(tmp_path, fresh_teacher_dir, student_checkpoint):
     assert hf_model_path("teacher_model", str(fresh_teacher_dir), tmp_path) == str(fresh_teacher_dir)
     assert hf_model_path("teacher_model", "bert-base-uncased", tmp_path) == "bert-base-uncased"  # a hub id
@@ -98,3 +110,26 @@ def test_onnx_export_matches_pytorch_and_the_check_can_fail(tmp_path, student_ch
     tokenizer = AutoTokenizer.from_pretrained(out)
     other = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir)  # a different model: the check must see it
     assert onnx_max_abs_diff(other, tokenizer, out / "model.onnx") > 1e-2
+
+
+def test_export_refuses_a_model_folder_it_did_not_write_unless_overwrite(
+    tmp_path, student_checkpoint, fresh_teacher_dir
+):
+    teacher_copy = tmp_path / "teacher"
+    shutil.copytree(fresh_teacher_dir, teacher_copy)
+    before = file_digests(teacher_copy)
+    with pytest.raises(FileExistsError, match=f"out='{teacher_copy}' holds config.json, model.safetensors"):
+        export_checkpoint(student_checkpoint[0], teacher_copy)
+    assert file_digests(teacher_copy) == before
+    export_checkpoint(student_checkpoint[0], teacher_copy, overwrite=True)
+    assert type(AutoModelForMaskedLM.from_pretrained(teacher_copy)).__name__ == "DistilBertForMaskedLM"
+
+
+def test_a_re_export_replaces_the_whole_earlier_export(tmp_path, student_checkpoint):
+    out = tmp_path / "hf"
+    export_checkpoint(student_checkpoint[0], out)
+    (out / "model.onnx").write_bytes(b"graph of the earlier export")  # as an onnx=true export leaves it
+    export_checkpoint(student_checkpoint[0], out, dtype="float16")
+    assert not (out / "model.onnx").exists()
+    assert json.loads((out / MARKER_FILE).read_text())["checkpoint"] == str(student_checkpoint[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]

@@ -147,3 +147,33 @@ def test_shared_sst2_rows_with_the_shared_teacher(tmp_path, shared_dir):
     assert accuracy * 32 == pytest.approx(round(accuracy * 32))  # a whole number of the 32 dev sentences
     mlm_head, pooler, classifier = 256 * 256 + 256 + 2 * 256 + 30_522, 256 * 256 + 256, 256 * 2 + 2
     assert report["models"]["model"]["parameters"] == 17_519_674 - mlm_head + pooler + classifier
+
+
+def test_word_labels_name_the_file_the_column_the_value_and_what_is_allowed(tmp_path):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\na fine film\t1\na dull film\tnegative\n")
+    with pytest.raises(
+        ValueError,
+        match=rf"{tmp_path / 'train.tsv'}, line 3: column 'label' holds 'negative'; allowed: an integer class id",
+    ):
+        read_tsv(tmp_path / "train.tsv", ["sentence"], "label")
+
+
+def test_a_header_only_task_file_is_named_as_having_no_rows(tmp_path):
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'dev.tsv'} has a header but no rows"):
+        read_tsv(tmp_path / "dev.tsv", ["sentence"], "label")
+
+
+def test_a_model_folder_without_tokenizer_files_is_named_before_any_fine_tuning(
+    tmp_path, fresh_teacher_dir, model_without_tokenizer_dir, sentiment_task_dir
+):
+    cfg = compose_config(
+        "finetune",
+        f"task.source={sentiment_task_dir}",
+        f"model={model_without_tokenizer_dir}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"out_dir={tmp_path}",
+    )
+    with pytest.raises(ValueError, match=f"model='{model_without_tokenizer_dir}' has no tokenizer files"):
+        finetune(cfg, tmp_path)
+    assert not (tmp_path / "teacher").exists()  # the teacher was not fine-tuned first

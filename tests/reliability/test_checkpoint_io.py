@@ -50,6 +50,34 @@ def test_a_write_interrupted_midway_keeps_the_previous_file_intact(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]
 
 
+def test_ctrl_c_during_a_save_is_a_plain_keyboard_interrupt_and_keeps_the_previous_file(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "a.ckpt"
+    atomic_torch_save(lightning_like(1), path)
+    before = path.read_bytes()
+    save = torch.save
+
+    class CtrlCOnTheFifthWrite:  # SIGINT's KeyboardInterrupt arrives inside torch's zip writer
+        def __init__(self, file) -> None:
+            self.file, self.writes = file, 0
+
+        def write(self, data) -> int:
+            self.writes += 1
+            if self.writes == 5:
+                raise KeyboardInterrupt
+            return self.file.write(data)
+
+        def flush(self) -> None:
+            self.file.flush()
+
+    monkeypatch.setattr(torch, "save", lambda obj, file: save(obj, CtrlCOnTheFifthWrite(file)))
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        atomic_torch_save(lightning_like(2), path)
+    assert interrupt.value.__cause__ is None and interrupt.value.__suppress_context__  # not torch's "unexpected pos"
+    assert f"interrupted while writing {path}: the previous file is intact" in caplog.text
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]
+
+
 def test_checkpoint_io_plugin_round_trip(tmp_path):
     io = AtomicCheckpointIO()
     io.save_checkpoint(lightning_like(3), tmp_path / "sub" / "x.ckpt")

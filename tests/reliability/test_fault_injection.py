@@ -69,6 +69,14 @@ def test_resume_auto_skips_damaged_checkpoints_and_still_resumes_exactly(resumed
     assert [resumed[step] for step in after] == [expected[step] for step in after]
 
 
+def test_after_resuming_past_damaged_checkpoints_last_ckpt_is_the_final_step_and_alone(resumed_over_damage):
+    run_dir, _, result = resumed_over_damage
+    assert result.returncode == 0
+    names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    assert [name for name in names if name.startswith("last")] in (["last.ckpt"], ["last.ckpt", "last.ckpt.rewound"])
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == MAX_STEPS
+
+
 def test_resuming_keeps_the_metrics_logged_before_the_interruption(resumed_over_damage):
     run_dir, _, result = resumed_over_damage
     assert result.returncode == 0
@@ -125,7 +133,9 @@ def test_a_checkpoint_carrying_code_is_skipped_by_resume_auto_and_never_run(tmp_
     assert not sentinel.exists()
 
 
-@pytest.mark.parametrize("fault", ["trainer.precision=16-mixed", "damaged ckpt_path"])
+@pytest.mark.parametrize(
+    "fault", ["trainer.precision=16-mixed", "damaged ckpt_path", "no resume", "a student of 3 layers"]
+)
 def test_a_failing_relaunch_leaves_the_existing_run_untouched(
     fault, uninterrupted_run, tiny_teacher_dir, tiny_corpus_dir, tmp_path
 ):
@@ -135,10 +145,17 @@ def test_a_failing_relaunch_leaves_the_existing_run_untouched(
     shutil.copy(run_dir / "checkpoints" / "last.ckpt", damaged)
     corrupt(damaged, "truncated")
     before = file_digests(run_dir)
-    override = fault if fault.startswith("trainer") else f"ckpt_path={damaged}"
-    resume = [] if fault.startswith("damaged") else ["resume=auto"]
-    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, run_dir, override, *resume)
-    with pytest.raises((ValueError, CheckpointError)) as error:
+    overrides, expected = {
+        "trainer.precision=16-mixed": (["trainer.precision=16-mixed", "resume=auto"], "16-mixed"),
+        "damaged ckpt_path": ([f"ckpt_path={damaged}"], str(damaged)),
+        "no resume": ([], f"the run folder {run_dir / 'checkpoints'} already holds checkpoints"),
+        "a student of 3 layers": (
+            ["student.num_layers=3", "resume=auto"],
+            "checkpoint has student.num_layers=None, the config 3 (student config distil_layer_map: checkpoint [0, 3]",
+        ),
+    }[fault]
+    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, run_dir, *overrides)
+    with pytest.raises((ValueError, CheckpointError, FileExistsError)) as error:
         train(cfg)
-    assert ("16-mixed" if fault.startswith("trainer") else str(damaged)) in str(error.value)
+    assert expected in str(error.value)
     assert file_digests(run_dir) == before

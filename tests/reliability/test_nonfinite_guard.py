@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from distil.modules.distillation import DistillationModule
+from distil.train import train
+from tests.reliability.test_config_checks import compose_tiny
 from tests.reliability.toy import OnStep, ToyRegression, WeightsPerStep, toy_loader, toy_trainer
 
 SKIP_PATHS = pytest.mark.parametrize("fused", [False, True], ids=["host_check", "fused_found_inf"])
@@ -81,6 +84,27 @@ def test_a_streak_that_ends_the_run_is_still_caught_on_the_fused_path(tmp_path):
     trainer = toy_trainer(tmp_path, 6, [guard])
     with pytest.raises(NonFiniteLossError, match=r"steps 4\.\.5"):
         trainer.fit(model, toy_loader())
+
+
+@SKIP_PATHS
+def test_a_run_whose_every_step_was_skipped_fails_instead_of_finishing(tmp_path, fused):
+    trainer = toy_trainer(tmp_path, 3, [NonFiniteLossGuard(max_consecutive=10)])
+    with pytest.raises(NonFiniteLossError, match=r"no optimizer step was applied: all 3 steps of the run"):
+        trainer.fit(ToyRegression(nan_steps=range(100), fused=fused), toy_loader())
+
+
+def test_train_applying_no_step_fails_and_exports_no_student(tiny_teacher_dir, tiny_corpus_dir, tmp_path, monkeypatch):
+    training_step = DistillationModule.training_step
+
+    def nan_loss(self, batch, batch_idx):  # every loss NaN, as with distill.temperature=inf
+        return training_step(self, batch, batch_idx) * float("nan")
+
+    monkeypatch.setattr(DistillationModule, "training_step", nan_loss)
+    run = ["trainer.max_steps=3", "trainer.val_check_interval=3", "data.num_workers=0", "data.batch_size=4"]
+    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, tmp_path, *run, "data.val_documents=5")
+    with pytest.raises(NonFiniteLossError, match="no optimizer step was applied: all 3 steps"):
+        train(cfg)
+    assert not (tmp_path / "student").exists()
 
 
 def test_counts_are_saved_in_checkpoints_and_restored():

@@ -15,6 +15,9 @@ How a step is skipped depends on the optimizer:
   which needs the decision on the host before `optimizer.step`: one device-to-host copy of a bool per step. On a
   GPU that stops the host from queueing the next step's kernels while the current step finishes.
 
+A run that ends with every one of its steps skipped (fewer than `max_consecutive`, or the whole run) raises
+`NonFiniteLossError` at its end too: it applied no optimizer step, and `distil.train` must not export it.
+
 With fp16 loss scaling (`trainer.precision=16-mixed`) only the loss is judged: overflowing gradients are the grad
 scaler's business (it skips the step and lowers the scale), a NaN/inf loss is not.
 """
@@ -164,9 +167,16 @@ class NonFiniteLossGuard(pl.Callback):
         pl_module.log("train/nonfinite_steps", skipped, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Take the counts of the last steps, which no later step read back."""
+        """Take the counts of the last steps, which no later step read back; fail a run none of whose steps was
+        applied (its weights are the initial ones: nothing must be exported as if it had trained)."""
         if self.on_device is not None:
             self.take_counts(trainer, trainer.global_step - 1, *self.on_device.read())
+        if trainer.global_step > 0 and self.skipped_steps >= trainer.global_step:
+            raise NonFiniteLossError(
+                f"no optimizer step was applied: all {trainer.global_step} steps of the run had a NaN/inf loss or "
+                "gradients and were skipped, so the weights are the initial ones and training failed. Check the "
+                "loss settings (distill.temperature, the alphas), distill.optimizer.lr and the data"
+            )
 
     def state_dict(self) -> dict[str, int]:
         """The counts as of the latest optimizer step (read from the device when they are kept there)."""

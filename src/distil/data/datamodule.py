@@ -23,7 +23,7 @@ from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
-from distil.data.shards import TOKEN_COUNTS_FILE, check_tokenizer, open_split, read_metadata
+from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
 from distil.data.sources import resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
@@ -40,8 +40,12 @@ class CorpusDataModule(pl.LightningDataModule):
     Args:
         tokenizer: hub id or local directory of the (teacher's) tokenizer.
         sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
-        fallback_sources: sources used instead when one of `sources` is unavailable (e.g. local files absent).
+        fallback_sources: sources used instead when one of `sources` is unavailable and the folder
+            `fallback_when_missing` does not exist (e.g. the demo's shared files absent).
+        fallback_when_missing: the folder whose absence allows `fallback_sources` (needed with them).
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
+        verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
+            compared).
         shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
         max_length: tokens per row, [CLS] and [SEP] included.
         batch_size: rows per training batch on each device.
@@ -61,7 +65,9 @@ class CorpusDataModule(pl.LightningDataModule):
         tokenizer: str,
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
+        fallback_when_missing: str | None = None,
         shards_dir: str | None = None,
+        verify_shards: bool = False,
         shuffle: bool = True,
         max_length: int = 128,
         batch_size: int = 32,
@@ -87,14 +93,17 @@ class CorpusDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
             )
-        self.sources = list(sources or [])
-        self.fallback_sources = list(fallback_sources or [])
+        self.active_sources = (  # the sources read, checked now: a bad path fails before any weights load
+            resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing) if sources else []
+        )
         self.shards_dir = shards_dir
         self.shuffle = shuffle
         self.shards_metadata = None
         if shards_dir:
             self.shards_metadata = read_metadata(shards_dir)
             check_tokenizer(self.shards_metadata, self.tokenizer, tokenizer, shards_dir)
+            for split in SPLITS:
+                check_split_files(shards_dir, self.shards_metadata, split, verify_shards)
             if mlm_smoothing is not None and token_counts is None:
                 token_counts = str(Path(shards_dir) / TOKEN_COUNTS_FILE)
         self.max_length = max_length
@@ -112,14 +121,11 @@ class CorpusDataModule(pl.LightningDataModule):
             mlm_smoothing=mlm_smoothing,
             token_counts=counts,
         )
-        self.active_sources: list | None = None
         self.validation_rows: np.ndarray | None = None
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
         self.restored_layout: dict | None = None
 
     def corpus(self) -> Corpus:
-        if self.active_sources is None:
-            self.active_sources = resolve_sources(self.sources, self.fallback_sources)
         return Corpus(self.active_sources, self.val_documents, self.seed, self.tokenizer.unk_token)
 
     def rank_and_world_size(self) -> tuple[int, int]:

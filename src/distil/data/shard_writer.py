@@ -1,7 +1,9 @@
-"""Writes a token stream into fixed-size binary shards of one split (see `distil.data.shards`)."""
+"""Writes a token stream into fixed-size binary shards of one split (see `distil.data.shards`), recording each
+shard's size and sha256 as it goes."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ class ShardWriter:
         self.dtype = dtype
         self.shard_tokens = shard_tokens
         self.shards: list[str] = []
+        self.digests: list = []  # a running sha256 per shard
         self.tokens = 0
         self.documents = 0
         self.file = None
@@ -29,6 +32,7 @@ class ShardWriter:
         if self.file is not None:
             self.file.close()
         self.shards.append(shard_name(self.split, len(self.shards)))
+        self.digests.append(hashlib.sha256())
         self.file = open(self.directory / self.shards[-1], "wb")
         self.in_current = 0
 
@@ -41,15 +45,23 @@ class ShardWriter:
             if self.file is None or self.in_current == self.shard_tokens:
                 self.next_file()
             take = min(len(tokens) - position, self.shard_tokens - self.in_current)
-            tokens[position : position + take].tofile(self.file)
+            piece = np.ascontiguousarray(tokens[position : position + take])
+            self.digests[-1].update(piece.data)
+            piece.tofile(self.file)
             self.in_current += take
             position += take
         self.tokens += len(tokens)
         self.documents += documents
 
     def close(self) -> dict:
-        """Closes the open shard; returns this split's metadata entry."""
+        """Closes the open shard; returns this split's metadata entry (shard names, sizes in bytes and sha256s)."""
         if self.file is not None:
             self.file.close()
             self.file = None
-        return {"shards": self.shards, "tokens": self.tokens, "documents": self.documents}
+        return {
+            "shards": self.shards,
+            "shard_bytes": [(self.directory / name).stat().st_size for name in self.shards],
+            "shard_sha256": [digest.hexdigest() for digest in self.digests],
+            "tokens": self.tokens,
+            "documents": self.documents,
+        }

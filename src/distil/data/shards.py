@@ -1,13 +1,15 @@
 """Pre-tokenized shard format written by `python -m distil.prepare` and read by `ShardRows`.
 
 A shard directory holds:
-  metadata.json      tokenizer fingerprint, dtype, special ids, and per split the shard files and token counts
+  metadata.json      tokenizer fingerprint, dtype, special ids, and per split the shard files (with their sizes in
+                     bytes and sha256s) and token counts
   train-00000.bin    token ids of training documents, each document followed by [SEP], raw little-endian `dtype`
   validation-00000.bin   the same for the held-out documents
   token_counts.npy   int64 count of every vocabulary id over the training split (for mlm_smoothing)
 
 The dtype is the smallest unsigned type that holds every id of the vocabulary: uint16 only when the vocabulary has
-at most 65,536 ids, else uint32, so ids are never truncated.
+at most 65,536 ids, else uint32, so ids are never truncated. Readers compare every shard's size with the metadata
+before reading (a truncated shard is named at once, not found at the end of a pass), and its sha256 on request.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "distil-token-shards"
-VERSION = 1
+VERSION = 2  # 2: shard sizes and sha256s in metadata.json
 METADATA_FILE = "metadata.json"
 TOKEN_COUNTS_FILE = "token_counts.npy"
 SPLITS = ("train", "validation")
+HASH_BLOCK_BYTES = 1 << 24  # bytes read at a time when hashing a shard
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -76,14 +79,38 @@ def check_tokenizer(metadata: dict, tokenizer, tokenizer_name: str, directory) -
         )
 
 
-def open_split(directory: str | Path, metadata: dict, split: str) -> list[np.ndarray]:
-    """Read-only memory maps of a split's shards (empty shards are skipped)."""
-    dtype = np.dtype(metadata["dtype"])
-    maps = []
-    for name in metadata["splits"][split]["shards"]:
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_split_files(directory: str | Path, metadata: dict, split: str, verify: bool = False) -> None:
+    """Every shard of `split` exists with the size `metadata.json` records (and, with `verify`, its sha256);
+    raises naming the file otherwise."""
+    entry = metadata["splits"][split]
+    for name, size, sha256 in zip(entry["shards"], entry["shard_bytes"], entry["shard_sha256"]):
         path = Path(directory) / name
         if not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in {METADATA_FILE} is missing; re-run distil.prepare")
-        if path.stat().st_size:
-            maps.append(np.memmap(path, dtype=dtype, mode="r"))
-    return maps
+        actual = path.stat().st_size
+        if actual != size:
+            raise ValueError(
+                f"shard {path} has {actual} bytes but {METADATA_FILE} records {size}: it was truncated or changed "
+                "after distil.prepare wrote it; re-run distil.prepare"
+            )
+        if verify and file_sha256(path) != sha256:
+            raise ValueError(
+                f"shard {path} does not match the sha256 that {METADATA_FILE} records: its bytes changed after "
+                "distil.prepare wrote it; re-run distil.prepare"
+            )
+
+
+def open_split(directory: str | Path, metadata: dict, split: str) -> list[np.ndarray]:
+    """Read-only memory maps of a split's shards (empty shards are skipped), after checking their sizes."""
+    check_split_files(directory, metadata, split)
+    dtype = np.dtype(metadata["dtype"])
+    paths = [Path(directory) / name for name in metadata["splits"][split]["shards"]]
+    return [np.memmap(path, dtype=dtype, mode="r") for path in paths if path.stat().st_size]

@@ -21,16 +21,36 @@ class SourceUnavailable(RuntimeError):
     """The source cannot be read here (files absent, hub unreachable); the message says what to set."""
 
 
-def resolve_sources(sources: list, fallback_sources: list) -> list:
-    """`sources` when all are readable, else `fallback_sources`; the error names both failures and what to set."""
+def describe_sources(sources: list) -> str:
+    """Source names, with the file patterns of local ones, for the log."""
+    return ", ".join(
+        f"{source.name} ({', '.join(source.patterns)})" if hasattr(source, "patterns") else source.name
+        for source in sources
+    )
+
+
+def resolve_sources(sources: list, fallback_sources: list, fallback_when_missing: str | None = None) -> list:
+    """`sources` when all are readable; else `fallback_sources`, but only when the folder `fallback_when_missing`
+    does not exist (e.g. the shared assets of the demo: a mistyped path beside them is an error, not a silent switch
+    to another corpus). Logs which corpus is in use; errors name the failures and what to set."""
+    if fallback_sources and fallback_when_missing is None:
+        raise ValueError(
+            "data.fallback_sources are given without data.fallback_when_missing: name the folder whose absence "
+            "allows the fallback (e.g. ${paths.shared_dir})"
+        )
     try:
         for source in sources:
             source.check()
+        log.info("corpus: data.sources: %s", describe_sources(sources))
         return sources
     except SourceUnavailable as primary_error:
         if not fallback_sources:
             raise SourceUnavailable(f"data.sources: {primary_error}") from primary_error
-        log.warning("data.sources unavailable (%s); using data.fallback_sources", primary_error)
+        if Path(fallback_when_missing).exists():
+            raise SourceUnavailable(
+                f"data.sources: {primary_error}. data.fallback_sources are used only when {fallback_when_missing} "
+                "(data.fallback_when_missing) does not exist, and it exists: fix the path"
+            ) from primary_error
         try:
             for source in fallback_sources:
                 source.check()
@@ -40,6 +60,11 @@ def resolve_sources(sources: list, fallback_sources: list) -> list:
                 "Set data.sources[i].paths to your text files (or paths.shared_dir / $DISTIL_SHARED to the folder "
                 "holding data/corpus), or make the Hugging Face hub reachable"
             ) from fallback_error
+        log.warning(
+            "%s does not exist: corpus: data.fallback_sources: %s",
+            fallback_when_missing,
+            describe_sources(fallback_sources),
+        )
         return fallback_sources
 
 

@@ -42,14 +42,32 @@ def check_task_source(source: str, name: str) -> None:
         )
 
 
+def class_id(value: str, path: Path, line: int, label_field: str) -> int:
+    """The integer class of a label cell; raises naming the file, the line, the column and the value."""
+    try:
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}, line {line}: column {label_field!r} holds {value!r}; allowed: an integer class id "
+            "(0, 1, ... below task.num_labels), as in GLUE's files: map word labels to ids first"
+        ) from error
+
+
 def read_tsv(path: Path, text_fields: list[str], label_field: str) -> list[Example]:
-    """Examples from a TSV file with a header; raises naming the file and the columns when some are missing."""
+    """Examples from a TSV file with a header; raises naming the file when columns or rows are missing or a label
+    is not an integer."""
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in [*text_fields, label_field] if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path} has columns {reader.fieldnames}; the task needs {missing} too")
-        return [Example(tuple(row[c] for c in text_fields), int(row[label_field])) for row in reader]
+        examples = [
+            Example(tuple(row[c] for c in text_fields), class_id(row[label_field], path, reader.line_num, label_field))
+            for row in reader
+        ]
+    if not examples:
+        raise ValueError(f"{path} has a header but no rows: the task needs examples in it")
+    return examples
 
 
 def load_examples(

@@ -1,0 +1,103 @@
+"""Output folders (exported models, token shards) that are written whole or not at all, and never over a stranger's.
+
+`replace_output_dir` fills a fresh staging folder beside the target (`.<name>.<random>.tmp`, same filesystem), adds
+the marker file `distil_output.json` naming what kind of output it is, and only then renames it into place; a
+previous folder at the target is moved aside first and deleted after. So a folder never mixes two outputs (no
+`model.onnx` of an earlier export beside new weights), and a failure or a kill while writing leaves the previous
+folder as it was. A non-empty target without the marker of the same kind (a model folder such as the teacher, or
+any other folder) is refused, naming what it holds, unless `overwrite` is set, which replaces it whole. Staging
+folders left by a killed write are removed at the next write to the same target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from distil.checkpoint_io import fsync_directory
+
+log = logging.getLogger(__name__)
+
+MARKER_FILE = "distil_output.json"  # written into every output folder: {"kind": ..., plus details}
+LISTED_ENTRIES = 5  # entries of a refused folder named in the error
+
+
+def output_kind(directory: Path) -> str | None:
+    """The kind recorded in `directory`'s marker file, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((directory / MARKER_FILE).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def describe_contents(directory: Path) -> str:
+    """The first entries of `directory` by name, and how many there are."""
+    names = sorted(path.name for path in directory.iterdir())
+    shown = ", ".join(names[:LISTED_ENTRIES])
+    return f"{shown}, ... ({len(names)} entries)" if len(names) > LISTED_ENTRIES else shown
+
+
+def check_replaceable(target: Path, kind: str, overwrite: bool, key: str) -> None:
+    """Raise unless `target` is absent, empty, an earlier output of `kind`, or `overwrite` is set."""
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{key}={str(target)!r} is a file, not a folder: give a folder path")
+    if not target.is_dir() or not any(target.iterdir()) or output_kind(target) == kind or overwrite:
+        return
+    raise FileExistsError(
+        f"{key}={str(target)!r} holds {describe_contents(target)} and is not a {kind} folder written by distil "
+        f"(it has no {MARKER_FILE} of kind {kind!r}): refusing to replace it. Choose another {key}, or add "
+        "overwrite=true to replace the whole folder"
+    )
+
+
+def remove_staging_leftovers(target: Path) -> None:
+    """Delete staging folders of `target` left by a write that was killed before its rename."""
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        log.info("removing %s, left by an interrupted write of %s", leftover, target)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def replace_output_dir(
+    target: str | Path,
+    kind: str,
+    write: Callable[[Path], None],
+    overwrite: bool = False,
+    key: str = "out",
+    details: dict | None = None,
+) -> Path:
+    """Write the folder `target` whole with `write(staging_folder)` (see the module docstring); returns `target`.
+
+    Args:
+        target: the output folder.
+        kind: what the folder holds (e.g. "hf_model", "token_shards"); only an earlier output of the same kind is
+            replaced without `overwrite`.
+        write: fills the folder it is given (an empty staging folder); an exception leaves `target` untouched.
+        overwrite: replace `target` whole even when it is not an earlier output of `kind`.
+        key: the config key naming `target`, for errors.
+        details: more fields for the marker file (e.g. the checkpoint exported).
+    """
+    target = Path(target)
+    check_replaceable(target, kind, overwrite, key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_staging_leftovers(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    previous = staging.with_suffix(".old")  # unique like the staging folder; not matched by the leftover cleanup
+    try:
+        write(staging)
+        marker = {"kind": kind, **(details or {})}
+        (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        if target.exists():
+            target.rename(previous)
+        staging.rename(target)
+    except BaseException:
+        if previous.exists() and not target.exists():
+            previous.rename(target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_directory(target.parent)
+    shutil.rmtree(previous, ignore_errors=True)
+    return target
