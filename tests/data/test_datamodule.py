@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
-from distil.data.batch_stream import POSITION_KEY, BatchStream
+from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
 from distil.data.packing import concatenate_documents, pack_rows
@@ -60,14 +60,17 @@ def test_training_rows_are_the_packed_documents_after_the_held_out_ones(tokenize
 def test_batches_have_the_agreed_keys_shapes_and_dtypes(tokenizer_dir, corpus_dir):
     datamodule = make_datamodule(tokenizer_dir, corpus_dir)
     datamodule.setup("fit")
-    batch = datamodule.on_before_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
-    val_batch = next(iter(datamodule.val_dataloader()))
+    loader = datamodule.train_dataloader()
+    batches = list(itertools.islice(loader, 3))
+    batch, val_batch = batches[0], next(iter(datamodule.val_dataloader()))
     for b in (batch, val_batch):
         assert sorted(b) == ["attention_mask", "input_ids", "labels"]
         assert all(t.shape == (4, ROW) and t.dtype == torch.int64 for t in b.values())
         assert int(b["attention_mask"].sum()) == 4 * ROW
         assert b["input_ids"][:, 0].eq(datamodule.tokenizer.cls_token_id).all()
         assert int((b["labels"] != IGNORE_INDEX).sum()) == int(np.ceil(0.15 * 4 * (ROW - 2)))
+    # the stream positions wait beside the batches, in order, until the trainer uses them
+    assert [loader.take_position() for _ in batches] == [(0, (0, 0, 4 * i)) for i in range(1, 4)]
 
 
 def test_validation_is_held_out_by_document_and_masked_the_same_every_pass(tokenizer_dir, tmp_path):
@@ -100,8 +103,8 @@ def test_two_ranks_by_two_workers_read_exactly_the_single_process_stream(tokeniz
     for rank in range(2):
         datamodule = make_datamodule(tokenizer_dir, corpus_dir, batch_size=1)
         stream = BatchStream(rows, datamodule.collator, 1, seed=3, rank=rank, world_size=2)
-        for batch in itertools.islice(DataLoader(stream, batch_size=None, num_workers=2), len(reference)):
-            slot, pass_index = batch[POSITION_KEY][:2].tolist()
+        for batch, position in itertools.islice(DataLoader(stream, batch_size=None, num_workers=2), len(reference)):
+            slot, pass_index = position[:2].tolist()
             if pass_index == 0:
                 seen.setdefault(slot, []).append(original_ids(batch)[0].tolist())
     assert sorted(seen) == [0, 1, 2, 3]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
-from distil.data.batch_stream import POSITION_KEY, BatchStream
+from distil.data.batch_stream import BatchStream
 from distil.data.corpus import Corpus
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
@@ -156,8 +156,10 @@ def test_two_ranks_by_two_workers_read_exactly_the_single_process_shard_stream(p
     seen = []
     for rank in range(2):
         stream = BatchStream(rows, datamodule.collator, 1, seed=3, rank=rank, world_size=2)
-        for batch in itertools.islice(DataLoader(stream, batch_size=None, num_workers=2), rows.num_rows // 2 + 2):
-            if batch[POSITION_KEY][1] == 0:
+        for batch, position in itertools.islice(
+            DataLoader(stream, batch_size=None, num_workers=2), rows.num_rows // 2 + 2
+        ):
+            if position[1] == 0:
                 seen.append(tuple(original_ids(batch)[0].tolist()))
     assert len(seen) == len(reference) == len(set(reference))
     assert sorted(seen) == sorted(reference)

@@ -28,7 +28,7 @@ def test_demo_config_reads_the_shared_corpus_into_full_masked_rows(shared_dir):
     assert [s.name for s in datamodule.corpus().sources] == ["wikipedia", "books"]  # local files, not the fallback
     assert len(datamodule.validation_rows) > 200
     tokenizer = datamodule.tokenizer
-    batches = [datamodule.on_before_batch_transfer(b, 0) for b in itertools.islice(datamodule.train_dataloader(), 10)]
+    batches = list(itertools.islice(datamodule.train_dataloader(), 10))
     for batch in batches:
         assert batch["input_ids"].shape == (32, 128)
         assert int(batch["attention_mask"].sum()) == 32 * 128

@@ -1,22 +1,21 @@
 """The training IterableDataset: rows of this (rank, worker) slot -> masked batches, resumable by position.
 
-Every batch carries `stream_position` (int64: slot, then the slot's position after the batch) so the data module
-can record what was consumed; `CorpusDataModule.on_before_batch_transfer` removes it before the batch reaches
-the model. Masking is seeded by (seed, slot, position of the batch's first row): a resumed run masks exactly as
-the uninterrupted one.
+Each batch comes with its stream position (int64: slot, then the slot's position after the batch), beside it, not in
+it: `PositionedLoader` yields the batch alone (model inputs only) and queues the position, so that the data module
+can record what the trainer consumed. Masking is seeded by (seed, slot, position of the batch's first row): a resumed
+run masks exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distil.data.masking import MaskingCollator
-
-POSITION_KEY = "stream_position"
 
 
 def seeded_generator(*numbers: int) -> torch.Generator:
@@ -52,7 +51,8 @@ class BatchStream(IterableDataset):
         num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         return self.rank * num_workers + worker_id, self.world_size * num_workers
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """(batch, stream position after it) pairs of this reader's slot."""
         slot, num_slots = self.slot()
         batch_start = tuple(self.start_positions.get(slot, self.rows.initial_position))
         pending: list[np.ndarray] = []
@@ -60,7 +60,29 @@ class BatchStream(IterableDataset):
             pending.append(row)
             if len(pending) == self.batch_size:
                 batch = self.collator(pending, seeded_generator(self.seed, slot, *batch_start))
-                batch[POSITION_KEY] = torch.tensor([slot, *position], dtype=torch.long)
-                yield batch
+                yield batch, torch.tensor([slot, *position], dtype=torch.long)
                 pending = []
                 batch_start = position
+
+
+class PositionedLoader(DataLoader):
+    """The DataLoader of a `BatchStream`: yields its batches and queues their stream positions, in the same order.
+
+    The trainer fetches batches ahead of using them, so a position is taken off the queue (`take_position`) only when
+    its batch is used; the queue then never holds more than the batches fetched ahead.
+    """
+
+    def __init__(self, stream: BatchStream, **kwargs) -> None:
+        super().__init__(stream, batch_size=None, **kwargs)
+        self.positions: deque[torch.Tensor] = deque()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self.positions.clear()
+        for batch, position in super().__iter__():
+            self.positions.append(position)
+            yield batch
+
+    def take_position(self) -> tuple[int, tuple[int, ...]]:
+        """(slot, position after the batch) of the oldest batch yielded and not yet used."""
+        slot, *position = self.positions.popleft().tolist()
+        return int(slot), tuple(int(p) for p in position)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from distil.data.batch_stream import POSITION_KEY, BatchStream
+from distil.data.batch_stream import BatchStream, PositionedLoader
 from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator
 from distil.data.packing import concatenate_documents, pack_rows
@@ -123,6 +123,7 @@ class CorpusDataModule(pl.LightningDataModule):
         )
         self.validation_rows: np.ndarray | None = None
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
+        self.train_loader: PositionedLoader | None = None
         self.restored_layout: dict | None = None
 
     def corpus(self) -> Corpus:
@@ -179,12 +180,13 @@ class CorpusDataModule(pl.LightningDataModule):
             )
         return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> PositionedLoader:
         if self.num_workers > 0:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers tokenize; no nested thread pools
-        return DataLoader(
-            self.train_dataset(), batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
+        self.train_loader = PositionedLoader(
+            self.train_dataset(), num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
         )
+        return self.train_loader
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_validation():
@@ -195,10 +197,10 @@ class CorpusDataModule(pl.LightningDataModule):
         return DataLoader(batches, batch_size=None, shuffle=False, pin_memory=torch.cuda.is_available())
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Records the stream position of a training batch the trainer is about to use, and removes it."""
-        if isinstance(batch, dict) and POSITION_KEY in batch:
-            position = batch.pop(POSITION_KEY).tolist()
-            self.consumed_positions[int(position[0])] = tuple(int(p) for p in position[1:])
+        """Records the stream position of each training batch the trainer uses (the batch itself is unchanged)."""
+        if self.trainer is not None and self.trainer.training and self.train_loader is not None:
+            slot, position = self.train_loader.take_position()
+            self.consumed_positions[slot] = position
         return batch
 
     def layout(self) -> dict:
