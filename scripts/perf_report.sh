@@ -7,12 +7,10 @@
 #   targets  every optimisation at 128 and 512 tokens per row, KL on masked and on all positions -> targets.jsonl
 #   profile  kernel table of 3 steps of the compiled step (bench_opt=all, masked) -> profile.txt, profile.jsonl
 #   tests    the GPU tests (loss curves against the fp32 reference, no host sync) -> <test>.json, gpu_tests.txt
-#   modes    bench_opt=all at 256 x 128, kl masked, in each torch.compile mode -> compile_modes.jsonl (not run by
-#            default: max-autotune compiles for minutes)
 # BENCH_ARGS (default empty) is appended to every benchmark command, so it overrides the part's own settings, e.g.
 #   BENCH_ARGS="bench_model=tiny trainer.accelerator=cpu seq_length=16 tokens_per_step=64" ... ladder   # CPU, 1 min
 set -euo pipefail
-out=$(realpath -m "${1:?usage: scripts/perf_report.sh OUT_DIR [ladder] [targets] [profile] [tests] [modes]}")
+out=$(realpath -m "${1:?usage: scripts/perf_report.sh OUT_DIR [ladder] [targets] [profile] [tests]}")
 shift
 cd "$(dirname "$0")/.."
 
@@ -20,13 +18,13 @@ parts=("$@")
 (( ${#parts[@]} )) || parts=(ladder targets profile tests)
 PYTHON=${PYTHON:-python}  # interpreter of the environment with distil installed
 read -r -a bench_args <<< "${BENCH_ARGS:-}"
-LADDER=reference,bf16_student,bf16_teacher,host_row_index,no_attention_mask,fused_vocab_loss,fused_adamw,low_precision_layer_norm,all
+LADDER=reference,bf16_student,bf16_teacher,chunked_vocab_loss,fused_adamw,all
 
-bench() { "$PYTHON" -m distil.bench "$@" "${bench_args[@]}"; }
+bench() { "$PYTHON" -m distil.perf.bench "$@" "${bench_args[@]}"; }
 
 for part in "${parts[@]}"; do  # every name checked before anything runs
-  if [[ ! $part =~ ^(ladder|targets|profile|tests|modes)$ ]]; then
-    echo "unknown part '$part': use ladder, targets, profile, tests or modes" >&2
+  if [[ ! $part =~ ^(ladder|targets|profile|tests)$ ]]; then
+    echo "unknown part '$part': use ladder, targets, profile or tests" >&2
     exit 2
   fi
 done
@@ -39,8 +37,6 @@ for part in "${parts[@]}"; do
       results_file="$out/targets.jsonl" ;;
     profile) bench bench_opt=all distill.kl_positions=masked timed_steps=20 profile_file="$out/profile.txt" \
       results_file="$out/profile.jsonl" ;;
-    modes) bench -m bench_opt=all distill.kl_positions=masked \
-      distill.compile_mode=default,max-autotune-no-cudagraphs,reduce-overhead results_file="$out/compile_modes.jsonl" ;;
     tests) DISTIL_PERF_OUT="$out" "$PYTHON" -m pytest tests/perf -m gpu -q -s 2>&1 | tee "$out/gpu_tests.txt" ;;
   esac
 done

@@ -8,28 +8,37 @@ from __future__ import annotations
 import logging
 
 import torch
+from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distil.data.datamodule import MIN_MAX_LENGTH
 from distil.data.shards import vocabulary_fingerprint
 from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
 from distil.families import teacher_family
-from distil.modules.distillation import check_objective, check_step_options
+from distil.modules.distillation import check_objective
 from distil.modules.student import INITS, resolve_layer_map
+from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
 
 
 def check_distill_config(cfg: DictConfig) -> None:
-    """Temperature, loss weights, KL positions, teacher dtype, vocabulary chunk and compile mode (`distill.*`)."""
+    """Temperature, loss weights, KL positions, warm-up and the speed options (`distill.*`), by the checks of the
+    module's constructor and of `StepSpeed`'s."""
     d = cfg.distill
     extra_weights = [term.get("weight") for term in d.get("extra_terms") or []]
     check_objective(
-        d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.alpha_mse, d.kl_positions, d.teacher_dtype, extra_weights
+        d.temperature,
+        d.alpha_ce,
+        d.alpha_mlm,
+        d.alpha_cos,
+        d.alpha_mse,
+        d.kl_positions,
+        d.warmup_fraction,
+        extra_weights,
     )
-    check_step_options(d.vocab_chunk_rows, d.compile_mode)
+    instantiate(d.speed)
 
 
 def check_student_config(cfg: DictConfig, teacher_config) -> None:
@@ -146,12 +155,6 @@ ALLOWED_DEVICES = {
 }
 
 
-def check_integer(key: str, value, minimum: int) -> None:
-    """`value` of config key `key` must be an integer (not a bool) >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}={value!r} is not allowed: an integer >= {minimum}")
-
-
 def check_devices(devices, num_nodes, accelerator: str) -> None:
     """`trainer.num_nodes` >= 1 and `trainer.devices` a device count Lightning accepts for the accelerator here
     (parsed by Lightning's own accelerator, so that the run fails now rather than after the weights load)."""
@@ -188,32 +191,3 @@ def check_trainer_config(cfg: DictConfig) -> None:
             f"trainer.max_steps={max_steps} is not allowed: it must be an integer >= 1 (the training stream is "
             "endless, so max_steps ends the run and sets the length of the LR schedule)"
         )
-
-
-def check_mask_probability(mlm_probability: float) -> None:
-    is_number = isinstance(mlm_probability, (int, float)) and not isinstance(mlm_probability, bool)
-    if not (is_number and 0 < mlm_probability < 1):
-        raise ValueError(
-            f"data.mlm_probability={mlm_probability!r} is out of range: allowed a number 0 < p < 1 (DistilBERT: 0.15)"
-        )
-
-
-DATA_INTEGER_MINIMUMS = {  # integer keys of the data configs and their smallest allowed values
-    "max_length": MIN_MAX_LENGTH,
-    "batch_size": 1,
-    "val_batch_size": 1,
-    "num_workers": 0,
-    "val_documents": 0,
-    "documents_per_block": 1,
-}
-OPTIONAL_DATA_KEYS = ("val_batch_size",)  # null allowed (val_batch_size: the training batch size)
-
-
-def check_data_config(cfg: DictConfig) -> None:
-    """Integer keys of the data config (`data.batch_size`, ...: type and lower bound) and the masking probability
-    (`data.mlm_probability`) of masked-LM data configs."""
-    for key, minimum in DATA_INTEGER_MINIMUMS.items():
-        if key in cfg.data and not (cfg.data[key] is None and key in OPTIONAL_DATA_KEYS):
-            check_integer(f"data.{key}", cfg.data[key], minimum)
-    if cfg.data.get("mlm_probability") is not None:
-        check_mask_probability(cfg.data.mlm_probability)

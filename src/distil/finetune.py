@@ -30,13 +30,13 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     PreTrainedModel,
+    get_linear_schedule_with_warmup,
 )
 
 from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters, format_comparison, format_percent, percent
 from distil.evaluation.glue_tasks import Example, check_task_source, load_examples
 from distil.export import hf_model_path
-from distil.modules.schedule import warmup_linear_decay
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class SequenceClassifier(pl.LightningModule):
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
         total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_linear_decay(optimizer, total_steps, self.warmup_fraction)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_fraction * total_steps), total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from distil.callbacks.run_config import RunConfigInCheckpoint
 from distil.checkpoint_io import AtomicCheckpointIO
 from distil.config_checks import (
-    check_data_config,
     check_distill_config,
     check_sequence_length,
     check_student_config,
@@ -63,7 +62,6 @@ def train(cfg: DictConfig) -> float | None:
     """Run one distillation; returns the value of `cfg.optimized_metric` (for sweepers), when it was logged."""
     check_distill_config(cfg)
     check_trainer_config(cfg)
-    check_data_config(cfg)
     checkpoint_dir = run_checkpoint_dir(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), checkpoint_dir)
     callbacks = [*build_callbacks(cfg), RunConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True))]

@@ -7,6 +7,7 @@ import torch
 
 from distil.modules.distillation import DistillationModule
 from distil.modules.losses import cosine_hidden_loss, mlm_loss, soft_target_loss
+from distil.modules.row_index import IndexedBatch, RowIndex
 from distil.modules.student import build_student
 from tests.conftest import masked_batch, tiny_masked_lm
 
@@ -110,7 +111,7 @@ def test_checkpoint_leaves_out_the_teacher_and_restores_strictly():
         ({"alpha_cos": float("nan")}, r"distill.alpha_cos=nan is not allowed"),
         ({"alpha_ce": 0.0, "alpha_mlm": 0.0, "alpha_cos": 0.0}, r"loss weights are all zero"),
         ({"kl_positions": "some"}, r"distill.kl_positions='some' is not allowed"),
-        ({"teacher_dtype": "int8"}, r"distill.teacher_dtype='int8' is not allowed"),
+        ({"warmup_fraction": 1.0}, r"distill.warmup_fraction=1.0 is not allowed: a number in \[0, 1\)"),
     ],
 )
 def test_bad_objective_values_are_rejected(kwargs, message):
@@ -124,7 +125,7 @@ def test_validation_metrics_compare_student_and_teacher():
     logged = {}
     module.log_dict = lambda metrics, **_: logged.update({k: float(v) for k, v in metrics.items()})
     with torch.no_grad():
-        module.validation_step(batch, 0)
+        module.validation_step(IndexedBatch(batch, RowIndex.of(batch)), 0)
     module.on_validation_epoch_end()
     masked = batch["labels"] != -100
     with torch.no_grad():

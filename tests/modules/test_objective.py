@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from distil.modules.distillation import DistillationModule
 from distil.modules.objective import LogitsTerm, weighted_logits_loss
-from distil.modules.row_index import with_row_index
 from distil.modules.student import build_student
+from distil.perf.step_speed import StepSpeed
 from tests.conftest import masked_batch, tiny_masked_lm
 
 
@@ -41,7 +41,7 @@ def make_module(vocab_chunk_rows, **kwargs) -> DistillationModule:
         student=build_student(teacher),
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-2),
         extra_terms=[LogitsTerm("reverse_kl", 1.5, reverse_kl)],
-        vocab_chunk_rows=vocab_chunk_rows,
+        speed=StepSpeed(vocab_chunk_rows=vocab_chunk_rows),
         **kwargs,
     )
 
@@ -52,7 +52,7 @@ def test_a_new_term_trains_equally_through_the_plain_and_the_chunked_path(kl_pos
     chunked.student.load_state_dict(plain.student.state_dict())
     optimizers = [module.optimizer_factory(module.student.parameters()) for module in (plain, chunked)]
     for step in range(3):
-        batch = with_row_index(masked_batch(seed=step))
+        batch = masked_batch(seed=step)
         losses = []
         for module, optimizer in zip((plain, chunked), optimizers):
             torch.manual_seed(step)  # the same dropout in both

@@ -1,4 +1,5 @@
-"""The LR schedule (linear warm-up, linear decay to 0) and how a resume with another run length continues it."""
+"""The LR schedule (transformers' linear warm-up and decay, warm-up as a fraction of the run) and how a resume with
+another run length continues it."""
 
 import functools
 import logging
@@ -7,44 +8,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from transformers import get_scheduler
 
-from distil.modules.schedule import warmup_linear_decay
 from tests.conftest import masked_batch
 from tests.modules.test_distillation import make_module
 
 LR = 1e-2
-
-
-def one_parameter_optimizer() -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
-
-
-def learning_rates(total_steps: int, warmup_fraction: float, steps: int) -> list[float]:
-    """The LR of each of the first `steps` optimizer steps."""
-    optimizer = one_parameter_optimizer()
-    scheduler = warmup_linear_decay(optimizer, total_steps, warmup_fraction)
-    rates = []
-    for _ in range(steps):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return rates
-
-
-def test_warms_up_linearly_then_decays_linearly_to_zero_at_the_last_step():
-    # 20 steps, 10% warm-up = 2 steps: LR x 1/2, 2/2, then (20 - s) / 18 for s = 2 .. 19
-    expected = [0.5, 1.0] + [(20 - step) / 18 for step in range(2, 20)] + [0.0]
-    assert learning_rates(20, 0.1, 21) == pytest.approx([LR * m for m in expected], rel=1e-12)
-
-
-def test_no_warm_up_starts_at_the_peak():
-    assert learning_rates(4, 0.0, 4) == pytest.approx([LR, 0.75 * LR, 0.5 * LR, 0.25 * LR], rel=1e-12)
-
-
-@pytest.mark.parametrize(("total_steps", "warmup_fraction"), [(0, 0.05), (10, 1.0), (10, -0.1)])
-def test_bad_arguments_are_refused(total_steps, warmup_fraction):
-    with pytest.raises(ValueError, match=rf"{'total_steps' if total_steps < 1 else 'warmup_fraction'}="):
-        warmup_linear_decay(one_parameter_optimizer(), total_steps, warmup_fraction)
 
 
 class RecordLearningRate(pl.Callback):
@@ -57,9 +26,9 @@ class RecordLearningRate(pl.Callback):
         self.rates[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
 
 
-def fit(root, max_steps: int, ckpt_path=None) -> dict[int, float]:
+def fit(root, max_steps: int, ckpt_path=None, warmup_fraction: float = 0.0) -> dict[int, float]:
     """Train `max_steps` steps (checkpoints `step=N.ckpt` every 2 under `root`); the LR of each step trained."""
-    module = make_module(scheduler=functools.partial(warmup_linear_decay, warmup_fraction=0.0))
+    module = make_module(scheduler=functools.partial(get_scheduler, "linear"), warmup_fraction=warmup_fraction)
     module.optimizer_factory = functools.partial(torch.optim.AdamW, lr=LR)
     recorder = RecordLearningRate()
     trainer = pl.Trainer(
@@ -74,6 +43,12 @@ def fit(root, max_steps: int, ckpt_path=None) -> dict[int, float]:
     batches = [masked_batch(seed=seed) for seed in range(max_steps)]
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None), ckpt_path=ckpt_path)
     return recorder.rates
+
+
+def test_the_warm_up_is_its_fraction_of_the_optimizer_steps_then_the_lr_decays_to_zero(tmp_path):
+    # 8 steps, 25% warm-up = 2 steps: LR x 0, 1/2, then (8 - s) / 6 for s = 2 .. 7
+    expected = {0: 0.0, 1: 0.5 * LR} | {step: (8 - step) / 6 * LR for step in range(2, 8)}
+    assert fit(tmp_path, 8, warmup_fraction=0.25) == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_longer_resumed_run_follows_its_own_schedule_from_the_first_step_with_a_warning(tmp_path, caplog):

@@ -35,7 +35,7 @@ BAD_CONFIGS = [
     (["data.batch_size=abc"], ["data.batch_size='abc'", "an integer >= 1"]),
     (["data.batch_size=2.5"], ["data.batch_size=2.5", "an integer >= 1"]),
     (["data.num_workers=-1"], ["data.num_workers=-1", "an integer >= 0"]),
-    (["data.max_length=abc"], ["data.max_length='abc'", "an integer >= 8"]),
+    (["data.max_length=abc"], ["data.max_length='abc'", "an integer in 8..64"]),
     (["trainer.devices=-1"], ["trainer.devices=-1", "trainer.accelerator='cpu'", "an integer >= 1"]),
     (["trainer.devices=0"], ["trainer.devices=0", "trainer.accelerator='cpu'", "an integer >= 1"]),
     (["trainer.devices=abc"], ["trainer.devices='abc'", "an integer >= 1"]),

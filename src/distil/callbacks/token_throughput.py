@@ -13,6 +13,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from distil.modules.row_index import IndexedBatch
+
 
 class TokenThroughput(pl.Callback):
     """Logs `train/tokens_per_s`: tokens (all ranks, padding included) trained per second over the last batches.
@@ -30,7 +32,8 @@ class TokenThroughput(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        tokens_so_far = (self.stamps[-1][1] if self.stamps else 0) + batch["input_ids"].numel() * trainer.world_size
+        inputs = batch.inputs if isinstance(batch, IndexedBatch) else batch  # the model inputs of the step
+        tokens_so_far = (self.stamps[-1][1] if self.stamps else 0) + inputs["input_ids"].numel() * trainer.world_size
         self.stamps.append((time.perf_counter(), tokens_so_far))
         if len(self.stamps) > 1:
             (start, tokens_at_start), (now, tokens_now) = self.stamps[0], self.stamps[-1]

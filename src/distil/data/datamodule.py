@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from distil.data.batch_stream import BatchStream, PositionedLoader
 from distil.data.corpus import Corpus
-from distil.data.masking import MaskingCollator
+from distil.data.masking import MaskingCollator, check_mask_probability
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
@@ -28,6 +28,7 @@ from distil.data.sources import resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
 from distil.data.validation import ValidationBatches
+from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,18 @@ class CorpusDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        for key, value, minimum in (
+            ("max_length", max_length, MIN_MAX_LENGTH),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("val_documents", val_documents, 0),
+            ("documents_per_block", documents_per_block, 1),
+        ):
+            check_integer(f"data.{key}", value, minimum)
+        check_integer("data.val_batch_size", val_batch_size, 1, optional=True)
+        check_mask_probability(mlm_probability)
         self.tokenizer_name = tokenizer
         self.tokenizer = load_tokenizer(tokenizer)
-        if max_length < MIN_MAX_LENGTH:
-            raise ValueError(f"max_length={max_length}; allowed: an integer >= {MIN_MAX_LENGTH} (usual: 128, 512)")
-        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise ValueError(f"batch_size={batch_size}, val_batch_size={val_batch_size}; allowed: integers >= 1")
-        if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers}; allowed: an integer >= 0")
         if bool(sources) == bool(shards_dir):
             raise ValueError(
                 f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"

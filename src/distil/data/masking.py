@@ -17,8 +17,18 @@ import math
 import numpy as np
 import torch
 
+from distil.value_checks import is_number
+
 IGNORE_INDEX = -100
 REPLACEMENT_PROBABILITIES = (0.8, 0.1, 0.1)  # [MASK], random token, unchanged
+
+
+def check_mask_probability(mlm_probability: float) -> None:
+    """`data.mlm_probability` must be a number strictly between 0 and 1."""
+    if not (is_number(mlm_probability) and 0 < mlm_probability < 1):
+        raise ValueError(
+            f"data.mlm_probability={mlm_probability!r} is out of range: allowed a number 0 < p < 1 (DistilBERT: 0.15)"
+        )
 
 
 class MaskingCollator:
@@ -35,8 +45,7 @@ class MaskingCollator:
         mlm_smoothing: float | None = None,
         token_counts: np.ndarray | None = None,
     ) -> None:
-        if not 0 < mlm_probability < 1:
-            raise ValueError(f"mlm_probability={mlm_probability}; allowed: 0 < p < 1")
+        check_mask_probability(mlm_probability)
         if mlm_smoothing is not None:
             if mlm_smoothing < 0:
                 raise ValueError(f"mlm_smoothing={mlm_smoothing}; allowed: null or a number >= 0 (original: 0.7)")

@@ -46,8 +46,6 @@ class TextRows:
         sep_id: int,
         documents_per_block: int,
     ) -> None:
-        if documents_per_block < 1:
-            raise ValueError(f"documents_per_block={documents_per_block}; allowed: an integer >= 1")
         self.corpus = corpus
         self.encode = encode
         self.row_length = row_length

@@ -2,13 +2,14 @@
 
 One training step:
     teacher encoder (no_grad) and student encoder over the batch
-    -> vocabulary heads of both, only at the positions a loss covers (all at once, or chunk by chunk)
+    -> vocabulary heads of both, only at the positions a loss covers (the row index, found on the host)
     -> the objective (`objective.py`): soft-target KL (x T^2), masked-LM cross-entropy, optional logits MSE and any
        extra term, plus the hidden-state cosine
     -> weighted sum (alphas), each term logged on its own.
 
 The model family (`distil.families`) splits both models into encoder, head features and output projection; nothing
-here depends on which family they are.
+here depends on which family they are. How the step is made fast lives beside it, in `distil.perf`, and is reached
+through one object, `speed` (`StepSpeed`): teacher precision, the chunked vocabulary loss and compilation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -27,17 +29,19 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from distil.families import masked_lm_parts
-from distil.modules.chunked_vocab_loss import chunked_logits_loss
-from distil.modules.losses import IGNORE_INDEX, cosine_hidden_loss
-from distil.modules.low_precision_layer_norm import use_low_precision_layer_norm
+from distil.modules.losses import cosine_hidden_loss
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 from distil.modules.objective import LogitsTerm, distilbert_terms, weighted_logits_loss
-from distil.modules.row_index import row_index_of, select_rows, with_row_index
+from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
+from distil.perf.step_speed import StepSpeed
+from distil.value_checks import is_number
 
 log = logging.getLogger(__name__)
 
-TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
+# The module finds its row index in `transfer_batch_to_device` while the data module keeps the stream position in
+# `on_before_batch_transfer`; Lightning warns about any module hook of that family once a data module is given,
+# although the two hooks do not overlap.
+warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
 
 
 class DistillationModule(pl.LightningModule):
@@ -48,7 +52,9 @@ class DistillationModule(pl.LightningModule):
             checkpoints.
         student: masked-LM student (from `build_student`); the only trainable parameters.
         optimizer: `params -> Optimizer` (a Hydra partial of e.g. torch.optim.AdamW).
-        scheduler: `(optimizer, total_steps) -> LRScheduler`, stepped every optimizer step; None for a constant LR.
+        scheduler: `(optimizer=, num_warmup_steps=, num_training_steps=) -> LRScheduler`, stepped every optimizer step
+            (a partial of `transformers.get_scheduler`); None for a constant LR.
+        warmup_fraction: fraction of all optimizer steps the schedule warms up for.
         temperature: softmax temperature T of the soft targets (> 0).
         alpha_ce: weight of the soft-target KL term.
         alpha_mlm: weight of the supervised masked-LM cross-entropy.
@@ -58,19 +64,7 @@ class DistillationModule(pl.LightningModule):
             every term that is not masked-only (the KL, the MSE and extra terms).
         extra_terms: further loss terms on the vocabulary logits (`objective.LogitsTerm`), added to the total and
             logged as `train/loss_<name>`; both the plain and the chunked path compute them.
-        teacher_dtype: dtype the teacher's weights are kept in: "float32", "bfloat16" or "float16".
-        row_index_on_host: find the masked and real positions on the host copy of each batch before it moves to the
-            device (no device sync, static shapes; see `row_index.py`); False selects them with masks on the device.
-        skip_full_attention_mask: pass no attention mask to the encoders for batches without padding, so SDPA can
-            use its flash kernel (padding is known from the row index's length, without a device sync).
-        vocab_chunk_rows: rows per chunk of the vocabulary projection + objective (`chunked_vocab_loss.py`); full
-            logits are never held; None computes the logits of all selected rows at once, then the objective.
-        low_precision_layer_norm: under autocast, LayerNorms of both models compute in the autocast dtype (bf16)
-            instead of fp32, so the residual stream stays bf16 (`low_precision_layer_norm.py`).
-        compile: `torch.compile` the teacher and student encoders, the cosine loss and the logits objective.
-        compile_mode: `torch.compile` mode of all of them: "default", "max-autotune-no-cudagraphs" (autotuned matrix
-            products, whose Triton templates can take the bias and activation in; minutes of compilation),
-            "max-autotune" or "reduce-overhead" (those two add CUDA graphs).
+        speed: how the step runs fast without changing what it computes (`distil.perf.step_speed.StepSpeed`).
     """
 
     def __init__(
@@ -78,7 +72,8 @@ class DistillationModule(pl.LightningModule):
         teacher: nn.Module,
         student: nn.Module,
         optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
-        scheduler: Callable[[Optimizer, int], LRScheduler] | None = None,
+        scheduler: Callable[..., LRScheduler] | None = None,
+        warmup_fraction: float = 0.05,
         temperature: float = 2.0,
         alpha_ce: float = 5.0,
         alpha_mlm: float = 2.0,
@@ -86,13 +81,7 @@ class DistillationModule(pl.LightningModule):
         alpha_mse: float = 0.0,
         kl_positions: Literal["all", "masked"] = "all",
         extra_terms: Sequence[LogitsTerm] = (),
-        teacher_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        row_index_on_host: bool = True,
-        skip_full_attention_mask: bool = True,
-        vocab_chunk_rows: int | None = None,
-        low_precision_layer_norm: bool = False,
-        compile: bool = False,
-        compile_mode: str = "default",
+        speed: StepSpeed = StepSpeed(),
     ) -> None:
         super().__init__()
         check_objective(
@@ -102,15 +91,16 @@ class DistillationModule(pl.LightningModule):
             alpha_cos,
             alpha_mse,
             kl_positions,
-            teacher_dtype,
+            warmup_fraction,
             [term.weight for term in extra_terms],
         )
-        check_step_options(vocab_chunk_rows, compile_mode)
-        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler", "extra_terms"])
-        self.teacher = teacher.to(TEACHER_DTYPES[teacher_dtype]).eval().requires_grad_(False)
+        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler", "extra_terms", "speed"])
+        self.speed = speed
+        self.teacher = speed.cast_teacher(teacher).eval().requires_grad_(False)
         self.student = student
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.warmup_fraction = warmup_fraction
         self.alpha_cos = alpha_cos
         self.logits_terms = [
             term
@@ -121,20 +111,12 @@ class DistillationModule(pl.LightningModule):
         self.logits_on_all_rows = kl_positions == "all" and any(not term.masked_only for term in self.logits_terms)
         self.teacher_parts = masked_lm_parts(teacher, "teacher")
         self.student_parts = masked_lm_parts(student, "student")
-        self.teacher_encoder, self.student_encoder = self.teacher_parts.encode, self.student_parts.encode
-        self.row_index_on_host = row_index_on_host
-        self.skip_full_attention_mask = skip_full_attention_mask
-        self.vocab_chunk_rows = vocab_chunk_rows
-        self.logits_objective = functools.partial(weighted_logits_loss, self.logits_terms)
-        self.cosine_loss = mean_cosine_loss
-        if low_precision_layer_norm:
-            use_low_precision_layer_norm(self.teacher)
-            use_low_precision_layer_norm(self.student)
-        if compile:
-            self.teacher_encoder = torch.compile(self.teacher_encoder, mode=compile_mode)
-            self.student_encoder = torch.compile(self.student_encoder, mode=compile_mode)
-            self.cosine_loss = torch.compile(mean_cosine_loss, mode=compile_mode)
-            self.logits_objective = torch.compile(self.logits_objective, mode=compile_mode, dynamic=False)
+        self.teacher_encoder = speed.compiled(self.teacher_parts.encode)
+        self.student_encoder = speed.compiled(self.student_parts.encode)
+        self.cosine_loss = speed.compiled(mean_cosine_loss)
+        self.logits_objective = speed.compiled(
+            functools.partial(weighted_logits_loss, self.logits_terms), dynamic=False
+        )
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
         self.val_student = MaskedLMMetrics()
@@ -148,16 +130,19 @@ class DistillationModule(pl.LightningModule):
         return self
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Adds the row index on the host copy of the batch (no device sync), then moves the batch."""
-        if self.row_index_on_host and isinstance(batch, dict) and "labels" in batch:
-            batch = with_row_index(batch)
+        """Finds the row index on the host copy of a masked-LM batch (no device sync), then moves both."""
+        if isinstance(batch, dict) and "labels" in batch:
+            batch = IndexedBatch(batch, RowIndex.of(batch))
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def distillation_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each loss term (unweighted) and their weighted sum under "loss", for one batch."""
-        input_ids, labels = batch["input_ids"], batch["labels"]
-        rows = row_index_of(batch)
-        attention_mask = None if self.skip_full_attention_mask and rows.padding_free else batch["attention_mask"]
+    def distillation_losses(
+        self, inputs: dict[str, torch.Tensor], rows: RowIndex | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each loss term (unweighted) and their weighted sum under "loss", for one batch (`rows`: its row index, found
+        from the batch when not given)."""
+        input_ids, labels = inputs["input_ids"], inputs["labels"]
+        rows = rows if rows is not None else RowIndex.of(inputs)
+        attention_mask = None if rows.padding_free else inputs["attention_mask"]  # no padding: no mask (flash SDPA)
         with torch.no_grad():
             teacher_hidden = self.teacher_encoder(input_ids, attention_mask).flatten(0, 1)
         student_hidden = self.student_encoder(input_ids, attention_mask).flatten(0, 1)
@@ -182,43 +167,43 @@ class DistillationModule(pl.LightningModule):
     def logits_loss(
         self, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, labels: torch.Tensor, masked_rows: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective on the vocabulary logits of the selected rows: all logits at once, or chunk by chunk."""
+        """The objective on the vocabulary logits of the selected rows (with `speed.vocab_chunk_rows`: chunk by chunk,
+        never holding all the logits)."""
         teacher_features = None
         if self.needs_teacher_logits:
             with torch.no_grad():
                 teacher_features = self.teacher_parts.head_features(teacher_hidden)
         student_features = self.student_parts.head_features(student_hidden)
-        rows = labels.shape[0]
-        if self.vocab_chunk_rows is not None:
-            return chunked_logits_loss(
+        if self.speed.vocab_chunk_rows is not None:
+            return self.speed.chunked_logits_loss(
+                self.logits_objective,
                 student_features,
                 self.student_parts.output_projection(),
                 teacher_features,
                 self.teacher_parts.output_projection(),
                 labels,
                 masked_rows,
-                int(self.vocab_chunk_rows),
-                self.logits_objective,
             )
         teacher_logits = None
         if teacher_features is not None:
             with torch.no_grad():
                 teacher_logits = F.linear(teacher_features, *self.teacher_parts.output_projection())
         student_logits = F.linear(student_features, *self.student_parts.output_projection())
-        return self.logits_objective(student_logits, teacher_logits, labels, rows, masked_rows)
+        return self.logits_objective(student_logits, teacher_logits, labels, labels.shape[0], masked_rows)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self.distillation_losses(batch)
+    def training_step(self, batch: IndexedBatch, batch_idx: int) -> torch.Tensor:
+        losses = self.distillation_losses(batch.inputs, batch.rows)
         self.log_dict({f"train/{'loss' if k == 'loss' else 'loss_' + k}": v for k, v in losses.items()})
         return losses["loss"]
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        masked = batch["labels"] != IGNORE_INDEX
-        labels = batch["labels"][masked]
-        teacher_hidden = self.teacher_encoder(batch["input_ids"], batch["attention_mask"])
-        student_hidden = self.student_encoder(batch["input_ids"], batch["attention_mask"])
-        teacher_logits = self.teacher_parts.vocab_head(teacher_hidden[masked])
-        student_logits = self.student_parts.vocab_head(student_hidden[masked])
+    def validation_step(self, batch: IndexedBatch, batch_idx: int) -> None:
+        inputs, rows = batch
+        attention_mask = None if rows.padding_free else inputs["attention_mask"]
+        teacher_hidden = self.teacher_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
+        student_hidden = self.student_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
+        labels = select_rows(inputs["labels"].flatten(), rows.masked)
+        teacher_logits = self.teacher_parts.vocab_head(select_rows(teacher_hidden, rows.masked))
+        student_logits = self.student_parts.vocab_head(select_rows(student_hidden, rows.masked))
         self.val_student.update(student_logits, labels)
         self.val_teacher.update(teacher_logits, labels)
         self.val_agreement.update(student_logits, teacher_logits)
@@ -251,7 +236,11 @@ class DistillationModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         self.schedule_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, self.schedule_steps)
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer,
+            num_warmup_steps=int(self.warmup_fraction * self.schedule_steps),
+            num_training_steps=self.schedule_steps,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -307,7 +296,7 @@ def check_objective(
     alpha_cos: float,
     alpha_mse: float,
     kl_positions: str,
-    teacher_dtype: str,
+    warmup_fraction: float,
     extra_term_weights: Sequence[float] = (),
 ) -> None:
     """Raise ValueError naming the `distill.*` key, its value and the allowed range."""
@@ -322,20 +311,5 @@ def check_objective(
         raise ValueError(f"distill loss weights are all zero ({alphas}): at least one must be > 0")
     if kl_positions not in ("all", "masked"):
         raise ValueError(f"distill.kl_positions={kl_positions!r} is not allowed: use 'all' or 'masked'")
-    if teacher_dtype not in TEACHER_DTYPES:
-        raise ValueError(f"distill.teacher_dtype={teacher_dtype!r} is not allowed: use one of {list(TEACHER_DTYPES)}")
-
-
-def is_number(value: Any) -> bool:
-    """An int or float (not a bool, not a string)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_step_options(vocab_chunk_rows: int | None, compile_mode: str) -> None:
-    """Raise ValueError naming the `distill.*` key of a bad speed option, its value and what is allowed."""
-    if vocab_chunk_rows is not None and (
-        isinstance(vocab_chunk_rows, bool) or not isinstance(vocab_chunk_rows, int) or vocab_chunk_rows < 1
-    ):
-        raise ValueError(f"distill.vocab_chunk_rows={vocab_chunk_rows} is not allowed: use null or an integer >= 1")
-    if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"distill.compile_mode={compile_mode!r} is not allowed: use one of {list(COMPILE_MODES)}")
+    if not is_number(warmup_fraction) or not 0 <= warmup_fraction < 1:
+        raise ValueError(f"distill.warmup_fraction={warmup_fraction!r} is not allowed: a number in [0, 1)")

@@ -1,55 +1,46 @@
-"""Which token positions of a batch the losses read, as index tensors whose lengths are known on the host.
+"""Which token positions of a batch the losses read, found on the host before the batch moves to the device.
 
 Selecting rows with a boolean mask on the GPU (`hidden[labels != -100]`) makes the output size depend on the mask's
 contents: the host must wait for the GPU to count them (a device sync every step) and the shapes change from batch
-to batch (a compiled graph cannot be reused). Computing the flat positions on the host copy of the batch, before it
-is moved to the GPU, costs microseconds, and the lengths of the two index tensors then carry the counts statically:
-a batch of full rows masks a constant number of positions (the collator picks exactly ceil(15% x content tokens)),
-so every step has the same shapes.
-
-Optional batch keys (the collator may provide them; `with_row_index` adds them otherwise):
-    masked_index: int64 (n,), flat positions (row-major over B x L) whose label is not -100, ascending.
-    real_index:   int64 (m,), flat positions whose attention_mask is 1, ascending; m == B x L means no padding.
+to batch (a compiled graph cannot be reused). Computing the flat positions on the host copy of the batch costs
+microseconds, and the lengths of the two index tensors then carry the counts statically: a batch of full rows masks a
+constant number of positions (the collator picks exactly ceil(15% x content tokens)), so every step has the same
+shapes. The index travels beside the batch (`IndexedBatch`), never inside it: batches carry model inputs only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-IGNORE_INDEX = -100
-MASKED_INDEX = "masked_index"
-REAL_INDEX = "real_index"
+from distil.modules.losses import IGNORE_INDEX
 
 
-def with_row_index(batch: dict) -> dict:
-    """The batch with `masked_index` and `real_index` added (computed where the tensors are: call it on the host)."""
-    return batch | {
-        MASKED_INDEX: torch.nonzero(batch["labels"].flatten() != IGNORE_INDEX).squeeze(1),
-        REAL_INDEX: torch.nonzero(batch["attention_mask"].flatten()).squeeze(1),
-    }
-
-
-@dataclass(frozen=True)
-class RowIndex:
-    """Flat positions of the masked tokens, and of the real tokens (None when every position is real)."""
+class RowIndex(NamedTuple):
+    """Flat positions (row-major over B x L, ascending) of the masked tokens, and of the real tokens (None when every
+    position is real: no padding, so attention needs no mask)."""
 
     masked: torch.Tensor
     real: torch.Tensor | None
 
+    @classmethod
+    def of(cls, batch: dict[str, torch.Tensor]) -> RowIndex:
+        """The index of a batch with `labels` and `attention_mask` (on the host: no device sync)."""
+        masked = torch.nonzero(batch["labels"].flatten() != IGNORE_INDEX).squeeze(1)
+        real = torch.nonzero(batch["attention_mask"].flatten()).squeeze(1)
+        return cls(masked, None if real.numel() == batch["attention_mask"].numel() else real)
+
     @property
     def padding_free(self) -> bool:
-        """True when no position is padding: attention needs no mask."""
         return self.real is None
 
 
-def row_index_of(batch: dict) -> RowIndex:
-    """The batch's row index, from its index keys when present, else from its masks (a device sync on a GPU)."""
-    if MASKED_INDEX not in batch or REAL_INDEX not in batch:
-        batch = with_row_index(batch)
-    real = batch[REAL_INDEX]
-    return RowIndex(masked=batch[MASKED_INDEX], real=None if real.numel() == batch["input_ids"].numel() else real)
+class IndexedBatch(NamedTuple):
+    """A batch of model inputs and the row index found for it on the host."""
+
+    inputs: dict[str, torch.Tensor]
+    rows: RowIndex
 
 
 def select_rows(flat: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

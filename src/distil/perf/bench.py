@@ -1,4 +1,4 @@
-"""`python -m distil.bench`: tokens/s of the real distillation training step, one JSON line per setting.
+"""`python -m distil.perf.bench`: tokens/s of the real distillation training step, one JSON line per setting.
 
 Builds a BERT-shaped teacher with random weights from `bench_model` (no download), the student from `student`, and
 `DistillationModule` from `distill` exactly as `distil.train` does, then runs the Lightning Trainer's training loop
@@ -9,11 +9,11 @@ ceil(15% x content tokens) masked positions (`batches=synthetic`), or the real `
 shards (`batches=shards`), which shows whether the loader keeps up.
 
 Examples:
-    python -m distil.bench                                      # all optimisations, 256 x 128 tokens
-    python -m distil.bench -m seq_length=128,512 distill.kl_positions=masked,all
-    python -m distil.bench -m bench_opt=reference,bf16_student,bf16_teacher,host_row_index,fused_vocab_loss,all
-    python -m distil.bench batches=shards shards_dir=DIR tokenizer=DIR
-    python -m distil.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
+    python -m distil.perf.bench                                      # all optimisations, 256 x 128 tokens
+    python -m distil.perf.bench -m seq_length=128,512 distill.kl_positions=masked,all
+    python -m distil.perf.bench -m bench_opt=reference,bf16_student,bf16_teacher,chunked_vocab_loss,fused_adamw,all
+    python -m distil.perf.bench batches=shards shards_dir=DIR tokenizer=DIR
+    python -m distil.perf.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import math
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,6 @@ class StepTimer(pl.Callback):
         self.losses: list[torch.Tensor] = []
         self.seconds = float("nan")
         self.syncs: int | None = None
-        self.sync_sites: dict[str, int] | None = None
         self.caught: warnings.catch_warnings | None = None
         self.sync_warnings: list = []
         self.start = 0.0
@@ -121,8 +119,7 @@ class StepTimer(pl.Callback):
             if self.count_syncs:
                 torch.cuda.set_sync_debug_mode("default")
                 self.caught.__exit__(None, None, None)
-                self.sync_sites = sync_sites(self.sync_warnings)
-                self.syncs = sum(self.sync_sites.values())
+                self.syncs = sum("synchroniz" in str(record.message) for record in self.sync_warnings)
             synchronize()
             self.seconds = time.perf_counter() - self.start
 
@@ -161,15 +158,6 @@ class KernelProfile(pl.Callback):
             self.busy_fraction = round(kernel_us / wall_us, 3)
             table = events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70)
             Path(self.table_file).write_text(f"device busy {self.busy_fraction:.3f} of {wall_us / 1e3:.1f} ms\n{table}")
-
-
-def sync_sites(records: list[warnings.WarningMessage]) -> dict[str, int]:
-    """Counted syncs by source line, `"file:line" -> count`, from the warnings of CUDA's sync debug mode.
-
-    A warning raised inside a torch op is attributed to the Python line that called the op: the line to change.
-    """
-    sites = Counter(f"{record.filename}:{record.lineno}" for record in records if "synchroniz" in str(record.message))
-    return dict(sites.most_common())
 
 
 def synchronize() -> None:
@@ -254,8 +242,8 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "seq_length": cfg.seq_length,
         "kl_positions": cfg.distill.kl_positions,
         "precision": str(cfg.trainer.precision),
-        "teacher_dtype": cfg.distill.teacher_dtype,
-        "compile_mode": cfg.distill.compile_mode if cfg.distill.compile else None,
+        "teacher_dtype": cfg.distill.speed.teacher_dtype,
+        "compile": cfg.distill.speed.compile,
         "batches": cfg.batches,
         "tokens_per_s": round(tokens / timer.seconds),
         "sequences_per_s": round(batch_size * cfg.timed_steps / timer.seconds, 1),
@@ -265,7 +253,6 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "mfu": round(achieved / (cfg.peak_tflops * 1e12), 4),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
         "host_syncs_per_step": None if timer.syncs is None else round(timer.syncs / cfg.timed_steps, 2),
-        "host_sync_sites": timer.sync_sites,
         "final_loss": round(losses[steps - 1], 4),
         "timed_steps": cfg.timed_steps,
         "device_busy_fraction": profile.busy_fraction if profile else None,
@@ -280,7 +267,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     result = run_setting(cfg)
     line = json.dumps(result)

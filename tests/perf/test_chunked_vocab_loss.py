@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distil.modules.chunked_vocab_loss import chunked_logits_loss
 from distil.modules.objective import distilbert_terms, weighted_logits_loss
+from distil.perf.chunked_vocab_loss import chunked_logits_loss
 
 ROWS, HIDDEN, VOCAB = 37, 16, 50
 
