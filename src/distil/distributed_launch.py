@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch.distributed
-from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -49,19 +48,18 @@ def check_run_dir_is_shared() -> None:
 
 
 def child_process_argv() -> list[str]:
-    """The command line that re-runs this multirun job alone: Hydra's config flags, the job's own overrides (the
-    values of this job, not the sweep lists) and the Hydra overrides, in RUN mode."""
+    """The command line that re-runs this multirun job alone: the job's primary config (path and name), any
+    `--config-dir`, the job's own overrides (the values of this job, not the sweep lists) and the Hydra overrides, in
+    RUN mode; all read from the job's public Hydra config (`hydra.job`, `hydra.runtime.config_sources`,
+    `hydra.overrides`)."""
     hydra_cfg = HydraConfig.get()
-    args = get_args_parser().parse_args(sys.argv[1:])
-    flags = [
-        f"--{name.replace('_', '-')}={value}"
-        for name, value in (
-            ("config_path", args.config_path),
-            ("config_name", args.config_name),
-            ("config_dir", args.config_dir),
-        )
-        if value is not None
-    ]
+    flags = [f"--config-name={hydra_cfg.job.config_name}"]
+    for source in hydra_cfg.runtime.config_sources:
+        location = source.path if source.schema == "file" else f"{source.schema}://{source.path}"
+        if source.provider == "main":
+            flags.append(f"--config-path={location}")
+        elif source.provider == "command-line":
+            flags.append(f"--config-dir={location}")
     hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode=")]
     return [sys.argv[0], *flags, *hydra_cfg.overrides.task, *hydra_overrides, "hydra.mode=RUN"]
 

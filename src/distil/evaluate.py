@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -247,8 +246,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 cfg.speed.seq_len,
                 cfg.speed.latency_batch,
                 cfg.speed.throughput_batch,
-                cfg.speed.warmup,
-                cfg.speed.repeats,
+                cfg.speed.min_run_time,
             )
             entry.update({f"{device.type}_{key}": value for key, value in speed.items()})
         report[name] = entry
@@ -280,15 +278,5 @@ def main(cfg: DictConfig) -> dict:
     return report
 
 
-def with_model_keys(argv: list[str]) -> list[str]:
-    """The command line with `student=PATH` / `teacher=PATH` turned into the keys `student_model=` / `teacher_model=`.
-
-    `student` and `teacher` name config groups of `distil.train` in the shared `conf/` tree, so Hydra would look for
-    `conf/student/PATH.yaml`; the config keys carry a `_model` suffix and the short form is translated here.
-    """
-    return [arg.replace("=", "_model=", 1) if arg.startswith(("student=", "teacher=")) else arg for arg in argv]
-
-
 if __name__ == "__main__":
-    sys.argv = with_model_keys(sys.argv)
     main()

@@ -148,11 +148,10 @@ def tiny_run_dir(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir) -> Path:
     return run_dir
 
 
-FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4, two timed forwards, CPU only
+FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4, 20 ms of timing, CPU only
     "speed.seq_len=16",
     "speed.throughput_batch=4",
-    "speed.warmup=0",
-    "speed.repeats=2",
+    "speed.min_run_time=0.02",
     "speed.devices=[cpu]",
 ]
 
@@ -162,8 +161,8 @@ def evaluated_tiny_run(tiny_run_dir, tiny_teacher_dir, tiny_corpus_dir) -> tuple
     """(tiny run dir, the finished `python -m distil.evaluate` of its last.ckpt into <run>/evaluate)."""
     result = run_module(
         "distil.evaluate",
-        f"student={tiny_run_dir}/checkpoints/last.ckpt",
-        f"teacher={tiny_teacher_dir}",
+        f"student_model={tiny_run_dir}/checkpoints/last.ckpt",
+        f"teacher_model={tiny_teacher_dir}",
         f"hydra.run.dir={tiny_run_dir}/evaluate",
         *tiny_data_overrides(tiny_corpus_dir),
         *FAST_SPEED,

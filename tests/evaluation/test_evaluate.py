@@ -15,7 +15,6 @@ from distil.evaluate import (
     report_rows,
     speed_devices,
     timed_forward,
-    with_model_keys,
 )
 from distil.modules.student import build_student
 from tests.evaluation.conftest import FAST_SPEED, compose_config, save_with_tokenizer, tiny_data_overrides
@@ -183,9 +182,3 @@ def test_shared_teacher_against_a_six_layer_student(tmp_path, shared_dir):
     assert report["teacher"]["disk_bytes"] == pytest.approx(2 * 17_519_674, rel=0.01)  # stored as float16
     assert 0.30 < report["teacher"]["mlm_acc"] < 0.60  # about 43% held-out accuracy per its pretraining report
     assert report["student"]["mlm_acc"] < report["teacher"]["mlm_acc"]  # an undistilled half-depth copy is worse
-
-
-def test_student_and_teacher_on_the_command_line_become_the_model_keys():
-    argv = ["evaluate.py", "student=runs/a=b/student", "teacher=bert-base-uncased", "student_model=x", "data=demo"]
-    translated = ["evaluate.py", "student_model=runs/a=b/student", "teacher_model=bert-base-uncased"]
-    assert with_model_keys(argv) == [*translated, "student_model=x", "data=demo"]
