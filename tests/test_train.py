@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
 
+from distil.comparison_table import format_percent, percent
 from tests.conftest import CONF_DIR
 from tests.tiny_assets import tiny_train_overrides
 from tests.train_cli import run_train
@@ -42,7 +43,12 @@ def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
     assert float(train_rows[1]["train/tokens_per_s"]) > 0
     val = [r for r in rows if r.get("val/student_mlm_acc")]
     assert len(val) == 1 and 0.0 <= float(val[0]["val/teacher_mlm_acc"]) <= 1.0
-    assert "held-out masked-LM accuracy: teacher" in result.stdout
+    teacher_acc, student_acc = (100 * float(val[0][f"val/{m}_mlm_acc"]) for m in ("teacher", "student"))
+    share = format_percent(percent(student_acc, teacher_acc))  # the end-of-run table, from the last validation
+    table_row = next(line for line in result.stdout.splitlines() if line.startswith("held-out masked-LM accuracy"))
+    assert table_row.split()[-3:] == [f"{teacher_acc:.2f}", f"{student_acc:.2f}", share]
+    assert "2 steps in 0 min" in result.stdout
+    assert f"student written to {run_dir / 'student'}" in result.stdout
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 

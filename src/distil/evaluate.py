@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
+from distil.comparison_table import format_comparison, format_percent, percent
 from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
 from distil.evaluation.speed import measure_speed
 from distil.export import hf_model_path
@@ -121,31 +122,6 @@ def speed_devices(requested: Sequence[str]) -> list[torch.device]:
     if "cuda" in requested and not torch.cuda.is_available():
         log.info("no CUDA GPU present: timing on the CPU only")
     return [torch.device(d) for d in requested if d == "cpu" or torch.cuda.is_available()]
-
-
-def percent(student: float, teacher: float) -> float | None:
-    """The student's value as a percentage of the teacher's (None when the teacher's is 0)."""
-    return 100.0 * student / teacher if teacher else None
-
-
-def format_percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}%"
-
-
-def format_comparison(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Plain-text table: a header, a rule, then one row per quantity (label left-aligned, numbers right-aligned).
-
-    `distil.evaluate` and `distil.finetune` both print their comparisons with it: label | teacher | student |
-    student/teacher.
-    """
-    table = [tuple(header), *(tuple(row) for row in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [
-        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
-        for row in table
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
 
 
 def report_rows(report: dict) -> list[tuple[str, str, str, str]]:

@@ -33,10 +33,12 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from distil.comparison_table import format_comparison, format_percent, percent
 from distil.data.tokenization import check_tokenizer_matches
-from distil.evaluate import count_parameters, format_comparison, format_percent, percent
+from distil.evaluate import count_parameters
 from distil.evaluation.glue_tasks import Example, check_task_source, load_examples
 from distil.export import hf_model_path
+from distil.quiet import quiet_third_party_output
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="finetune")
 def main(cfg: DictConfig) -> dict:
+    quiet_third_party_output()
     out_dir = Path(cfg.out_dir)
     report = finetune(cfg, out_dir)
     path = out_dir / "finetune.json"

@@ -8,6 +8,7 @@ compared with the one the config builds before training, and the run's checkpoin
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distil.callbacks.run_config import RunConfigInCheckpoint
 from distil.checkpoint_io import AtomicCheckpointIO
+from distil.comparison_table import format_comparison, format_percent, percent
 from distil.config_checks import (
     check_distill_config,
     check_sequence_length,
@@ -28,6 +30,7 @@ from distil.config_checks import (
 from distil.distributed_launch import pinned_job
 from distil.modules.teacher import load_teacher_config
 from distil.output_dirs import replace_output_dir
+from distil.quiet import quiet_third_party_output
 from distil.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
 from distil.wandb_run import finished_wandb_run, log_run_config
 
@@ -75,6 +78,7 @@ def train(cfg: DictConfig) -> float | None:
 
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
+    log.info("%s", describe_models(teacher, student))
     check_resumed_student(ckpt_path, student.config.to_dict(), OmegaConf.to_container(cfg.student, resolve=True))
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
     trainer: pl.Trainer = instantiate(
@@ -83,32 +87,48 @@ def train(cfg: DictConfig) -> float | None:
     log_run_config(trainer.loggers, cfg)
 
     tidy_checkpoint_folder(checkpoint_dir, ckpt_path)
+    started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    output_dir = Path(cfg.paths.output_dir)
-    if trainer.is_global_zero:
-        export_student(module.student, datamodule.tokenizer, output_dir / "student")
-        log.info("student exported to %s", output_dir / "student")
+    student_dir = Path(cfg.paths.output_dir) / "student"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    summarize_held_out(metrics)
+    if trainer.is_global_zero:
+        export_student(module.student, datamodule.tokenizer, student_dir)
+        print(run_summary(metrics, trainer.global_step, time.perf_counter() - started, student_dir))
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 
 
-def summarize_held_out(metrics: dict[str, float]) -> None:
-    """Print the teacher's and the student's held-out masked-LM accuracy (from the last validation)."""
-    if "val/student_mlm_acc" not in metrics:
-        return
-    teacher_acc, student_acc = metrics["val/teacher_mlm_acc"], metrics["val/student_mlm_acc"]
-    print(
-        f"held-out masked-LM accuracy: teacher {teacher_acc:.4f}, student {student_acc:.4f} "
-        f"({100 * student_acc / max(teacher_acc, 1e-12):.1f}% of the teacher); "
-        f"perplexity: teacher {metrics['val/teacher_ppl']:.2f}, student {metrics['val/student_ppl']:.2f}; "
-        f"top-1 agreement {metrics['val/top1_agreement']:.4f}"
+def describe_models(teacher, student) -> str:
+    """One line: the teacher and the student, their parameters, and the teacher layers the student starts from."""
+    millions = [sum(p.numel() for p in model.parameters()) / 1e6 for model in (teacher, student)]
+    layers = student.config.distil_layer_map or "random initialisation"
+    return (
+        f"teacher {type(teacher).__name__} ({millions[0]:.1f}M parameters, {teacher.config.num_hidden_layers} layers, "
+        f"frozen) -> student {type(student).__name__} ({millions[1]:.1f}M, {student.config.num_hidden_layers} layers "
+        f"from teacher layers {layers})"
     )
+
+
+def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_dir: Path) -> str:
+    """The end-of-run table: teacher and student on the last validation, and where the student is."""
+    minutes, rest = divmod(round(seconds), 60)
+    footer = f"{steps} steps in {minutes} min {rest:02d} s; student written to {student_dir}"
+    if "val/student_mlm_acc" not in metrics:
+        return footer
+    rows = [
+        (label, f"{metrics[f'val/teacher_{key}'] * scale:.2f}", f"{metrics[f'val/student_{key}'] * scale:.2f}")
+        for label, key, scale in (("held-out masked-LM accuracy (%)", "mlm_acc", 100), ("perplexity", "ppl", 1))
+    ]
+    share = percent(metrics["val/student_mlm_acc"], metrics["val/teacher_mlm_acc"])
+    rows[0] += (format_percent(share),)
+    rows[1] += ("",)
+    rows.append(("top-1 agreement with the teacher (%)", "", f"{100 * metrics['val/top1_agreement']:.2f}", ""))
+    return format_comparison(rows, ("", "teacher", "student", "student/teacher")) + "\n" + footer
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_third_party_output()
     log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     with finished_wandb_run(), pinned_job():

@@ -70,14 +70,20 @@ def wandb_logger(
     mode = mode or default_mode()
     if mode not in WANDB_MODES:
         raise ValueError(f"logger.wandb.mode={mode} is not allowed: it must be one of {', '.join(WANDB_MODES)}")
-    return WandbLogger(
+    import wandb
+
+    logger = WandbLogger(
         save_dir=save_dir,
         mode=mode,
         group=group or multirun_group(),
         id=id or run_id_of(save_dir),
         resume="allow",
+        settings=wandb.Settings(quiet=True),  # no run history and summary at the end: distil.train prints its table
         **kwargs,
     )
+    # Lightning 2.6 always hands wandb.init `anonymous` (None unless set), which wandb 0.31 warns has no effect.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def log_run_config(loggers: list[Logger], cfg: DictConfig) -> None:

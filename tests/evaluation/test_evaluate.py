@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distil import evaluate as evaluate_module
+from distil.comparison_table import format_comparison
 from distil.evaluate import (
     evaluate,
-    format_comparison,
     report_rows,
     speed_devices,
     timed_forward,

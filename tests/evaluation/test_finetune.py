@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from transformers import AutoModelForSequenceClassification
 
-from distil.evaluate import format_comparison
+from distil.comparison_table import format_comparison
 from distil.evaluation.glue_tasks import check_task_source, read_tsv
 from distil.finetune import comparison_rows, finetune
 from tests.conftest import CONF_DIR

@@ -7,7 +7,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from distil.evaluate import format_comparison, report_rows
+from distil.comparison_table import format_comparison
+from distil.evaluate import report_rows
 from tests.evaluation.conftest import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore_run.ipynb"

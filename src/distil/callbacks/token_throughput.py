@@ -38,7 +38,7 @@ class TokenThroughput(pl.Callback):
         if len(self.stamps) > 1:
             (start, tokens_at_start), (now, tokens_now) = self.stamps[0], self.stamps[-1]
             rate = (tokens_now - tokens_at_start) / max(now - start, 1e-9)
-            pl_module.log("train/tokens_per_s", rate, on_step=True, on_epoch=False)
+            pl_module.log("train/tokens_per_s", rate, on_step=True, on_epoch=False, prog_bar=True)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stamps.clear()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -37,11 +36,6 @@ from distil.perf.step_speed import StepSpeed
 from distil.value_checks import is_number
 
 log = logging.getLogger(__name__)
-
-# The module finds its row index in `transfer_batch_to_device` while the data module keeps the stream position in
-# `on_before_batch_transfer`; Lightning warns about any module hook of that family once a data module is given,
-# although the two hooks do not overlap.
-warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
 
 
 class DistillationModule(pl.LightningModule):
@@ -193,8 +187,10 @@ class DistillationModule(pl.LightningModule):
 
     def training_step(self, batch: IndexedBatch, batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch.inputs, batch.rows)
-        self.log_dict({f"train/{'loss' if k == 'loss' else 'loss_' + k}": v for k, v in losses.items()})
-        return losses["loss"]
+        loss = losses.pop("loss")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/loss_{name}": value for name, value in losses.items()})
+        return loss
 
     def validation_step(self, batch: IndexedBatch, batch_idx: int) -> None:
         inputs, rows = batch

@@ -34,6 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import BertConfig, BertForMaskedLM
 
+from distil.quiet import quiet_third_party_output
+
 IGNORE_INDEX = -100
 CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 1000  # BERT-uncased ids; [unused*] and specials below 1000
 
@@ -269,6 +271,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../../../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
+    quiet_third_party_output()
     result = run_setting(cfg)
     line = json.dumps(result)
     print(line, flush=True)
