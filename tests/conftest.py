@@ -1,12 +1,18 @@
-"""Fixtures shared by all tests: tiny models built in memory, and the ../shared assets when present."""
+"""Fixtures and helpers shared by all tests: tiny models built in memory, the ../shared assets when present, and the
+one of each that every test uses: `compose_config` (Hydra configs), `tiny_run_overrides` (a tiny run of
+`distil.train`) and `run_cli` / `start_cli` (the commands in a subprocess, isolated from this machine's W&B setup)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from transformers import (
     AutoModelForMaskedLM,
     BertConfig,
@@ -18,6 +24,124 @@ from transformers import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"  # the Hydra config tree
+
+
+# One torch thread in the tests and in every command they start: their models are tiny (thread hand-offs cost more
+# than they save), and two processes each spinning two threads on two cores slow each other down many times over.
+torch.set_num_threads(1)
+MACHINE_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "DISTIL_RUN_DIR", "RANK", "SLURM_PROCID")
+
+
+def compose_config(config_name: str, *overrides: str, with_hydra: bool = False) -> DictConfig:
+    """The composed root config `config_name` of conf/ (train, evaluate, ...) with command-line style overrides (and
+    Hydra's own node with `with_hydra`)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def cli_env(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without `MACHINE_ENV` (no W&B key, mode or directory, no rank variables), W&B's
+    files under `home`, W&B offline, then `env`."""
+    isolated = {k: v for k, v in os.environ.items() if k not in MACHINE_ENV}
+    isolated.update(
+        NETRC=str(home / "no-netrc"),  # a missing file: no W&B login of the machine
+        WANDB_CONFIG_DIR=str(home / "wandb-config"),
+        WANDB_DATA_DIR=str(home / "wandb-data"),  # staged artifact files
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",  # see torch.set_num_threads above
+    )
+    return isolated | (env or {})
+
+
+def cli_command(home: Path, module: str, args: tuple[str, ...], command: list[str] | None) -> list[str]:
+    """`python -m <module> <args>` (or `command <args>`), with the run directories of Hydra under `home`."""
+    return [*(command or [sys.executable, "-m", module]), *args, f"++paths.log_dir={home / 'outputs'}"]
+
+
+def run_cli(
+    home: Path,
+    *args: str,
+    module: str = "distil.train",
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+    timeout: int = 300,
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module>` (default distil.train; or `command`) with Hydra overrides `args` from the repository
+    root, isolated from this machine's W&B setup (`cli_env`), to the end; output captured."""
+    return subprocess.run(
+        cli_command(home, module, args, command),
+        cwd=REPO_ROOT,
+        env=cli_env(home, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_cli(home: Path, *args: str, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `python -m distil.train` with overrides `args` in the background, as `run_cli` would; output to
+    `log_file`."""
+    with open(log_file, "w") as log:
+        return subprocess.Popen(
+            cli_command(home, "distil.train", args, None),
+            cwd=REPO_ROOT,
+            env=cli_env(home, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def tiny_data_overrides(corpus_dir: Path) -> list[str]:
+    """The data of every tiny run: the tiny corpus's .txt files, 4 rows of 32 tokens, no worker, 5 documents held out
+    per source, blocks of 8 documents."""
+    return [
+        "data=local_files",
+        f"data.sources.0.paths={corpus_dir}/*.txt",
+        "data.max_length=32",
+        "data.batch_size=4",
+        "data.val_batch_size=4",
+        "data.num_workers=0",
+        "data.val_documents=5",
+        "data.documents_per_block=8",
+    ]
+
+
+def tiny_run_overrides(
+    teacher_dir: Path, corpus_dir: Path, steps: int = 2, validate_every: int | None = None, checkpoint_every=None
+) -> list[str]:
+    """`distil.train` overrides of a tiny run: the tiny teacher and data, `steps` optimizer steps on the CPU, 2
+    validation batches every `validate_every` steps (default: once, at the end), checkpoints every `checkpoint_every`
+    steps (default: the config's), metrics every step, no progress bar. Callers add the logger."""
+    overrides = [
+        f"teacher.name_or_path={teacher_dir}",
+        *tiny_data_overrides(corpus_dir),
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={validate_every or steps}",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    if checkpoint_every is not None:
+        overrides.append(f"callbacks.model_checkpoint.every_n_train_steps={checkpoint_every}")
+    return overrides
+
+
+def assert_fill_mask_is_the_models_own(model_dir: Path, text: str) -> None:
+    """`pipeline("fill-mask")` on the folder returns the model's own top 5 at the mask of `text` (`{mask}` marks it):
+    the tokenizer and the weights in the folder belong together."""
+    from transformers import AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+    text = text.format(mask=tokenizer.mask_token)
+    inputs = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[inputs["input_ids"] == tokenizer.mask_token_id][0]
+    expected = torch.softmax(logits, dim=-1).topk(5)
+    predictions = pipeline("fill-mask", model=str(model_dir))(text)
+    assert [p["token"] for p in predictions] == expected.indices.tolist()
+    assert [p["score"] for p in predictions] == pytest.approx(expected.values.tolist(), rel=1e-4)
 
 
 def shared_assets_dir() -> Path:

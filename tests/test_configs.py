@@ -1,25 +1,19 @@
 """Every experiment composes, and the composed values are the documented ones."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from transformers import BertConfig, ModernBertConfig, RobertaConfig, XLMRobertaConfig
 
 from distil.config_checks import check_distill_config, check_sequence_length, check_student_config
 from distil.modules.distillation import DistillationModule
-from tests.conftest import CONF_DIR, masked_batch, tiny_masked_lm
+from tests.conftest import CONF_DIR, compose_config, masked_batch, tiny_masked_lm
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
-def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment):
-    cfg = compose_train(f"experiment={experiment}")
+    cfg = compose_config("train", f"experiment={experiment}")
     for group in ("teacher", "student", "distill", "data", "trainer"):
         assert "_target_" in cfg[group], group
 
@@ -34,7 +28,7 @@ PUBLISHED_TEACHERS = {  # the hub teachers' configs as published (nothing is dow
 
 @pytest.mark.parametrize("experiment", ["distilbert", "distilroberta", "distil_xlmr", "distil_modernbert"])
 def test_each_family_recipe_fits_its_teacher_and_keeps_the_published_tokens_per_step(experiment):
-    cfg = compose_train(f"experiment={experiment}")
+    cfg = compose_config("train", f"experiment={experiment}")
     teacher_config = PUBLISHED_TEACHERS[cfg.teacher.name_or_path]
     check_sequence_length(cfg.data.max_length, teacher_config)
     check_student_config(cfg, teacher_config)
@@ -49,7 +43,7 @@ def test_experiments_found():
 
 
 def test_an_extra_loss_term_in_the_config_reaches_the_objective():
-    cfg = compose_train("distill.alpha_mse=0")
+    cfg = compose_config("train", "distill.alpha_mse=0")
     cfg.distill.extra_terms = [
         {
             "_target_": "distil.modules.objective.LogitsTerm",
@@ -70,7 +64,7 @@ def test_an_extra_loss_term_in_the_config_reaches_the_objective():
 
 
 def test_the_default_config_instantiates_the_objects_with_its_values():
-    cfg = compose_train("distill.temperature=3", "distill.speed.vocab_chunk_rows=16")
+    cfg = compose_config("train", "distill.temperature=3", "distill.speed.vocab_chunk_rows=16")
     teacher = tiny_masked_lm()
     student = instantiate(cfg.student)(teacher=teacher)
     module = instantiate(cfg.distill)(teacher=teacher, student=student)

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, pipeline
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
 from distil.comparison_table import format_percent, percent
-from tests.conftest import CONF_DIR
-from tests.tiny_assets import tiny_train_overrides
-from tests.train_cli import run_train
-
-
-def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
-    return [*tiny_train_overrides(teacher_dir, corpus_dir), "trainer.val_check_interval=2", "logger=csv"]
+from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, run_cli, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
     run_dir = tmp_path_factory.mktemp("run")
-    result = run_train(
-        run_dir, f"hydra.run.dir={run_dir}", *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=2"
+    result = run_cli(
+        run_dir, f"hydra.run.dir={run_dir}", *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir), "logger=csv"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
@@ -65,9 +58,7 @@ def test_exported_student_loads_in_transformers_and_fill_mask(tiny_run, tiny_tea
         student.distilbert.transformer.layer[0].attention.q_lin.weight,
         teacher.bert.encoder.layer[0].attention.self.query.weight,
     )
-    fill_mask = pipeline("fill-mask", model=str(run_dir / "student"), tokenizer=str(run_dir / "student"))
-    predictions = fill_mask("the king opened the [MASK].")
-    assert len(predictions) == 5 and all(0.0 <= p["score"] <= 1.0 for p in predictions)
+    assert_fill_mask_is_the_models_own(run_dir / "student", "the king opened the {mask}.")
 
 
 def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
@@ -76,8 +67,8 @@ def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, t
         BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     ).save_pretrained(mismatched)
     AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(mismatched)
-    overrides = tiny_overrides(mismatched, tiny_corpus_dir)
-    result = run_train(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", *overrides, "trainer.max_steps=2")
+    overrides = [*tiny_run_overrides(mismatched, tiny_corpus_dir), "logger=csv"]
+    result = run_cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", *overrides)
     assert result.returncode != 0
     assert f"has 128 tokens but the teacher teacher.name_or_path={str(mismatched)!r} has 100 token embeddings" in (
         result.stderr
@@ -94,7 +85,7 @@ def test_vocabulary_mismatch_fails_before_training(tmp_path, tiny_teacher_dir, t
     ],
 )
 def test_bad_distill_value_fails_before_anything_is_loaded(tmp_path, override, message):
-    result = run_train(tmp_path, override, "teacher.name_or_path=/nonexistent")
+    result = run_cli(tmp_path, override, "teacher.name_or_path=/nonexistent")
     assert result.returncode != 0
     assert message in result.stderr
     assert "could not load the teacher" not in result.stderr  # the value is checked before the teacher
@@ -102,7 +93,7 @@ def test_bad_distill_value_fails_before_anything_is_loaded(tmp_path, override, m
 
 def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
     env = {"DISTIL_SHARED": str(tmp_path / "absent"), "HF_HUB_OFFLINE": "1"}
-    result = run_train(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    result = run_cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert result.returncode != 0
     assert "teacher.name_or_path='google/bert_uncased_L-12_H-256_A-4'" in result.stderr  # the public fallback
     assert "set DISTIL_SHARED to the shared assets folder" in result.stderr
@@ -111,7 +102,7 @@ def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
 
 @pytest.mark.shared
 def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
-    result = run_train(
+    result = run_cli(
         tmp_path,
         f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.shared_dir={shared_dir}",
@@ -129,14 +120,11 @@ def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
 
 def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_dir, tiny_corpus_dir, tmp_path):
     """What a Hydra sweeper (Optuna, hparams_search=...) receives from each job: the metric's last logged value."""
-    from hydra import compose, initialize_config_dir
-
     from distil.train import train
 
-    overrides = [*tiny_overrides(tiny_teacher_dir, tiny_corpus_dir), "trainer.max_steps=4"]
+    overrides = [*tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 4, validate_every=2), "logger=csv"]
     overrides += [f"paths.output_dir={tmp_path}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, "optimized_metric=val/student_mlm_loss"])
+    cfg = compose_config("train", *overrides, "optimized_metric=val/student_mlm_loss")
 
     value = train(cfg)
 

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from distil.data.shards import read_metadata
 from distil.prepare import prepare
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_config
 
 
 def demo_data_config(shared_dir: Path):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["experiment=demo", f"paths.shared_dir={shared_dir}"])
+    return compose_config("train", f"paths.shared_dir={shared_dir}")
 
 
 @pytest.mark.shared

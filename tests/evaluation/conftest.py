@@ -6,44 +6,21 @@ hub (tests marked `shared` use ../shared and skip without it).
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
-from tests.conftest import CONF_DIR, REPO_ROOT, tiny_config
+from tests.conftest import run_cli, tiny_config, tiny_data_overrides, tiny_run_overrides
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "was", "he", "she", "it", "they", "with"]
 POSITIVE = ["loved great", "great light", "loved the queen"]  # every positive sentence holds one of these
 NEGATIVE = ["feared dark", "dark night", "feared the sea"]  # every negative sentence holds one of these
-
-
-def compose_config(config_name: str, *overrides: str):
-    """The composed root config `config_name` of conf/ with command-line style overrides."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
-
-
-def run_module(module: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m <module> <overrides>` from the repository root; output captured."""
-    env = dict(os.environ, WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
 
 
 def fresh_bert(num_layers: int = 2, seed: int = 0) -> BertForMaskedLM:
@@ -116,34 +93,12 @@ def sentiment_task_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def tiny_data_overrides(corpus_dir: Path) -> list[str]:
-    """Hydra overrides selecting the tiny local corpus with short rows (for evaluate and train)."""
-    return [
-        "data=local_files",
-        f"data.sources.0.paths={corpus_dir}/*.txt",
-        "data.max_length=32",
-        "data.num_workers=0",
-        "data.val_documents=10",
-        "data.val_batch_size=8",
-    ]
-
-
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir) -> Path:
     """A real `python -m distil.train` run directory: 4 steps on the tiny teacher and corpus, validated twice."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    result = run_module(
-        "distil.train",
-        f"hydra.run.dir={run_dir}",
-        f"teacher.name_or_path={tiny_teacher_dir}",
-        *tiny_data_overrides(tiny_corpus_dir),
-        "data.batch_size=4",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=1",
-        "logger=csv",
-    )
+    overrides = tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 4, validate_every=2)
+    result = run_cli(run_dir.parent / f"{run_dir.name}.home", f"hydra.run.dir={run_dir}", *overrides, "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -159,13 +114,14 @@ FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4
 @pytest.fixture(scope="session")
 def evaluated_tiny_run(tiny_run_dir, tiny_teacher_dir, tiny_corpus_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """(tiny run dir, the finished `python -m distil.evaluate` of its last.ckpt into <run>/evaluate)."""
-    result = run_module(
-        "distil.evaluate",
+    result = run_cli(
+        tiny_run_dir.parent / f"{tiny_run_dir.name}.home",
         f"student_model={tiny_run_dir}/checkpoints/last.ckpt",
         f"teacher_model={tiny_teacher_dir}",
         f"hydra.run.dir={tiny_run_dir}/evaluate",
         *tiny_data_overrides(tiny_corpus_dir),
         *FAST_SPEED,
+        module="distil.evaluate",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tiny_run_dir, result

@@ -17,7 +17,8 @@ from distil.evaluate import (
     timed_forward,
 )
 from distil.modules.student import build_student
-from tests.evaluation.conftest import FAST_SPEED, compose_config, save_with_tokenizer, tiny_data_overrides
+from tests.conftest import compose_config, tiny_data_overrides
+from tests.evaluation.conftest import FAST_SPEED, save_with_tokenizer
 
 
 def evaluate_config(tmp_path, student, teacher, corpus_dir, *extra):

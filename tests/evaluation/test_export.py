@@ -6,13 +6,12 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from distil.checkpoint_io import CheckpointError
 from distil.export import export_checkpoint, hf_model_path, onnx_max_abs_diff, read_checkpoint
 from distil.output_dirs import MARKER_FILE
-from tests.conftest import masked_batch
-from tests.evaluation.conftest import run_module
+from tests.conftest import assert_fill_mask_is_the_models_own, masked_batch, run_cli
 from tests.reliability.runs import file_digests
 from tests.tiny_assets import VOCAB_SIZE
 
@@ -33,8 +32,7 @@ def test_exported_directory_reproduces_the_checkpoint_student(tmp_path, student_
     assert torch.equal(logits(loaded, batch), logits(student, batch))
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")  # the teacher's, named by the checkpoint's run config
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(fresh_teacher_dir).get_vocab()
-    predictions = pipeline("fill-mask", model=str(tmp_path / "hf"))("the king opened the [MASK] .")
-    assert len(predictions) == 5 and sum(p["score"] for p in predictions) <= 1.0
+    assert_fill_mask_is_the_models_own(tmp_path / "hf", "the king opened the {mask} .")
 
 
 def test_float16_export_halves_the_weights_on_disk(tmp_path, student_checkpoint):
@@ -97,7 +95,9 @@ def test_model_paths_resolve_or_fail_with_the_key(tmp_path, fresh_teacher_dir, s
 def test_onnx_export_matches_pytorch_and_the_check_can_fail(tmp_path, student_checkpoint, fresh_teacher_dir):
     ckpt, student = student_checkpoint
     out = tmp_path / "hf"
-    result = run_module("distil.export", f"ckpt={ckpt}", f"out={out}", "onnx=true", f"hydra.run.dir={tmp_path}/log")
+    result = run_cli(
+        tmp_path, f"ckpt={ckpt}", f"out={out}", "onnx=true", f"hydra.run.dir={tmp_path}/log", module="distil.export"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max |onnx - pytorch| logit difference" in result.stdout
     import onnxruntime

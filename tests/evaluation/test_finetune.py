@@ -10,21 +10,21 @@ from transformers import AutoModelForSequenceClassification
 from distil.comparison_table import format_comparison
 from distil.evaluation.glue_tasks import check_task_source, read_tsv
 from distil.finetune import comparison_rows, finetune
-from tests.conftest import CONF_DIR
-from tests.evaluation.conftest import compose_config, run_module
+from tests.conftest import CONF_DIR, compose_config, run_cli
 
 QUICK = ["trainer.max_epochs=10", "learning_rate=1e-3", "batch_size=8", "+trainer.enable_progress_bar=false"]
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
 
 
 def test_cli_learns_a_separable_task_and_writes_its_dev_accuracy(tmp_path, fresh_teacher_dir, sentiment_task_dir):
-    result = run_module(
-        "distil.finetune",
+    result = run_cli(
+        tmp_path,
         "task=sst2",
         f"task.source={sentiment_task_dir}",
         f"model={fresh_teacher_dir}",
         f"hydra.run.dir={tmp_path}",
         *QUICK,
+        module="distil.finetune",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "finetune.json").read_text())

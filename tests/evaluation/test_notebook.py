@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 from distil.comparison_table import format_comparison
 from distil.evaluate import report_rows
-from tests.evaluation.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore_run.ipynb"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers import AutoConfig, AutoModelForMaskedLM
 
 from distil.evaluate import evaluate
 from distil.export import export_checkpoint
-from tests.evaluation.conftest import FAST_SPEED, compose_config, tiny_data_overrides
+from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, tiny_data_overrides
+from tests.evaluation.conftest import FAST_SPEED
 from tests.reliability.runs import MAX_STEPS, run_in_dir, start_in_dir, tiny_overrides, train_losses
 from tests.tiny_assets import write_tiny_teacher
 
@@ -55,10 +56,7 @@ def test_the_student_is_of_the_teachers_family_at_half_depth_and_fills_masks(fam
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     for name, tensor in student.state_dict().items():
         assert torch.equal(tensor, checkpoint["state_dict"][f"student.{name}"]), name
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
-    fill_mask = pipeline("fill-mask", model=str(run_dir / "student"))
-    predictions = fill_mask(f"the king opened the {tokenizer.mask_token}.")
-    assert len(predictions) == 5 and all(0.0 <= p["score"] <= 1.0 for p in predictions)
+    assert_fill_mask_is_the_models_own(run_dir / "student", "the king opened the {mask}.")
 
 
 @pytest.mark.parametrize("family_run", ["roberta"], indirect=True)

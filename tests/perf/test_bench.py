@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from transformers import BertConfig
 
 from distil.perf.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting
-from tests.conftest import CONF_DIR, REPO_ROOT
+from tests.conftest import REPO_ROOT, compose_config
 
 TINY = [
     "bench_model=tiny",
@@ -24,8 +23,7 @@ TINY = [
 
 
 def bench_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="bench", overrides=overrides)
+    return compose_config("bench", *overrides)
 
 
 def test_bert_base_flops_per_token_match_the_issue():

@@ -7,8 +7,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.tiny_assets import tiny_train_overrides
-from tests.train_cli import run_train, start_train
+from tests.conftest import run_cli, start_cli, tiny_run_overrides
 
 MAX_STEPS = 16  # optimizer steps of every end-to-end run (tiny model: about 0.1 s each on 2 CPU cores)
 CHECKPOINT_EVERY = 4  # periodic checkpoint interval (steps)
@@ -16,24 +15,17 @@ CHECKPOINT_EVERY = 4  # periodic checkpoint interval (steps)
 
 def tiny_overrides(teacher_dir: Path, corpus_dir: Path) -> list[str]:
     """A 2-layer student of the tiny teacher on the tiny corpus, fp32 on CPU, validation every 3 steps."""
-    return [
-        "experiment=demo",
-        *tiny_train_overrides(teacher_dir, corpus_dir),
-        f"trainer.max_steps={MAX_STEPS}",
-        "trainer.val_check_interval=3",
-        "logger=csv",
-        f"callbacks.model_checkpoint.every_n_train_steps={CHECKPOINT_EVERY}",
-    ]
+    return [*tiny_run_overrides(teacher_dir, corpus_dir, MAX_STEPS, 3, CHECKPOINT_EVERY), "logger=csv"]
 
 
 def run_in_dir(run_dir: Path, overrides: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """Run `python -m distil.train` in `run_dir` to completion (or failure) and return its result."""
-    return run_train(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, env=env, timeout=timeout)
+    return run_cli(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, env=env, timeout=timeout)
 
 
 def start_in_dir(run_dir: Path, overrides: list[str], log_file: Path) -> subprocess.Popen:
     """Start `python -m distil.train` in `run_dir` in the background, stdout and stderr to `log_file`."""
-    return start_train(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, log_file=log_file)
+    return start_cli(home_of(run_dir), f"hydra.run.dir={run_dir}", *overrides, log_file=log_file)
 
 
 def home_of(run_dir: Path) -> Path:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
 from distil import config_checks
 from distil.modules import teacher as teacher_module
 from distil.train import train
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_config, tiny_data_overrides
 
 # (overrides, phrases the error must contain); the tiny teacher has 4 layers and 64 positions
 BAD_CONFIGS = [
@@ -58,20 +57,14 @@ BAD_CONFIGS = [
 
 
 def compose_tiny(teacher_dir: Path, corpus_dir: Path, output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                "experiment=demo",
-                f"teacher.name_or_path={teacher_dir}",
-                "data=local_files",
-                f"data.sources.0.paths={corpus_dir}/*.txt",
-                "data.max_length=32",
-                "logger=csv",
-                f"paths.output_dir={output_dir}",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        "train",
+        f"teacher.name_or_path={teacher_dir}",
+        *tiny_data_overrides(corpus_dir),
+        "logger=csv",
+        f"paths.output_dir={output_dir}",
+        *overrides,
+    )
 
 
 @pytest.fixture

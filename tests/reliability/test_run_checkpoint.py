@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from distil.checkpoint_io import peek_checkpoint
 from distil.resume import tidy_checkpoint_folder
-from tests.evaluation.conftest import compose_config
+from tests.conftest import compose_config
 from tests.reliability.toy import ToyRegression, toy_loader, toy_trainer
 
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import run_cli, tiny_run_overrides
 from tests.scaling import wandb_files
-from tests.scaling.tiny_cli import tiny_overrides
-from tests.train_cli import run_train
 
 FAKE_API_KEY = "distil-test-" + "0123456789abcdef" * 2  # 44 characters, never sent anywhere: the run is offline
 
@@ -24,10 +23,10 @@ def files_containing(root, text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
     tmp_path = tmp_path_factory.mktemp("ddp")
-    result = run_train(
+    result = run_cli(
         tmp_path,
         "trainer=ddp_cpu",
-        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=3),
+        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 3),
         "logger=csv_wandb",
         "logger.wandb.mode=offline",  # an API key is set below, which would otherwise mean online
         "logger.wandb.log_model=true",  # the last checkpoint as an artifact (staged offline, uploaded by wandb sync)
@@ -75,12 +74,12 @@ def test_only_rank_zero_logs_to_wandb_with_the_checkpoint_and_the_key_is_written
 
 def test_multirun_of_ddp_jobs_runs_each_job_once(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
     sweep_dir = tmp_path / "sweep"
-    result = run_train(
+    result = run_cli(
         tmp_path,
         "-m",
         "distill.temperature=1.0,4.0",
         "trainer=ddp_cpu",
-        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir),
+        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir),
         "logger=csv",
         f"hydra.sweep.dir={sweep_dir}",
     )

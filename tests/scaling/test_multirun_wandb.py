@@ -8,9 +8,8 @@ import csv
 import pytest
 import yaml
 
+from tests.conftest import run_cli, tiny_run_overrides
 from tests.scaling import wandb_files
-from tests.scaling.tiny_cli import tiny_overrides
-from tests.train_cli import run_train
 
 TEMPERATURES = (1.0, 4.0)
 
@@ -19,11 +18,11 @@ TEMPERATURES = (1.0, 4.0)
 def multirun(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir):
     tmp_path = tmp_path_factory.mktemp("multirun")
     sweep_dir = tmp_path / "sweep"
-    result = run_train(
+    result = run_cli(
         tmp_path,
         "-m",
         f"distill.temperature={','.join(map(str, TEMPERATURES))}",
-        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir),
+        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir),
         "logger=csv_wandb",
         f"hydra.sweep.dir={sweep_dir}",
     )

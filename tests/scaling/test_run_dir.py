@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from tests.conftest import CONF_DIR
-from tests.train_cli import run_train
+from tests.conftest import compose_config, run_cli
 
 
 def composed_run_dir() -> str:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["paths.log_dir=/logs"], return_hydra_config=True)
+    cfg = compose_config("train", "paths.log_dir=/logs", with_hydra=True)
     return cfg.hydra.run.dir
 
 
@@ -29,7 +25,7 @@ def test_run_dir_without_distil_run_dir_is_named_by_the_clock(monkeypatch):
 
 
 def test_rank_one_without_a_shared_run_dir_stops(tmp_path):
-    result = run_train(tmp_path, "teacher.name_or_path=/nonexistent", env={"RANK": "1"})
+    result = run_cli(tmp_path, "teacher.name_or_path=/nonexistent", env={"RANK": "1"})
     assert result.returncode != 0
     assert "this process has RANK=1 but its run directory" in result.stderr
     assert "set DISTIL_RUN_DIR (or hydra.run.dir) to the same path in every process" in result.stderr
@@ -37,7 +33,7 @@ def test_rank_one_without_a_shared_run_dir_stops(tmp_path):
 
 def test_rank_one_with_distil_run_dir_uses_it(tmp_path):
     shared = tmp_path / "shared_run"
-    result = run_train(tmp_path, "teacher.name_or_path=/nonexistent", env={"RANK": "1", "DISTIL_RUN_DIR": str(shared)})
+    result = run_cli(tmp_path, "teacher.name_or_path=/nonexistent", env={"RANK": "1", "DISTIL_RUN_DIR": str(shared)})
     assert "this process has RANK=1" not in result.stderr  # the check passed; the missing teacher stops the run
     assert result.returncode != 0 and (shared / "train.log").is_file()
     assert f"run directory: {shared}" in (shared / "train.log").read_text()

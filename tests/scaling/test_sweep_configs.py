@@ -8,20 +8,12 @@ import importlib.util
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from tests.conftest import CONF_DIR
-from tests.scaling.tiny_cli import tiny_overrides
-from tests.train_cli import run_train
+from tests.conftest import CONF_DIR, compose_config, run_cli, tiny_run_overrides
 
 SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
-
-
-def compose_train(*overrides: str, hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def sample_value(spec: dict):
@@ -40,10 +32,6 @@ def render_agent_command(sweep: dict, values: dict) -> list[str]:
     return command
 
 
-def test_sweep_files_found():
-    assert {p.stem for p in SWEEPS} >= {"distill_bayes", "temperature_grid"}
-
-
 @pytest.mark.parametrize("sweep_file", SWEEPS, ids=lambda p: p.stem)
 def test_wandb_sweep_command_composes_with_the_sampled_values(sweep_file):
     sweep = yaml.safe_load(sweep_file.read_text())
@@ -52,7 +40,7 @@ def test_wandb_sweep_command_composes_with_the_sampled_values(sweep_file):
     assert command[:4] == ["/usr/bin/env", "python", "-m", "distil.train"]
     overrides = command[4:]
     assert overrides[-len(values) :] == [f"{name}={value}" for name, value in values.items()]
-    cfg = compose_train(*overrides)
+    cfg = compose_config("train", *overrides)
     for name, value in values.items():
         assert OmegaConf.select(cfg, name) == pytest.approx(value), name
     assert set(cfg.logger) == {"csv", "wandb"}
@@ -63,12 +51,12 @@ def test_bayes_sweep_renders_exact_overrides():
     sweep = yaml.safe_load((CONF_DIR / "sweeps" / "distill_bayes.yaml").read_text())
     command = render_agent_command(sweep, {"distill.temperature": 3.5, "distill.optimizer.lr": 0.0002})
     assert command[4:] == ["logger=csv_wandb", "distill.temperature=3.5", "distill.optimizer.lr=0.0002"]
-    cfg = compose_train(*command[4:])
+    cfg = compose_config("train", *command[4:])
     assert cfg.distill.temperature == 3.5 and cfg.distill.optimizer.lr == 2e-4
 
 
 def test_grid_search_space_names_existing_keys():
-    cfg = compose_train("hparams_search=distill_grid", hydra_config=True)
+    cfg = compose_config("train", "hparams_search=distill_grid", with_hydra=True)
     params = cfg.hydra.sweeper.params
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
     assert {name: str(values) for name, values in params.items()} == {
@@ -89,7 +77,7 @@ NEEDS_OPTUNA_PLUGIN = pytest.mark.skipif(
 
 @NEEDS_OPTUNA_PLUGIN
 def test_optuna_search_space_names_existing_keys():
-    cfg = compose_train("hparams_search=distill_optuna", hydra_config=True)
+    cfg = compose_config("train", "hparams_search=distill_optuna", with_hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.n_trials == 24
     assert set(sweeper.params) == {
@@ -107,7 +95,7 @@ def test_optuna_search_space_names_existing_keys():
 def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
     """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one."""
     sweep_dir = tmp_path / "sweep"
-    result = run_train(
+    result = run_cli(
         tmp_path,
         "-m",
         "hparams_search=distill_optuna",
@@ -115,7 +103,7 @@ def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_pa
         "hydra.sweeper.sampler.n_startup_trials=2",
         "hydra.sweeper.direction=minimize",
         "optimized_metric=val/student_mlm_loss",
-        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir, steps=2),
+        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 2),
         "logger=csv",
         f"hydra.sweep.dir={sweep_dir}",
     )
@@ -134,35 +122,28 @@ def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_pa
 
 
 def test_slurm_launcher_is_sized_by_the_trainer():
-    cfg = compose_train("hydra/launcher=slurm", "trainer=ddp_multinode", "trainer.num_nodes=4", hydra_config=True)
+    cfg = compose_config(
+        "train", "hydra/launcher=slurm", "trainer=ddp_multinode", "trainer.num_nodes=4", with_hydra=True
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
 
 
-@pytest.mark.parametrize(
-    ("trainer", "accelerator", "devices", "num_nodes", "precision"),
-    [
-        ("gpu", "gpu", 1, 1, "bf16-mixed"),
-        ("ddp", "gpu", 8, 1, "bf16-mixed"),
-        ("ddp_multinode", "gpu", 8, 2, "bf16-mixed"),
-        ("ddp_cpu", "cpu", 2, 1, "32-true"),
-    ],
-)
-def test_trainer_configs(trainer, accelerator, devices, num_nodes, precision):
-    cfg = compose_train(f"trainer={trainer}")
-    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.precision) == (
-        accelerator,
-        devices,
-        num_nodes,
-        precision,
-    )
-    if devices * num_nodes > 1:
+TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml") if p.stem != "default")
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_trainer_with_several_processes_shards_the_data_itself(trainer):
+    """The data module splits the stream over (rank, worker) slots itself: a config with several processes must run
+    DDP without Lightning's distributed sampler (which would shard an already sharded stream)."""
+    cfg = compose_config("train", f"trainer={trainer}")
+    if cfg.trainer.devices * cfg.trainer.num_nodes > 1:
         assert cfg.trainer.strategy == "ddp" and cfg.trainer.use_distributed_sampler is False
 
 
 def test_global_batch_of_the_paper_run_on_two_nodes():
     """32 sequences x 8 GPUs x 2 nodes x 8 accumulated micro-batches = the paper's 4096 (ddp.yaml's rule)."""
-    cfg = compose_train("experiment=distilbert", "trainer=ddp_multinode", "trainer.accumulate_grad_batches=8")
+    cfg = compose_config("train", "experiment=distilbert", "trainer=ddp_multinode", "trainer.accumulate_grad_batches=8")
     t = cfg.trainer
     assert cfg.data.batch_size * t.devices * t.num_nodes * t.accumulate_grad_batches == 4096

@@ -8,9 +8,7 @@ import sys
 
 import torch
 
-from tests.conftest import REPO_ROOT
-from tests.scaling.tiny_cli import tiny_overrides
-from tests.train_cli import run_train
+from tests.conftest import REPO_ROOT, run_cli, tiny_run_overrides
 
 
 def free_port() -> int:
@@ -22,10 +20,10 @@ def free_port() -> int:
 def test_torchrun_processes_share_the_run_directory(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
     run_dir = tmp_path / "shared_run"
     env = {"NPROC": "2", "PYTHON": sys.executable, "MASTER_PORT": str(free_port()), "DISTIL_RUN_DIR": str(run_dir)}
-    result = run_train(
+    result = run_cli(
         tmp_path,
         "trainer=ddp_cpu",
-        *tiny_overrides(tiny_teacher_dir, tiny_corpus_dir),
+        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir),
         "logger=csv",
         env=env,
         command=["bash", str(REPO_ROOT / "scripts" / "torchrun.sh")],
