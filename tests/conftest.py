@@ -144,6 +144,21 @@ def assert_fill_mask_is_the_models_own(model_dir: Path, text: str) -> None:
     assert [p["score"] for p in predictions] == pytest.approx(expected.values.tolist(), rel=1e-4)
 
 
+LONG_RUNNING_FIRST = ("reliability", "scaling", "families", "evaluation", "test_train.py")  # end-to-end runs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files of end-to-end runs first (in this order), the unit tests after them: run in parallel (the README's
+    `-n auto --dist loadfile`), the short files then fill the gaps at the end instead of a long file running alone.
+    The sort is stable, so a file's tests keep their order (and their module fixtures)."""
+
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.relative_to(REPO_ROOT / "tests").parts
+        return next((i for i, name in enumerate(LONG_RUNNING_FIRST) if name == parts[0]), len(LONG_RUNNING_FIRST))
+
+    items.sort(key=rank)
+
+
 def shared_assets_dir() -> Path:
     return Path(os.environ.get("DISTIL_SHARED", REPO_ROOT.parent / "shared"))
 
