@@ -111,6 +111,7 @@ class DistillationModule(pl.LightningModule):
         self.logits_objective = speed.compiled(
             functools.partial(weighted_logits_loss, self.logits_terms), dynamic=False
         )
+        self.chunked_logits_loss = speed.chunked(self.logits_objective)  # None: all logits at once
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
         self.val_student = MaskedLMMetrics()
@@ -168,9 +169,8 @@ class DistillationModule(pl.LightningModule):
             with torch.no_grad():
                 teacher_features = self.teacher_parts.head_features(teacher_hidden)
         student_features = self.student_parts.head_features(student_hidden)
-        if self.speed.vocab_chunk_rows is not None:
-            return self.speed.chunked_logits_loss(
-                self.logits_objective,
+        if self.chunked_logits_loss is not None:
+            return self.chunked_logits_loss(
                 student_features,
                 self.student_parts.output_projection(),
                 teacher_features,

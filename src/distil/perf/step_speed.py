@@ -8,6 +8,7 @@ is an optimizer setting (`distill.optimizer.fused`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,24 +55,10 @@ class StepSpeed:
         """`function`, compiled when `compile` is set (`options` go to `torch.compile`)."""
         return torch.compile(function, **options) if self.compile else function
 
-    def chunked_logits_loss(
-        self,
-        objective: ChunkObjective,
-        student_features: torch.Tensor,
-        student_projection: tuple[torch.Tensor, torch.Tensor],
-        teacher_features: torch.Tensor | None,
-        teacher_projection: tuple[torch.Tensor, torch.Tensor],
-        labels: torch.Tensor,
-        masked_rows: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective over all rows, `vocab_chunk_rows` at a time (see `chunked_logits_loss`)."""
-        return chunked_logits_loss(
-            student_features,
-            student_projection,
-            teacher_features,
-            teacher_projection,
-            labels,
-            masked_rows,
-            self.vocab_chunk_rows,
-            objective,
-        )
+    def chunked(self, objective: ChunkObjective) -> Callable | None:
+        """`(student_features, student_projection, teacher_features, teacher_projection, labels, masked_rows) ->
+        (total, contributions)`: the objective over all rows, `vocab_chunk_rows` at a time (`chunked_logits_loss`);
+        None when the logits are computed all at once."""
+        if self.vocab_chunk_rows is None:
+            return None
+        return functools.partial(chunked_logits_loss, chunk_rows=self.vocab_chunk_rows, objective=objective)
