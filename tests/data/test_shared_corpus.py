@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from distil.data.shards import read_metadata
@@ -40,6 +41,26 @@ def test_demo_config_reads_the_shared_corpus_into_full_masked_rows(shared_dir):
     assert "@ - @" in text  # WikiText markup: the Wikipedia source is in the mix
     assert "< unk >" not in text  # its <unk> markers became [UNK] instead of four maskable pieces
     assert "the" in text.split()
+
+
+def unseen_text_data_config(shared_dir: Path, tokenizer: Path):
+    overrides = ("data=unseen_text", f"paths.shared_dir={shared_dir}", "student_model=x", f"teacher_model={tokenizer}")
+    return compose_config("evaluate", *overrides).data
+
+
+@pytest.mark.shared
+def test_unseen_text_is_every_squad_dev_paragraph_and_conll_test_document(shared_dir):
+    datamodule = instantiate(unseen_text_data_config(shared_dir, shared_dir / "models" / "bert-teacher-12x256"))
+    documents = list(datamodule.corpus().validation_documents())
+    assert len(documents) == 2067 + 231  # SQuAD v1.1 dev paragraphs + CoNLL-2003 eng.testb documents (NOTES.md)
+    assert sum(d.startswith("Super Bowl 50 was an American football game") for d in documents) == 1
+    assert sum(d.startswith("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n") for d in documents) == 1
+    assert sum(len(d.split()) for d in documents if "\n" in d) >= 46_435 - 2067  # CoNLL's words, a space apart
+
+
+def test_unseen_text_without_the_shared_files_names_the_missing_file(tmp_path, tiny_teacher_dir):
+    with pytest.raises(InstantiationException, match=rf"no file matches '{tmp_path}/data/qa/squad-v1.1/dev-v1.1.json'"):
+        instantiate(unseen_text_data_config(tmp_path, tiny_teacher_dir))  # Hydra wraps the constructor's error
 
 
 @pytest.mark.shared

@@ -96,6 +96,56 @@ def test_missing_and_unsupported_files_are_errors_naming_them(tmp_path):
         LocalFiles("x.txt", weight=0)
 
 
+SQUAD = {
+    "version": "1.1",
+    "data": [
+        {"title": "A", "paragraphs": [{"context": "First paragraph.", "qas": []}, {"context": "Second one."}]},
+        {"title": "B", "paragraphs": [{"context": "Third, of article B.", "qas": [{"question": "q?"}]}]},
+    ],
+}
+CONLL = """-DOCSTART- -X- -X- O
+
+SOCCER NN I-NP O
+- : O O
+JAPAN NNP I-NP I-LOC
+WIN NNP I-NP O
+. . O O
+
+Nadim NNP I-NP I-PER
+Ladki NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+EU NNP I-NP I-ORG
+rejects VBZ I-VP O
+"""
+
+
+def test_squad_paragraphs_and_conll_documents_are_read_when_the_format_is_named(tmp_path):
+    (tmp_path / "dev.json").write_text(json.dumps(SQUAD), encoding="utf-8")
+    (tmp_path / "eng.testb").write_text(CONLL, encoding="utf-8")
+    squad = LocalFiles(str(tmp_path / "dev.json"), format="squad")
+    assert list(squad.documents()) == ["First paragraph.", "Second one.", "Third, of article B."]
+    conll = LocalFiles(str(tmp_path / "eng.testb"), format="conll")
+    assert list(conll.documents()) == ["SOCCER - JAPAN WIN .\nNadim Ladki", "EU rejects"]
+    with pytest.raises(ValueError, match=r"eng.testb has an unsupported type.*format \(one of \['text'"):
+        LocalFiles(str(tmp_path / "eng.testb")).check()  # no telling extension: the format must be named
+    with pytest.raises(ValueError, match=r"source dev format='squad2'; allowed: null \(by file name\) or one of"):
+        LocalFiles(str(tmp_path / "dev.json"), format="squad2", name="dev")
+
+
+def test_a_file_that_is_not_squad_json_is_an_error_naming_the_file_and_the_layout(tmp_path):
+    (tmp_path / "flat.json").write_text(json.dumps({"paragraphs": []}), encoding="utf-8")
+    (tmp_path / "no_context.json").write_text(json.dumps({"data": [{"paragraphs": [{"text": "x"}]}]}))
+    (tmp_path / "broken.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"flat.json has no top-level list 'data'; format=squad reads SQuAD's"):
+        list(LocalFiles(str(tmp_path / "flat.json"), format="squad").documents())
+    with pytest.raises(ValueError, match=r"no_context.json: data\[0\].paragraphs\[0\] has no text 'context'"):
+        list(LocalFiles(str(tmp_path / "no_context.json"), format="squad").documents())
+    with pytest.raises(ValueError, match=r"broken.json is not valid JSON"):
+        list(LocalFiles(str(tmp_path / "broken.json"), format="squad").documents())
+
+
 def test_hub_dataset_streams_records_and_joins_them_into_documents(tmp_path):
     path = write_jsonl(tmp_path / "sentences.jsonl", [{"text": f"sentence {i}."} for i in range(7)])
     source = HubDataset("json", data_files=str(path), records_per_document=3)

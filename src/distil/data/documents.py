@@ -1,8 +1,11 @@
 """Local text files -> documents (strings).
 
-Formats, chosen by file name: `.txt` (documents separated by one or more blank lines), `.jsonl` (one JSON object
-per line, the document in `text_field`), `.parquet` (the document in column `text_field`); each may end in `.gz`
-(gzip) except parquet, which compresses internally.
+Formats, chosen by file name unless given: `text` (`.txt`: documents separated by one or more blank lines), `jsonl`
+(`.jsonl`: one JSON object per line, the document in `text_field`), `parquet` (`.parquet`: the document in column
+`text_field`); each may end in `.gz` (gzip) except parquet, which compresses internally. Two formats are only used
+when named, since their files have no telling extension: `squad` (SQuAD's JSON, each paragraph's `context` a document)
+and `conll` (CoNLL-2003 columns: the first column is the word, a blank line ends a sentence, `-DOCSTART-` starts a
+document; a document's sentences are lines of words joined by spaces).
 """
 
 from __future__ import annotations
@@ -21,11 +24,28 @@ TEXT_SUFFIXES = (".txt", ".txt.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
 ALLOWED_SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+FORMATS = ("text", "jsonl", "parquet", "squad", "conll")  # `format` of a source; None = by file name
 DECODE_ERROR_MODES = ("strict", "replace")
+CONLL_DOCUMENT_START = "-DOCSTART-"
 
 
-def expand_paths(patterns: str | Sequence[str], config_key: str = "paths") -> list[Path]:
-    """Files matched by the glob patterns, sorted per pattern (a stable order); errors name what matched nothing."""
+def check_format(format: str | None, config_key: str = "format") -> None:
+    """Raise ValueError naming `config_key` when `format` is neither None (by file name) nor one of FORMATS."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"{config_key}={format!r}; allowed: null (by file name) or one of {list(FORMATS)}")
+
+
+def format_of(path: Path, format: str | None) -> str:
+    """`format` when given, else the format its file name says (checked by `expand_paths`)."""
+    if format is not None:
+        return format
+    name = path.name
+    return "parquet" if name.endswith(PARQUET_SUFFIXES) else "text" if name.endswith(TEXT_SUFFIXES) else "jsonl"
+
+
+def expand_paths(patterns: str | Sequence[str], config_key: str = "paths", format: str | None = None) -> list[Path]:
+    """Files matched by the glob patterns, sorted per pattern (a stable order); errors name what matched nothing.
+    Without a `format`, every file must have a suffix that says one."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     if not patterns:
         raise ValueError(f"{config_key} is empty: give at least one file path or glob pattern")
@@ -35,9 +55,12 @@ def expand_paths(patterns: str | Sequence[str], config_key: str = "paths") -> li
         if not matched:
             raise FileNotFoundError(f"{config_key}: no file matches {pattern!r} (check the path, or set {config_key})")
         for path in matched:
-            if not path.name.endswith(ALLOWED_SUFFIXES):
+            if format is None and not path.name.endswith(ALLOWED_SUFFIXES):
                 allowed = ", ".join(ALLOWED_SUFFIXES)
-                raise ValueError(f"{config_key}: {path} has an unsupported type; allowed: {allowed}")
+                raise ValueError(
+                    f"{config_key}: {path} has an unsupported type; allowed: {allowed}, or name the source's format "
+                    f"(one of {list(FORMATS)})"
+                )
         files.extend(matched)
     return files
 
@@ -79,6 +102,51 @@ def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Ite
             yield str(record[text_field])
 
 
+def squad_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
+    """The `context` of every paragraph of a SQuAD JSON file (`data[].paragraphs[].context`), in file order."""
+    expected = 'SQuAD\'s {"data": [{"paragraphs": [{"context": "..."}]}]}'
+    with open_text(path, decode_errors) as file:
+        try:
+            dataset = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); format=squad reads {expected}") from error
+    articles = dataset.get("data") if isinstance(dataset, dict) else None
+    if not isinstance(articles, list):
+        raise ValueError(f"{path} has no top-level list 'data'; format=squad reads {expected}")
+    for i, article in enumerate(articles):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise ValueError(f"{path}: data[{i}] has no list 'paragraphs'; format=squad reads {expected}")
+        for j, paragraph in enumerate(paragraphs):
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                raise ValueError(
+                    f"{path}: data[{i}].paragraphs[{j}] has no text 'context'; format=squad reads {expected}"
+                )
+            yield paragraph["context"]
+
+
+def conll_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
+    """The documents of a CoNLL-2003 column file: the first column's words, a sentence per line."""
+    sentences: list[str] = []
+    words: list[str] = []
+    with open_text(path, decode_errors) as file:
+        for line in file:
+            columns = line.split()
+            if columns and columns[0] != CONLL_DOCUMENT_START:
+                words.append(columns[0])
+                continue
+            if words:
+                sentences.append(" ".join(words))
+                words = []
+            if columns and sentences:  # -DOCSTART-: the document so far is complete
+                yield "\n".join(sentences)
+                sentences = []
+    if words:
+        sentences.append(" ".join(words))
+    if sentences:
+        yield "\n".join(sentences)
+
+
 def parquet_file_documents(path: Path, text_field: str) -> Iterator[str]:
     """Column `text_field` of a parquet file, read one row group at a time."""
     import pyarrow.parquet as pq
@@ -93,20 +161,25 @@ def parquet_file_documents(path: Path, text_field: str) -> Iterator[str]:
                 yield text
 
 
-def file_documents(path: Path, text_field: str = "text", decode_errors: str = "strict") -> Iterator[str]:
-    """Documents of one file, by its type. Undecodable bytes raise an error naming the file unless
-    decode_errors="replace", which substitutes U+FFFD and logs how many were replaced."""
+def file_documents(
+    path: Path, text_field: str = "text", decode_errors: str = "strict", format: str | None = None
+) -> Iterator[str]:
+    """Documents of one file, in `format` (None: by its file name). Undecodable bytes raise an error naming the file
+    unless decode_errors="replace", which substitutes U+FFFD and logs how many were replaced."""
     if decode_errors not in DECODE_ERROR_MODES:
         raise ValueError(f"decode_errors={decode_errors!r}; allowed: {DECODE_ERROR_MODES}")
-    name = path.name
-    if name.endswith(PARQUET_SUFFIXES):
+    check_format(format)
+    kind = format_of(path, format)
+    if kind == "parquet":
         yield from parquet_file_documents(path, text_field)
         return
-    documents = (
-        text_file_documents(path, decode_errors)
-        if name.endswith(TEXT_SUFFIXES)
-        else (jsonl_file_documents(path, text_field, decode_errors))
-    )
+    readers = {
+        "text": lambda: text_file_documents(path, decode_errors),
+        "jsonl": lambda: jsonl_file_documents(path, text_field, decode_errors),
+        "squad": lambda: squad_file_documents(path, decode_errors),
+        "conll": lambda: conll_file_documents(path, decode_errors),
+    }
+    documents = readers[kind]()
     replaced = 0
     try:
         for document in documents:

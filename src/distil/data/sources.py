@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from distil.data.documents import expand_paths, file_documents
+from distil.data.documents import check_format, expand_paths, file_documents
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def resolve_sources(sources: list, fallback_sources: list, fallback_when_missing
 
 
 class LocalFiles:
-    """Documents from local `.txt`, `.jsonl`, `.parquet` files (optionally `.gz`), in sorted order per pattern.
+    """Documents from local `.txt`, `.jsonl`, `.parquet` files (optionally `.gz`), in sorted order per pattern; or,
+    with `format="squad"` / `"conll"`, SQuAD JSON paragraphs / CoNLL-2003 documents (`distil.data.documents`).
 
     Empty files are skipped, counted and logged; a source whose files hold no document at all is an error.
     `unknown_marker` is the string this text writes for a word it dropped, such as WikiText's `<unk>`: the corpus
@@ -85,6 +86,7 @@ class LocalFiles:
         decode_errors: str = "strict",
         name: str | None = None,
         unknown_marker: str | None = None,
+        format: str | None = None,
     ) -> None:
         self.patterns = [paths] if isinstance(paths, str) else [str(p) for p in paths]
         self.text_field = text_field
@@ -92,22 +94,24 @@ class LocalFiles:
         self.decode_errors = decode_errors
         self.name = name or ",".join(self.patterns)
         self.unknown_marker = unknown_marker
+        self.format = format
         if self.weight <= 0:
             raise ValueError(f"source {self.name}: weight={weight}; allowed: a number > 0")
+        check_format(format, config_key=f"source {self.name} format")
 
     def check(self) -> None:
         try:
-            expand_paths(self.patterns, config_key=f"source {self.name} paths")
+            expand_paths(self.patterns, config_key=f"source {self.name} paths", format=self.format)
         except FileNotFoundError as error:
             raise SourceUnavailable(str(error)) from error
 
     def documents(self) -> Iterator[str]:
-        files = expand_paths(self.patterns, config_key=f"source {self.name} paths")
+        files = expand_paths(self.patterns, config_key=f"source {self.name} paths", format=self.format)
         empty_files: list[Path] = []
         total = 0
         for path in files:
             count = 0
-            for document in file_documents(path, self.text_field, self.decode_errors):
+            for document in file_documents(path, self.text_field, self.decode_errors, self.format):
                 count += 1
                 yield document
             if count == 0:
