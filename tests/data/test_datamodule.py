@@ -132,3 +132,24 @@ def test_too_little_validation_text_is_an_error(tokenizer_dir, corpus_dir):
     datamodule = make_datamodule(tokenizer_dir, corpus_dir, val_documents=1, max_length=512)
     with pytest.raises(ValueError, match="val_documents=1"):
         datamodule.setup("fit")
+
+
+def test_validation_sources_are_the_validation_rows_even_without_held_out_documents(tokenizer_dir, tmp_path):
+    (tmp_path / "train").mkdir()
+    write_text_file(tmp_path / "train" / "a.txt", random_documents(30, seed=1))
+    unseen = random_documents(12, seed=2)
+    write_text_file(tmp_path / "unseen.txt", unseen)
+    validation_sources = [LocalFiles(str(tmp_path / "unseen.txt"), name="unseen")]
+    datamodule = make_datamodule(
+        tokenizer_dir, tmp_path / "train", val_documents=0, validation_sources=validation_sources
+    )
+    datamodule.setup("validate")
+    tokenizer = datamodule.tokenizer
+    tokens = concatenate_documents(
+        [tokenizer.encode(d, add_special_tokens=False) for d in unseen], tokenizer.sep_token_id
+    )
+    expected = pack_rows(tokens, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    assert datamodule.validation_rows.tolist() == expected.tolist() and len(expected) >= 3
+    assert len(list(datamodule.val_dataloader())) == int(np.ceil(len(expected) / 4))
+    with pytest.raises(RuntimeError, match=r"data.validation_sources: source absent paths: no file matches"):
+        make_datamodule(tokenizer_dir, tmp_path / "train", validation_sources=[LocalFiles("/no/*.txt", name="absent")])

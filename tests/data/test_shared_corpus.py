@@ -49,18 +49,21 @@ def unseen_text_data_config(shared_dir: Path, tokenizer: Path):
 
 
 @pytest.mark.shared
-def test_unseen_text_is_every_squad_dev_paragraph_and_conll_test_document(shared_dir):
+def test_unseen_text_validates_on_every_squad_dev_paragraph_and_conll_test_document(shared_dir):
     datamodule = instantiate(unseen_text_data_config(shared_dir, shared_dir / "models" / "bert-teacher-12x256"))
-    documents = list(datamodule.corpus().validation_documents())
+    corpus = datamodule.corpus()
+    documents = list(corpus.validation_documents())
     assert len(documents) == 2067 + 231  # SQuAD v1.1 dev paragraphs + CoNLL-2003 eng.testb documents (NOTES.md)
     assert sum(d.startswith("Super Bowl 50 was an American football game") for d in documents) == 1
     assert sum(d.startswith("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n") for d in documents) == 1
     assert sum(len(d.split()) for d in documents if "\n" in d) >= 46_435 - 2067  # CoNLL's words, a space apart
+    assert [s.name for s in corpus.sources] == ["wikipedia", "books"] and corpus.val_documents == 100  # demo training
 
 
 def test_unseen_text_without_the_shared_files_names_the_missing_file(tmp_path, tiny_teacher_dir):
-    with pytest.raises(InstantiationException, match=rf"no file matches '{tmp_path}/data/qa/squad-v1.1/dev-v1.1.json'"):
-        instantiate(unseen_text_data_config(tmp_path, tiny_teacher_dir))  # Hydra wraps the constructor's error
+    missing = rf"data.validation_sources: source squad_dev paths: no file matches '{tmp_path}/data/qa/squad-v1.1/dev"
+    with pytest.raises(InstantiationException, match=missing):  # Hydra wraps the constructor's error
+        instantiate(unseen_text_data_config(tmp_path, tiny_teacher_dir))
 
 
 @pytest.mark.shared

@@ -211,3 +211,12 @@ def test_validation_takes_the_first_documents_of_every_source_and_training_the_r
     expected = sorted([f"a{i}" for i in range(3, 10)] + [f"b{i}" for i in range(3, 10)])
     assert sorted(first_pass) == sorted(second_pass) == expected
     assert first_pass != second_pass  # a new interleaving every pass
+
+
+def test_validation_sources_replace_the_held_out_documents_which_still_stay_out_of_training(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"a{i}" for i in range(6)), encoding="utf-8")
+    (tmp_path / "unseen.txt").write_text("\n\n".join(f"u{i}" for i in range(5)), encoding="utf-8")
+    training, unseen = LocalFiles(str(tmp_path / "a.txt")), LocalFiles(str(tmp_path / "unseen.txt"))
+    corpus = Corpus([training], val_documents=2, seed=0, validation_sources=[unseen])
+    assert list(corpus.validation_documents()) == [f"u{i}" for i in range(5)]  # all of them, in order
+    assert sorted(corpus.training_documents(0)) == [f"a{i}" for i in range(2, 6)]  # as without validation_sources

@@ -1,7 +1,9 @@
 """Training and validation documents: several sources interleaved by weight, validation held out by document.
 
 The first `val_documents` documents of every source form the validation set and never appear in training, so
-held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document). A
+held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document). Separate
+`validation_sources` replace them as the validation set (e.g. text the teacher never saw either); the first
+`val_documents` of the training sources still stay out of training, so the training text does not change. A
 source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here.
 """
 
@@ -58,16 +60,24 @@ class Corpus:
     `unknown_token` is the tokenizer's unknown token, which sources with an `unknown_marker` need.
     """
 
-    def __init__(self, sources: Sequence, val_documents: int, seed: int, unknown_token: str | None = None) -> None:
+    def __init__(
+        self,
+        sources: Sequence,
+        val_documents: int,
+        seed: int,
+        unknown_token: str | None = None,
+        validation_sources: Sequence = (),
+    ) -> None:
         if val_documents < 0:
             raise ValueError(f"val_documents={val_documents}; allowed: an integer >= 0 (documents per source)")
-        for source in sources:
+        for source in [*sources, *validation_sources]:
             if getattr(source, "unknown_marker", None) is not None and unknown_token is None:
                 raise ValueError(
                     f"source {source.name}: unknown_marker={source.unknown_marker!r} needs a tokenizer with an "
                     "unknown token, and this tokenizer has none; set the source's unknown_marker to null"
                 )
         self.sources = list(sources)
+        self.validation_sources = list(validation_sources)
         self.val_documents = val_documents
         self.seed = seed
         self.unknown_token = unknown_token
@@ -84,7 +94,14 @@ class Corpus:
         return interleave(streams, [s.weight for s in self.sources], rng)
 
     def validation_documents(self) -> Iterator[str]:
-        """The first `val_documents` documents of each source, interleaved in a fixed order."""
-        streams = [itertools.islice(self.documents(s), self.val_documents) for s in self.sources]
+        """The first `val_documents` documents of each source, interleaved in a fixed order; with
+        `validation_sources`, every document of those instead (the sources' first documents still never train)."""
+        if self.validation_sources:
+            sources, streams = self.validation_sources, [self.documents(s) for s in self.validation_sources]
+        else:
+            sources, streams = (
+                self.sources,
+                [itertools.islice(self.documents(s), self.val_documents) for s in self.sources],
+            )
         rng = np.random.default_rng([self.seed, 2**32 - 1])
-        return interleave(streams, [s.weight for s in self.sources], rng)
+        return interleave(streams, [s.weight for s in sources], rng)

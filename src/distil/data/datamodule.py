@@ -24,7 +24,7 @@ from distil.data.masking import MaskingCollator, check_mask_probability
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
-from distil.data.sources import resolve_sources
+from distil.data.sources import SourceUnavailable, describe_sources, resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
 from distil.data.validation import ValidationBatches
@@ -44,6 +44,9 @@ class CorpusDataModule(pl.LightningDataModule):
         fallback_sources: sources used instead when one of `sources` is unavailable and the folder
             `fallback_when_missing` does not exist (e.g. the demo's shared files absent).
         fallback_when_missing: the folder whose absence allows `fallback_sources` (needed with them).
+        validation_sources: sources whose documents, all of them, form the validation set instead of the held-out
+            ones of `sources` (e.g. text neither model was trained on); never a fallback: an unreadable one is an
+            error. The first `val_documents` documents of `sources` still never reach training.
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
             compared).
@@ -67,6 +70,7 @@ class CorpusDataModule(pl.LightningDataModule):
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
         fallback_when_missing: str | None = None,
+        validation_sources: Sequence | None = None,
         shards_dir: str | None = None,
         verify_shards: bool = False,
         shuffle: bool = True,
@@ -98,6 +102,14 @@ class CorpusDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
             )
+        self.validation_sources = list(validation_sources or [])
+        for source in self.validation_sources:
+            try:
+                source.check()
+            except SourceUnavailable as error:
+                raise SourceUnavailable(f"data.validation_sources: {error}") from error
+        if self.validation_sources:
+            log.info("validation: data.validation_sources: %s", describe_sources(self.validation_sources))
         self.active_sources = (  # the sources read, checked now: a bad path fails before any weights load
             resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing) if sources else []
         )
@@ -132,7 +144,9 @@ class CorpusDataModule(pl.LightningDataModule):
         self.restored_layout: dict | None = None
 
     def corpus(self) -> Corpus:
-        return Corpus(self.active_sources, self.val_documents, self.seed, self.tokenizer.unk_token)
+        return Corpus(
+            self.active_sources, self.val_documents, self.seed, self.tokenizer.unk_token, self.validation_sources
+        )
 
     def rank_and_world_size(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -143,7 +157,10 @@ class CorpusDataModule(pl.LightningDataModule):
             self.validation_rows = self.build_validation_rows()
 
     def has_validation(self) -> bool:
-        """False when val_documents=0 (no validation), or when the shards hold no validation documents."""
+        """False when val_documents=0 (no validation) or the shards hold no validation documents, unless
+        validation_sources are given."""
+        if self.validation_sources:
+            return True
         if self.val_documents == 0:
             return False
         if self.shards_metadata is not None:
@@ -151,8 +168,8 @@ class CorpusDataModule(pl.LightningDataModule):
         return self.val_documents > 0
 
     def validation_tokens(self) -> np.ndarray:
-        """Token ids of the held-out documents, each followed by [SEP]."""
-        if self.shards_metadata is not None:
+        """Token ids of the held-out documents (or of the validation sources), each followed by [SEP]."""
+        if self.shards_metadata is not None and not self.validation_sources:
             shards = open_split(self.shards_dir, self.shards_metadata, "validation")
             return np.concatenate(shards).astype(np.int64) if shards else np.zeros(0, dtype=np.int64)
         encode, sep_id = TextEncoder(self.tokenizer), self.tokenizer.sep_token_id
@@ -164,10 +181,17 @@ class CorpusDataModule(pl.LightningDataModule):
         tokens = self.validation_tokens()
         rows = pack_rows(tokens, self.max_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
         if len(rows) == 0:
+            held_out, remedy = (
+                (f"data.validation_sources ({describe_sources(self.validation_sources)})", "give more text")
+                if self.validation_sources
+                else (
+                    f"the held-out documents (val_documents={self.val_documents} per source)",
+                    "raise val_documents (with shards: in `python -m distil.prepare`)",
+                )
+            )
             raise ValueError(
-                f"validation set is empty: the held-out documents (val_documents={self.val_documents} per source) hold "
-                f"{len(tokens)} tokens, less than one row of max_length={self.max_length}; raise val_documents "
-                "(with shards: in `python -m distil.prepare`)"
+                f"validation set is empty: {held_out} hold {len(tokens)} tokens, less than one row of "
+                f"max_length={self.max_length}; {remedy}"
             )
         log.info("validation: %d rows of %d tokens", len(rows), self.max_length)
         return rows
