@@ -1,0 +1,135 @@
+"""`python -m distil.ablation`: the DistilBERT paper's ablation table (Sanh et al. 2019, table 4) from one command.
+
+Every variant is one `distil.train` run with the same recipe, steps and data (`train_overrides`) plus its own
+overrides (no KL term, no cosine term, no masked-LM term, random initialisation, ...). Each exported student is scored
+by `distil.evaluate` on every `evaluate_data` (held-out masked-LM accuracy, top-1 agreement, share of the teacher) and
+fine-tuned by `distil.finetune` (`finetune_overrides`: the task and its subset), the teacher once, the same way. The
+commands are the ones a user would type; each writes its usual report into `out_dir/<variant>/`, and the table (in
+`distil.evaluate`'s layout: one row per quantity, one column per model) is built from those reports, printed and
+written to `out_dir/ablation.json`. A step whose report already exists is not run again, so the same command
+continues an interrupted ablation (pass the same `hydra.run.dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import hydra
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from distil.evaluate import format_comparison, format_percent, percent
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[str, list[str], Path], None]  # (module, arguments, log file) -> None; raises when the command fails
+TEACHER = "teacher"  # the column and folder of the teacher
+
+
+def run_module(module: str, arguments: list[str], log_file: Path) -> None:
+    """`python -m <module> <arguments>`, its output into `log_file`; a failure names the command and the log."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", module, *arguments]
+    log.info("%s > %s", " ".join(command), log_file)
+    with open(log_file, "w") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {result.returncode}; see {log_file}")
+
+
+def check_variants(variants: Mapping[str, Sequence[str]]) -> None:
+    """Variant names are folder names other than the teacher's, each with a list of overrides."""
+    if not variants:
+        raise ValueError("variants is empty: give at least one name -> list of distil.train overrides")
+    for name, overrides in variants.items():
+        if name == TEACHER or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"variants.{name}: the name must be letters, digits, - or _ and not {TEACHER!r}")
+        if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+            raise ValueError(f"variants.{name}={overrides!r}: give a list of overrides such as [distill.alpha_ce=0]")
+
+
+def teacher_of_run(run_dir: Path) -> str:
+    """The teacher a distil.train run distilled (`teacher.name_or_path` of its resolved config)."""
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    return str(config["teacher"]["name_or_path"])
+
+
+def run_ablation(cfg: DictConfig, out_dir: Path, run: Runner = run_module) -> dict:
+    """Train, score and fine-tune every variant (steps with a report already present are skipped); the results."""
+    variants = OmegaConf.to_container(cfg.variants)
+    check_variants(variants)
+    results: dict = {"variants": {}, "evaluate_data": list(cfg.evaluate_data)}
+    teacher = None
+    for name, overrides in variants.items():
+        run_dir = out_dir / name
+        if not (run_dir / "student" / "config.json").is_file():
+            run("distil.train", [*cfg.train_overrides, *overrides, f"hydra.run.dir={run_dir}"], run_dir / "train.out")
+        teacher = teacher or teacher_of_run(run_dir)
+        scores = {}
+        for data in cfg.evaluate_data:
+            report = run_dir / f"evaluate_{data}" / "report.json"
+            if not report.is_file():
+                arguments = [f"student={run_dir / 'student'}", f"teacher={teacher}", f"data={data}"]
+                arguments += [*cfg.evaluate_overrides, f"hydra.run.dir={report.parent}"]
+                run("distil.evaluate", arguments, report.parent / "evaluate.out")
+            scores[data] = json.loads(report.read_text())
+        results["variants"][name] = {"overrides": list(overrides), "evaluate": scores, **finetuned(cfg, run, run_dir)}
+    results[TEACHER] = finetuned(cfg, run, out_dir / TEACHER, teacher)
+    return results
+
+
+def finetuned(cfg: DictConfig, run: Runner, run_dir: Path, model: str | None = None) -> dict:
+    """The `distil.finetune` report of the model (default: the run's student), fine-tuned when not done yet."""
+    report = run_dir / "finetune" / "finetune.json"
+    if not report.is_file():
+        arguments = [f"model={model or run_dir / 'student'}", *cfg.finetune_overrides, f"hydra.run.dir={report.parent}"]
+        run("distil.finetune", arguments, report.parent / "finetune.out")
+    return {"finetune": json.loads(report.read_text())}
+
+
+def ablation_rows(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The header (quantity, teacher, variants) and rows of the table: per evaluated text the masked-LM accuracy,
+    the student's share of the teacher's and top-1 agreement; then the fine-tuned task's dev accuracy and share."""
+    variants = results["variants"]
+    header = ["", TEACHER, *variants]
+    rows = []
+    for data in results["evaluate_data"]:
+        reports = [variant["evaluate"][data] for variant in variants.values()]
+        teacher_acc = reports[0][TEACHER]["mlm_acc"]
+        rows.append((f"{data}: masked-LM accuracy (%)", f"{100 * teacher_acc:.2f}"))
+        rows[-1] += tuple(f"{100 * report['student']['mlm_acc']:.2f}" for report in reports)
+        rows.append((f"{data}: student / teacher", ""))
+        rows[-1] += tuple(format_percent(percent(report["student"]["mlm_acc"], teacher_acc)) for report in reports)
+        rows.append((f"{data}: top-1 agreement (%)", ""))
+        rows[-1] += tuple(f"{100 * report['top1_agreement']:.2f}" for report in reports)
+    task = results[TEACHER]["finetune"]
+    teacher_dev = task["models"]["model"]["dev_accuracy"]
+    dev = [variant["finetune"]["models"]["model"]["dev_accuracy"] for variant in variants.values()]
+    rows.append((f"{task['task']} dev accuracy (%)", f"{100 * teacher_dev:.2f}", *(f"{100 * d:.2f}" for d in dev)))
+    rows.append((f"{task['task']}: student / teacher", "", *(format_percent(percent(d, teacher_dev)) for d in dev)))
+    return header, rows
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="ablation")
+def main(cfg: DictConfig) -> dict:
+    out_dir = Path(cfg.out_dir)
+    results = run_ablation(cfg, out_dir)
+    path = out_dir / "ablation.json"
+    path.write_text(json.dumps(results, indent=2))
+    task = results[TEACHER]["finetune"]
+    header, rows = ablation_rows(results)
+    print(
+        f"{task['task']}: fine-tuned on {task['train_examples']} train examples, scored on {task['dev_examples']} dev"
+    )
+    print(format_comparison(rows, header))
+    print(f"results: {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""`distil.ablation`: the commands it runs for each variant, resuming, and the table built from their reports (the
+commands themselves are replaced by a recorder that writes the reports they would write)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from distil.ablation import ablation_rows, run_ablation
+from tests.evaluation.conftest import compose_config
+
+TEACHER_ACC = {"unseen_text": 0.25, "demo": 0.50}
+STUDENT_ACC = {"full": 0.24, "no_kl": 0.20}  # on unseen_text; the demo split gets 2x these
+DEV_ACC = {"teacher": 0.80, "full": 0.78, "no_kl": 0.70}
+
+
+class RecordingRunner:
+    """Records (module, arguments) and writes the files the real command writes, with the numbers above."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __call__(self, module: str, arguments: list[str], log_file: Path) -> None:
+        self.calls.append((module, arguments))
+        values = dict(a.split("=", 1) for a in arguments if "=" in a)
+        folder = Path(values["hydra.run.dir"])
+        folder.mkdir(parents=True)
+        if module == "distil.train":
+            (folder / "student").mkdir()
+            (folder / "student" / "config.json").write_text("{}")
+            (folder / ".hydra").mkdir()
+            (folder / ".hydra" / "config.yaml").write_text("teacher:\n  name_or_path: /models/teacher\n")
+        elif module == "distil.evaluate":
+            variant, data = folder.parent.name, values["data"]
+            scale = 2 if data == "demo" else 1
+            report = {
+                "teacher": {"mlm_acc": TEACHER_ACC[data]},
+                "student": {"mlm_acc": scale * STUDENT_ACC[variant]},
+                "top1_agreement": 0.5 + STUDENT_ACC[variant],
+            }
+            (folder / "report.json").write_text(json.dumps(report))
+        else:
+            model = folder.parent.name
+            report = {"task": "sst2", "train_examples": 4000, "dev_examples": 872}
+            report["models"] = {"model": {"dev_accuracy": DEV_ACC[model]}}
+            (folder / "finetune.json").write_text(json.dumps(report))
+
+
+def ablation_config(variants=None):
+    """conf/ablation.yaml with `variants` in place of its own (default: the whole objective and no KL)."""
+    cfg = compose_config("ablation")
+    with open_dict(cfg):
+        cfg.variants = {"full": [], "no_kl": ["distill.alpha_ce=0"]} if variants is None else variants
+    return cfg
+
+
+def test_every_variant_is_trained_scored_and_fine_tuned_once_and_the_teacher_fine_tuned_once(tmp_path):
+    runner = RecordingRunner(tmp_path)
+    results = run_ablation(ablation_config(), tmp_path, runner)
+    modules = [module for module, _ in runner.calls]
+    assert modules == [
+        *["distil.train", "distil.evaluate", "distil.evaluate", "distil.finetune"] * 2,
+        "distil.finetune",
+    ]
+    train_no_kl = runner.calls[4][1]
+    assert train_no_kl == ["experiment=demo", "logger=csv", "distill.alpha_ce=0", f"hydra.run.dir={tmp_path / 'no_kl'}"]
+    evaluate = runner.calls[1][1]
+    assert evaluate[:3] == [f"student={tmp_path / 'full' / 'student'}", "teacher=/models/teacher", "data=unseen_text"]
+    assert runner.calls[-1][1][:2] == ["model=/models/teacher", "task=sst2"]
+    assert results["variants"]["no_kl"]["overrides"] == ["distill.alpha_ce=0"]
+
+    again = RecordingRunner(tmp_path)
+    assert run_ablation(ablation_config(), tmp_path, again) == results
+    assert again.calls == []  # every report exists: nothing runs again
+
+
+def test_the_table_has_each_quantity_for_the_teacher_and_every_variant(tmp_path):
+    header, rows = ablation_rows(run_ablation(ablation_config(), tmp_path, RecordingRunner(tmp_path)))
+    assert header == ["", "teacher", "full", "no_kl"]
+    table = {row[0]: row[1:] for row in rows}
+    assert table["unseen_text: masked-LM accuracy (%)"] == ("25.00", "24.00", "20.00")
+    assert table["unseen_text: student / teacher"] == ("", "96.0%", "80.0%")
+    assert table["demo: student / teacher"] == ("", "96.0%", "80.0%")  # 0.48 / 0.50, 0.40 / 0.50
+    assert table["demo: top-1 agreement (%)"] == ("", "74.00", "70.00")
+    assert table["sst2 dev accuracy (%)"] == ("80.00", "78.00", "70.00")
+    assert table["sst2: student / teacher"] == ("", "97.5%", "87.5%")
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [({}, "variants is empty"), ({"teacher": []}, "variants.teacher: the name"), ({"full": "x"}, "give a list")],
+)
+def test_bad_variants_are_refused_before_anything_runs(tmp_path, variants, message):
+    runner = RecordingRunner(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        run_ablation(ablation_config(variants), tmp_path, runner)
+    assert runner.calls == []
