@@ -92,6 +92,20 @@ def test_optuna_search_space_names_existing_keys():
 
 
 @NEEDS_OPTUNA_PLUGIN
+@pytest.mark.parametrize("accumulate", [1, 2, 4])
+def test_every_trial_of_the_demo_recipe_search_trains_the_same_micro_batches_and_scores_unseen_text_once(accumulate):
+    cfg = compose_config(
+        "train", "hparams_search=demo_recipe", f"trainer.accumulate_grad_batches={accumulate}", with_hydra=True
+    )
+    trainer = cfg.trainer
+    assert trainer.max_steps * accumulate == trainer.val_check_interval == 100  # one validation, after the budget
+    assert [source.name for source in cfg.data.validation_sources] == ["squad_dev", "conll_test"]
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    for name in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, name) is not None, name
+
+
+@NEEDS_OPTUNA_PLUGIN
 def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
     """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one."""
     sweep_dir = tmp_path / "sweep"
