@@ -23,7 +23,7 @@ import hydra
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from distil.evaluate import format_comparison, format_percent, percent
+from distil.comparison_table import format_comparison, format_percent, percent
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_ablation(cfg: DictConfig, out_dir: Path, run: Runner = run_module) -> di
         for data in cfg.evaluate_data:
             report = run_dir / f"evaluate_{data}" / "report.json"
             if not report.is_file():
-                arguments = [f"student={run_dir / 'student'}", f"teacher={teacher}", f"data={data}"]
+                arguments = [f"student_model={run_dir / 'student'}", f"teacher_model={teacher}", f"data={data}"]
                 arguments += [*cfg.evaluate_overrides, f"hydra.run.dir={report.parent}"]
                 run("distil.evaluate", arguments, report.parent / "evaluate.out")
             scores[data] = json.loads(report.read_text())

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import open_dict
 
 from distil.ablation import ablation_rows, run_ablation
-from tests.evaluation.conftest import compose_config
+from tests.conftest import compose_config
 
 TEACHER_ACC = {"unseen_text": 0.25, "demo": 0.50}
 STUDENT_ACC = {"full": 0.24, "no_kl": 0.20}  # on unseen_text; the demo split gets 2x these
@@ -69,7 +69,11 @@ def test_every_variant_is_trained_scored_and_fine_tuned_once_and_the_teacher_fin
     train_no_kl = runner.calls[4][1]
     assert train_no_kl == ["experiment=demo", "logger=csv", "distill.alpha_ce=0", f"hydra.run.dir={tmp_path / 'no_kl'}"]
     evaluate = runner.calls[1][1]
-    assert evaluate[:3] == [f"student={tmp_path / 'full' / 'student'}", "teacher=/models/teacher", "data=unseen_text"]
+    assert evaluate[:3] == [
+        f"student_model={tmp_path / 'full' / 'student'}",
+        "teacher_model=/models/teacher",
+        "data=unseen_text",
+    ]
     assert runner.calls[-1][1][:2] == ["model=/models/teacher", "task=sst2"]
     assert results["variants"]["no_kl"]["overrides"] == ["distill.alpha_ce=0"]
 
