@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import hydra
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from distil.comparison_table import format_comparison, format_percent, percent
@@ -54,9 +53,11 @@ def check_variants(variants: Mapping[str, Sequence[str]]) -> None:
 
 
 def teacher_of_run(run_dir: Path) -> str:
-    """The teacher a distil.train run distilled (`teacher.name_or_path` of its resolved config)."""
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    return str(config["teacher"]["name_or_path"])
+    """The teacher a distil.train run distilled: `teacher.name_or_path` of the config Hydra saved, resolved (it is
+    written unresolved, e.g. `${distil.local_or_hub:${paths.shared_dir}/...}`; the same environment resolves it the
+    same way)."""
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return str(OmegaConf.select(config, "teacher.name_or_path", throw_on_missing=True))
 
 
 def run_ablation(cfg: DictConfig, out_dir: Path, run: Runner = run_module) -> dict:

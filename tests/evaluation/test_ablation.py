@@ -33,7 +33,8 @@ class RecordingRunner:
             (folder / "student").mkdir()
             (folder / "student" / "config.json").write_text("{}")
             (folder / ".hydra").mkdir()
-            (folder / ".hydra" / "config.yaml").write_text("teacher:\n  name_or_path: /models/teacher\n")
+            hydra_config = "models: /models\nteacher:\n  name_or_path: ${models}/teacher\n"  # saved unresolved
+            (folder / ".hydra" / "config.yaml").write_text(hydra_config)
         elif module == "distil.evaluate":
             variant, data = folder.parent.name, values["data"]
             scale = 2 if data == "demo" else 1
