@@ -6,6 +6,11 @@ agreement between them, and inference latency (batch 1) and throughput (batch 32
 GPU, with the student's numbers as a percentage of the teacher's and the speed-ups. The result goes to `report.json`
 and is printed as a table.
 
+When the student folder is an `int8=true` export of `distil.export` (it holds `quantization.json`), the float
+`model.onnx` and every INT8 variant are scored on the same batches (accuracy, top-1 agreement with the PyTorch
+student) and timed on the CPU, and a second table puts their size on disk, accuracy, latency and throughput beside
+the float teacher and student (`report["exported"]`).
+
 The student may be a Hugging Face directory or a `distil.train` checkpoint (`.ckpt`), which is exported first.
 """
 

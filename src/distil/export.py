@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTra
 
 from distil import checkpoint_io
 from distil.data.tokenization import check_tokenizer_matches
+from distil.evaluation.onnx_runtime import ONNX_FILE
 from distil.output_dirs import replace_output_dir
 from distil.quantization import Int8Settings, check_gate, format_gate, write_int8_variants
 from distil.quiet import quiet_third_party_output
@@ -31,7 +32,6 @@ from distil.quiet import quiet_third_party_output
 log = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
-ONNX_FILE = "model.onnx"
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a value starting so names a local path, never a hub id
 ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis; {mask}: mask token
     "the capital of france is {mask}.",

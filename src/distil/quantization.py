@@ -34,7 +34,7 @@ from transformers import PreTrainedModel
 
 from distil.comparison_table import format_comparison
 from distil.evaluation.masked_lm import MaskedLogits, held_out_batches, masked_lm_scores, masked_logits
-from distil.evaluation.onnx_runtime import OnnxMaskedLM, onnx_file_bytes
+from distil.evaluation.onnx_runtime import ONNX_FILE, OnnxMaskedLM, onnx_file_bytes
 from distil.evaluation.speed import Forward, timed_forward
 from distil.families import masked_lm_parts
 
@@ -45,7 +45,8 @@ VARIANT_FILES = {  # INT8 variant -> its file beside model.onnx (None: measured 
 }
 VARIANTS = tuple(VARIANT_FILES)
 QUANTIZATION_FILE = "quantization.json"
-FLOAT = "float"  # name of the float model in the scores
+FLOAT = "float"  # name of the float PyTorch model in the gate's scores
+ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
 QUANTIZED_OP_TYPES = ["MatMul", "Gather"]  # the weights of a transformer encoder: linear layers and embedding lookups
 
 
@@ -172,22 +173,15 @@ def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8S
     datamodule = instantiate(settings.data, tokenizer=str(directory))
     calibration = limit_rows(datamodule.train_dataloader(), settings.calibration_rows)
     variants, max_drop_points = settings.variants, settings.max_drop_points
-    float_path = directory / "model.onnx"
-    scorers = {FLOAT: masked_logits(model)}
-    sizes = {}
+    float_path = directory / ONNX_FILE
     for variant in variants:
-        if variant == "torch_dynamic":
-            quantized = torch_dynamic_int8(model)
-            scorers[variant] = torch_int8_masked_logits(quantized)
-            sizes[variant] = state_dict_bytes(quantized)
-            continue
-        path = directory / VARIANT_FILES[variant]
         if variant == "onnx_dynamic":
-            onnx_dynamic_int8(float_path, path)
-        else:
-            onnx_static_int8(float_path, path, calibration)
-        scorers[variant] = OnnxMaskedLM(path).masked_logits
-        sizes[variant] = onnx_file_bytes(path)
+            onnx_dynamic_int8(float_path, directory / VARIANT_FILES[variant])
+        elif variant == "onnx_static":
+            onnx_static_int8(float_path, directory / VARIANT_FILES[variant], calibration)
+    quantized = variant_models(directory, variants, model, with_mlm_head=True)
+    scorers = {FLOAT: masked_logits(model), **{name: m.masked_logits for name, m in quantized.items()}}
+    sizes = {name: m.disk_bytes for name, m in quantized.items()}
     held_out = held_out_batches(datamodule, settings.max_batches)
     scores = masked_lm_scores(scorers, held_out, torch.device("cpu"), agreement={v: FLOAT for v in variants})
     float_bytes = onnx_file_bytes(float_path)
@@ -283,27 +277,32 @@ class ExportedModel:
     with_mlm_head: bool
 
 
-ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
-
-
-def exported_models(directory: Path, student: PreTrainedModel, with_mlm_head: bool) -> dict[str, ExportedModel]:
-    """The float `model.onnx` and the INT8 variants listed in `directory/quantization.json` ({} without that file);
-    `torch_dynamic` is rebuilt from `student` (on the CPU) and timed with its head when `with_mlm_head`, as the
-    PyTorch models are; the ONNX graphs always include the head."""
-    path = directory / QUANTIZATION_FILE
-    if not path.is_file():
-        return {}
-    variants = json.loads(path.read_text(encoding="utf-8"))["int8"]
+def variant_models(
+    directory: Path, names: Sequence[str], student: PreTrainedModel, with_mlm_head: bool
+) -> dict[str, ExportedModel]:
+    """The models `names` (`ONNX_FLOAT` or a variant) of the export in `directory`, ready to score and time; the ONNX
+    files must exist there, `torch_dynamic` is built from `student` (on the CPU) and timed with its head when
+    `with_mlm_head`, as the PyTorch models are (an ONNX graph always includes the head)."""
     models = {}
-    for name, file in [(ONNX_FLOAT, "model.onnx")] + [(v, VARIANT_FILES[v]) for v in variants]:
-        if file is None:
+    for name in names:
+        if name == "torch_dynamic":
             quantized = torch_dynamic_int8(student)
             forward = timed_forward(quantized, with_mlm_head)
-            models[name] = ExportedModel(
-                None, state_dict_bytes(quantized), forward, torch_int8_masked_logits(quantized), with_mlm_head
-            )
+            logits = torch_int8_masked_logits(quantized)
+            models[name] = ExportedModel(None, state_dict_bytes(quantized), forward, logits, with_mlm_head)
         else:
+            file = ONNX_FILE if name == ONNX_FLOAT else VARIANT_FILES[name]
             onnx_model = OnnxMaskedLM(directory / file)
             size = onnx_file_bytes(directory / file)
             models[name] = ExportedModel(file, size, onnx_model.forward, onnx_model.masked_logits, True)
     return models
+
+
+def exported_models(directory: Path, student: PreTrainedModel, with_mlm_head: bool) -> dict[str, ExportedModel]:
+    """The float `model.onnx` and the INT8 variants listed in `directory/quantization.json` ({} without that file),
+    as `variant_models` gives them."""
+    path = directory / QUANTIZATION_FILE
+    if not path.is_file():
+        return {}
+    variants = list(json.loads(path.read_text(encoding="utf-8"))["int8"])
+    return variant_models(directory, [ONNX_FLOAT, *variants], student, with_mlm_head)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+ONNX_FILE = "model.onnx"  # the float graph of an export (`distil.export onnx=true`)
+
 
 def cpu_session(path: str | Path):
     """An ONNX Runtime CPU session of the file at `path`, with torch's thread count."""
