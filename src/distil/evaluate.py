@@ -135,7 +135,12 @@ def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
 
 
 def exported_entries(
-    exported: dict[str, ExportedModel], scores: dict, student_bytes: int, speed: DictConfig, vocab_sizes, time_cpu: bool
+    exported: dict[str, ExportedModel],
+    scores: dict,
+    student_bytes: int,
+    speed: DictConfig,
+    vocab_size: int,
+    time_cpu: bool,
 ) -> dict:
     """Report entries of the float ONNX and INT8 models of the student's export: size on disk (and as % of the
     student's weights), held-out scores with top-1 agreement with the PyTorch student, and CPU latency and throughput
@@ -151,10 +156,18 @@ def exported_entries(
         }
         if time_cpu:
             timing = (speed.seq_len, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
-            cpu_speed = measure_speed(model.forward, torch.device("cpu"), vocab_sizes["student"], *timing)
+            cpu_speed = measure_speed(model.forward, torch.device("cpu"), vocab_size, *timing)
             entry.update({f"cpu_{key}": value for key, value in cpu_speed.items()})
         entries[name] = entry
     return entries
+
+
+EXPORTED_LABELS = {  # row labels of the exported models
+    ONNX_FLOAT: "student fp32 ONNX",
+    "onnx_dynamic": "student INT8 ONNX dynamic",
+    "onnx_static": "student INT8 ONNX static",
+    "torch_dynamic": "student INT8 PyTorch dynamic",
+}
 
 
 def exported_rows(report: dict) -> list[tuple[str, ...]]:
@@ -189,15 +202,8 @@ def exported_rows(report: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-EXPORTED_LABELS = {  # row labels of the exported models
-    ONNX_FLOAT: "student fp32 ONNX",
-    "onnx_dynamic": "student INT8 ONNX dynamic",
-    "onnx_static": "student INT8 ONNX static",
-    "torch_dynamic": "student INT8 PyTorch dynamic",
-}
-
-
 def exported_header(report: dict) -> tuple[str, ...]:
+    """Column titles of `exported_rows`, with the timed batch shapes."""
     speed = report["settings"]["speed"]
     return (
         "",
@@ -278,7 +284,8 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     if exported:
         cpu = torch.device("cpu") in speed_on
-        report["exported"] = exported_entries(exported, scores, student["disk_bytes"], cfg.speed, vocab_sizes, cpu)
+        vocab_size = vocab_sizes["student"]
+        report["exported"] = exported_entries(exported, scores, student["disk_bytes"], cfg.speed, vocab_size, cpu)
     report["masked_tokens"] = scores["masked_tokens"]
     report["settings"] = {"speed": OmegaConf.to_container(cfg.speed), "cpu_threads": torch.get_num_threads()}
     return report
