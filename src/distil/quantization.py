@@ -3,20 +3,25 @@
 Variants (`VARIANTS`), each scored against its float self on the same held-out masked batches:
 
 - `onnx_dynamic`: ONNX Runtime dynamic quantization of `model.onnx` -> `model.int8-dynamic.onnx`. Weights of the
-  MatMuls and of the embedding lookups (Gather) are stored as int8; activations are quantized on the fly. The word
+  MatMuls and of the embedding lookups (Gather) are stored in 8 bits; activations are quantized on the fly. The word
   embedding table, most of a small student's weights, is one initializer shared by the embedding Gather and the
-  (tied) output projection, so it is stored once, in int8.
+  (tied) output projection, so it is stored once, in 8 bits; the projection dequantizes it at run time. (The ONNX
+  exporter folds the projection's transpose into a second table only under 8192 elements, far below a real
+  vocabulary.)
 - `onnx_static`: ONNX Runtime static quantization (QDQ format) -> `model.int8-static.onnx`: activation ranges of the
-  MatMuls and Gathers are calibrated on rows of the training text (`calibration_rows`), weights per channel.
-- `torch_dynamic`: PyTorch's dynamic quantization of every `nn.Linear` (int8 weights, activations quantized on the
-  fly), the embeddings kept in float32. It is measured in memory and not written: its packed weights are torch
-  objects that only `torch.save`'s pickle stores, and a pickle is neither portable nor safe to load from elsewhere
-  (the project's files are safetensors and ONNX). `quantization.json` records the size its state dict would take
-  with `torch.save`; `torch_dynamic_int8(model)` rebuilds it from the float model in a second.
+  MatMuls and Gathers are calibrated on `calibration_rows` rows of the training text (masked as in training),
+  weights per channel.
+- `torch_dynamic`: PyTorch's dynamic quantization (`torch.ao.quantization`, deprecated upstream in favour of
+  torchao) of every `nn.Linear`: int8 weights, activations quantized on the fly; the embeddings stay float32 and the
+  tied output projection gets an int8 copy of its own. It is measured in memory and not written: its packed weights
+  are torch objects that only `torch.save`'s pickle stores, and a pickle is neither portable nor safe to load from
+  elsewhere (the project ships safetensors and ONNX). `quantization.json` records the size `torch.save` of its state
+  dict would take; `torch_dynamic_int8(model)` rebuilds it from the float model in a second.
 
 The gate: a variant passes when its held-out masked-LM accuracy is at most `max_drop_points` percentage points below
-the float model's; `quantization.json` beside the files holds each variant's size on disk and its scores (accuracy,
-loss, top-1 agreement with the float model), and `check_gate` raises naming both numbers of every failing variant.
+the float PyTorch model's (which `model.onnx` matches within the export's `onnx_atol`); `quantization.json` beside
+the files holds each variant's size on disk and its scores (accuracy, loss, top-1 agreement with the float model),
+and `check_gate` raises naming both numbers of every failing variant.
 """
 
 from __future__ import annotations
