@@ -6,15 +6,19 @@ agreement between them, and inference latency (batch 1) and throughput (batch 32
 GPU, with the student's numbers as a percentage of the teacher's and the speed-ups. The result goes to `report.json`
 and is printed as a table.
 
+When the student folder is an `int8=true` export of `distil.export` (it holds `quantization.json`), the float
+`model.onnx` and every INT8 variant are scored on the same batches (accuracy, top-1 agreement with the PyTorch
+student) and timed on the CPU, and a second table puts their size on disk, accuracy, latency and throughput beside
+the float teacher and student (`report["exported"]`).
+
 The student may be a Hugging Face directory or a `distil.train` checkpoint (`.ckpt`), which is exported first.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -25,10 +29,12 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from distil.comparison_table import format_comparison, format_percent, percent
 from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
-from distil.evaluation.speed import measure_speed
+from distil.evaluation.masked_lm import held_out_batches, masked_lm_scores, masked_logits
+from distil.evaluation.speed import measure_speed, timed_forward
 from distil.export import hf_model_path
 from distil.families import UnsupportedModelError, masked_lm_parts
-from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+from distil.quantization import ONNX_FLOAT, ExportedModel, exported_models
+from distil.quiet import quiet_third_party_output
 
 log = logging.getLogger(__name__)
 
@@ -74,43 +80,6 @@ def disk_bytes(directory: Path) -> int:
     if not files:
         raise FileNotFoundError(f"no weight files ({', '.join(WEIGHT_PATTERNS)}) in {directory}")
     return sum(f.stat().st_size for f in files)
-
-
-@torch.inference_mode()
-def masked_lm_scores(
-    teacher: PreTrainedModel, student: PreTrainedModel, batches: Iterable[dict], device: torch.device
-) -> dict:
-    """Masked-LM metrics of both models on the same batches, and their top-1 agreement.
-
-    Each batch holds `input_ids`, `attention_mask` and `labels` (-100 where a token is not masked). The vocabulary
-    head runs only at masked positions. Returns {"teacher": {...}, "student": {...}} with mlm_loss (nats),
-    mlm_acc and ppl, plus "top1_agreement" and "masked_tokens".
-    """
-    metrics = {name: MaskedLMMetrics().to(device) for name in MODELS}
-    agreement = Top1Agreement().to(device)
-    parts = {"teacher": masked_lm_parts(teacher), "student": masked_lm_parts(student)}
-    for batch in batches:
-        input_ids, attention_mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-        masked = labels != -100
-        logits = {}
-        for name, model_parts in parts.items():
-            hidden = model_parts.encode(input_ids, attention_mask)
-            logits[name] = model_parts.vocab_head(hidden[masked])
-            metrics[name].update(logits[name], labels[masked])
-        agreement.update(logits["student"], logits["teacher"])
-    if int(metrics["teacher"].count) == 0:
-        raise ValueError("the held-out data has no masked tokens (labels are all -100): nothing to score")
-    scores = {name: {k: float(v) for k, v in metrics[name].compute().items()} for name in MODELS}
-    scores["top1_agreement"] = float(agreement.compute())
-    scores["masked_tokens"] = int(metrics["teacher"].count)
-    return scores
-
-
-def timed_forward(model: PreTrainedModel, with_mlm_head: bool):
-    """What is timed: the encoder alone (what a downstream task runs), or the full masked-LM forward."""
-    if with_mlm_head:
-        return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return masked_lm_parts(model).encode
 
 
 def speed_devices(requested: Sequence[str]) -> list[torch.device]:
@@ -165,6 +134,87 @@ def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def exported_entries(
+    exported: dict[str, ExportedModel],
+    scores: dict,
+    student_bytes: int,
+    speed: DictConfig,
+    vocab_size: int,
+    time_cpu: bool,
+) -> dict:
+    """Report entries of the float ONNX and INT8 models of the student's export: size on disk (and as % of the
+    student's weights), held-out scores with top-1 agreement with the PyTorch student, and CPU latency and throughput
+    when `time_cpu`."""
+    entries = {}
+    for name, model in exported.items():
+        entry = {
+            "file": model.file,
+            "disk_bytes": model.disk_bytes,
+            "disk_pct_of_student": percent(model.disk_bytes, student_bytes),
+            **scores[name],
+            "timed_with_mlm_head": model.with_mlm_head,
+        }
+        if time_cpu:
+            timing = (speed.seq_len, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
+            cpu_speed = measure_speed(model.forward, torch.device("cpu"), vocab_size, *timing)
+            entry.update({f"cpu_{key}": value for key, value in cpu_speed.items()})
+        entries[name] = entry
+    return entries
+
+
+EXPORTED_LABELS = {  # row labels of the exported models
+    ONNX_FLOAT: "student fp32 ONNX",
+    "onnx_dynamic": "student INT8 ONNX dynamic",
+    "onnx_static": "student INT8 ONNX static",
+    "torch_dynamic": "student INT8 PyTorch dynamic",
+}
+
+
+def exported_rows(report: dict) -> list[tuple[str, ...]]:
+    """The size/speed table of the student's export: teacher and student (PyTorch, float32), then the float ONNX and
+    INT8 models; CPU columns are "n/a" when the CPU was not timed."""
+    speed = report["settings"]["speed"]
+
+    def cells(entry: dict, agreement: str) -> tuple[str, ...]:
+        timed = "cpu_latency_ms" in entry
+        return (
+            f"{entry['disk_bytes'] / 1e6:.1f}",
+            f"{100 * entry['mlm_acc']:.2f}",
+            agreement,
+            f"{entry['cpu_latency_ms']:.2f}" if timed else "n/a",
+            f"{entry['cpu_throughput_seq_per_s']:.1f}" if timed else "n/a",
+        )
+
+    torch_head = "with" if speed["with_mlm_head"] else "without"
+    rows = [
+        (f"teacher fp32 (PyTorch, {torch_head} MLM head)", *cells(report["teacher"], "")),
+        (f"student fp32 (PyTorch, {torch_head} MLM head)", *cells(report["student"], "100.00")),
+    ]
+    for name, entry in report["exported"].items():
+        head = "with" if entry["timed_with_mlm_head"] else "without"
+        label = EXPORTED_LABELS[name]
+        rows.append(
+            (
+                f"{label} ({entry['file'] or 'in memory'}, {head} MLM head)",
+                *cells(entry, f"{100 * entry['top1_agreement']:.2f}"),
+            )
+        )
+    return rows
+
+
+def exported_header(report: dict) -> tuple[str, ...]:
+    """Column titles of `exported_rows`, with the timed batch shapes."""
+    speed = report["settings"]["speed"]
+    return (
+        "",
+        "on disk (MB)",
+        "masked-LM acc (%)",
+        "top-1 = student (%)",
+        f"CPU latency, batch {speed['latency_batch']} x {speed['seq_len']} (ms)",
+        f"CPU seq/s, batch {speed['throughput_batch']}",
+    )
+
+
 def pick_device(name: str) -> torch.device:
     """ "auto" -> cuda when present, else cpu; "cpu" and "cuda" as given."""
     if name == "auto":
@@ -172,15 +222,6 @@ def pick_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"device={name!r} is not allowed: use auto, cpu or cuda")
     return torch.device(name)
-
-
-def held_out_batches(data_cfg: DictConfig, max_batches: int | None) -> Iterable[dict]:
-    """The validation batches of the data module that `data_cfg` instantiates (the first `max_batches`)."""
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    batches = datamodule.val_dataloader()
-    return batches if max_batches is None else itertools.islice(batches, max_batches)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -200,12 +241,16 @@ def evaluate(cfg: DictConfig) -> dict:
     if len(set(vocab_sizes.values())) > 1:
         raise ValueError(f"vocabulary sizes differ {vocab_sizes}: teacher and student must share the tokenizer")
 
+    # model.onnx and the INT8 variants of an `int8=true` export ({} otherwise), built while the student is on the CPU
+    exported = exported_models(Path(paths["student"]), models["student"], cfg.speed.with_mlm_head)
     for model in models.values():
         model.to(scoring_device)
-    scores = masked_lm_scores(
-        models["teacher"], models["student"], held_out_batches(cfg.data, cfg.max_batches), scoring_device
-    )
-    report = {}
+    scorers = {name: masked_logits(model) for name, model in models.items()}
+    scorers.update({name: model.masked_logits for name, model in exported.items()})
+    agreement = {"student": "teacher", **{name: "student" for name in exported}}
+    batches = held_out_batches(instantiate(cfg.data), cfg.max_batches)
+    scores = masked_lm_scores(scorers, batches, scoring_device, agreement)
+    report = {"top1_agreement": scores["student"].pop("top1_agreement")}
     for name, model in models.items():
         entry = {
             "path": paths[name],
@@ -237,7 +282,10 @@ def evaluate(cfg: DictConfig) -> dict:
         }
         for d in speed_on
     }
-    report["top1_agreement"] = scores["top1_agreement"]
+    if exported:
+        cpu = torch.device("cpu") in speed_on
+        vocab_size = vocab_sizes["student"]
+        report["exported"] = exported_entries(exported, scores, student["disk_bytes"], cfg.speed, vocab_size, cpu)
     report["masked_tokens"] = scores["masked_tokens"]
     report["settings"] = {"speed": OmegaConf.to_container(cfg.speed), "cpu_threads": torch.get_num_threads()}
     return report
@@ -245,11 +293,14 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
+    quiet_third_party_output()
     report = evaluate(cfg)
     path = Path(cfg.report)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
     print(format_comparison(report_rows(report), ("", "teacher", "student", "student/teacher")))
+    if "exported" in report:
+        print(format_comparison(exported_rows(report), exported_header(report)))
     print(f"{report['masked_tokens']} masked tokens scored; report: {path}")
     return report
 

@@ -1,9 +1,13 @@
-"""`python -m distil.export ckpt=PATH out=DIR [onnx=true]`: a training checkpoint -> a Hugging Face model directory.
+"""`python -m distil.export ckpt=PATH out=DIR [onnx=true [int8=true]]`: a training checkpoint -> a Hugging Face model
+directory.
 
 The directory holds the student's config, weights and the teacher's tokenizer, so it loads with
 `AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask", model=DIR)`. With `onnx=true` it also holds
 `model.onnx` (input_ids, attention_mask -> logits, dynamic batch and sequence length), checked against the PyTorch
 model on a batch of real text: the largest absolute logit difference is reported and must stay under `onnx_atol`.
+With `int8=true` it also holds the INT8 variants of `model.onnx` and `quantization.json` (`distil.quantization`):
+their sizes and held-out masked-LM accuracy next to the float model's; the export fails, naming both numbers, when a
+variant drops more than `quantization.max_drop_points`.
 The folder is written whole or not at all, and only over an earlier export (`distil.output_dirs`; `overwrite=true`
 replaces any folder).
 """
@@ -20,12 +24,14 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTra
 
 from distil import checkpoint_io
 from distil.data.tokenization import check_tokenizer_matches
+from distil.evaluation.onnx_runtime import ONNX_FILE
 from distil.output_dirs import replace_output_dir
+from distil.quantization import Int8Settings, check_gate, format_gate, write_int8_variants
+from distil.quiet import quiet_third_party_output
 
 log = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
-ONNX_FILE = "model.onnx"
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a value starting so names a local path, never a hub id
 ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis; {mask}: mask token
     "the capital of france is {mask}.",
@@ -107,6 +113,7 @@ def export_checkpoint(
     overwrite: bool = False,
     onnx_opset: int | None = None,
     onnx_atol: float = 1e-4,
+    int8: Int8Settings | None = None,
 ) -> float | None:
     """Write the checkpoint's student and its tokenizer to `out` in Hugging Face format (and ONNX when asked).
 
@@ -122,9 +129,13 @@ def export_checkpoint(
         overwrite: replace `out` whole even when it is not an earlier export.
         onnx_opset: also write `model.onnx` with this opset, checked against PyTorch; None = no ONNX.
         onnx_atol: largest allowed absolute logit difference of the ONNX check.
+        int8: also write the INT8 variants of `model.onnx` and `quantization.json`, print the float and INT8 scores
+            side by side and raise `QualityGateError` (writing nothing) when a variant fails the gate; needs ONNX.
     """
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype={dtype!r} is not allowed: use float32, float16 or bfloat16")
+    if int8 is not None and onnx_opset is None:
+        raise ValueError("int8=true quantizes model.onnx: add onnx=true")
     checkpoint = read_checkpoint(ckpt)
     model = student_from_checkpoint(checkpoint)
     saved_tokenizer = checked_tokenizer(checkpoint, model, tokenizer)
@@ -136,6 +147,10 @@ def export_checkpoint(
         model.float()
         if onnx_opset is not None:
             onnx_diff.append(write_onnx(model, directory, onnx_opset, onnx_atol))
+        if int8 is not None:
+            report = write_int8_variants(model, directory, int8)
+            print(format_gate(report))
+            check_gate(report)
 
     replace_output_dir(out, "hf_model", write, overwrite, "out", details={"checkpoint": str(ckpt), "dtype": dtype})
     log.info("exported %s -> %s (%s weights)", ckpt, out, dtype)
@@ -221,8 +236,10 @@ def check_onnx_installed() -> None:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
 def main(cfg: DictConfig) -> float | None:
     """Export `cfg.ckpt` to `cfg.out`; with `cfg.onnx`, also ONNX, and return the max abs logit difference."""
+    quiet_third_party_output()
     if cfg.onnx:
         check_onnx_installed()
+    int8 = Int8Settings(**cfg.quantization, data=cfg.data) if cfg.int8 else None  # checks the settings
     diff = export_checkpoint(
         cfg.ckpt,
         cfg.out,
@@ -231,6 +248,7 @@ def main(cfg: DictConfig) -> float | None:
         overwrite=cfg.overwrite,
         onnx_opset=cfg.onnx_opset if cfg.onnx else None,
         onnx_atol=cfg.onnx_atol,
+        int8=int8,
     )
     print(f"Hugging Face model: {cfg.out}")
     if diff is not None:

@@ -11,8 +11,18 @@ from collections.abc import Callable
 
 import torch
 from torch.utils import benchmark
+from transformers import PreTrainedModel
+
+from distil.families import masked_lm_parts
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def timed_forward(model: PreTrainedModel, with_mlm_head: bool):
+    """What is timed: the encoder alone (what a downstream task runs), or the full masked-LM forward."""
+    if with_mlm_head:
+        return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return masked_lm_parts(model).encode
 
 
 @torch.inference_mode()
