@@ -4,7 +4,9 @@ DistilBERT's downstream comparison in one command. For each seed, three `distil.
 settings: the teacher fine-tuned on the task (and saved), the student fine-tuned alone, and the student distilled
 from that fine-tuned teacher (`distill_from`: gold labels plus the teacher's soft targets). With
 `teacher_per_seed=false` the teacher is fine-tuned once, with the first seed, and every seed's student is distilled
-from it (a third of the cost when the teacher is the expensive model). The table gives each
+from it (a third of the cost when the teacher is the expensive model); `finetuned_teacher=RUN_DIR` reuses the teacher
+of an earlier `distil.finetune ... save_model=true` run on the task (its `finetune.json` and `model/`) instead of
+fine-tuning one. The table gives each
 dev metric of the three as mean ± sample standard deviation over the seeds, and the two students as a percentage of
 the teacher. Everything goes under the run directory: `seed<N>/<run>/` (each run's `finetune.json`, `log/`, the
 teacher's `model/`) and `comparison.json` (every run's report, the means and standard deviations).
@@ -42,16 +44,33 @@ def run_config(cfg: DictConfig, seed: int, run: str, teacher_dir: Path) -> DictC
     return run_cfg
 
 
+def earlier_teacher(run_dir: str, task: str) -> dict:
+    """The report of an earlier teacher fine-tuning at `run_dir`; raises unless it is a saved model of `task`."""
+    report_file, model_dir = Path(run_dir) / "finetune.json", Path(run_dir) / MODEL_DIR
+    if not report_file.is_file() or not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"finetuned_teacher={run_dir!r} lacks finetune.json or {MODEL_DIR}/config.json: give the run folder of "
+            "`python -m distil.finetune model=TEACHER save_model=true` on this task"
+        )
+    report = json.loads(report_file.read_text())
+    if report["task"] != task:
+        raise ValueError(f"finetuned_teacher={run_dir!r} was fine-tuned on task {report['task']}, not {task}")
+    return report
+
+
 def compare(cfg: DictConfig, out_dir: Path) -> dict:
     """Run the three fine-tunings of every seed (module docstring); return the comparison report."""
     seeds = list(cfg.seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds} must be one or more different integers")
     reports: dict[str, list[dict]] = {run: [] for run in RUNS}
+    if cfg.finetuned_teacher:
+        reports["teacher"].append(earlier_teacher(cfg.finetuned_teacher, cfg.task.name))
     for seed in seeds:
-        teacher_seed = seed if cfg.teacher_per_seed else seeds[0]
-        teacher_dir = out_dir / f"seed{teacher_seed}" / "teacher"
-        for run in RUNS if seed == teacher_seed else RUNS[1:]:
+        teacher_seed = seed if cfg.teacher_per_seed and not cfg.finetuned_teacher else seeds[0]
+        teacher_dir = Path(cfg.finetuned_teacher or out_dir / f"seed{teacher_seed}" / "teacher")
+        fine_tune_teacher = seed == teacher_seed and not cfg.finetuned_teacher
+        for run in RUNS if fine_tune_teacher else RUNS[1:]:
             log.info("seed %d: fine-tuning the %s", seed, run)
             run_cfg = run_config(cfg, seed, run, teacher_dir)
             report = finetune(run_cfg, Path(run_cfg.out_dir))

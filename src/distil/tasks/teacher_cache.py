@@ -24,6 +24,7 @@ import inspect
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable
@@ -154,7 +155,7 @@ def load(path: Path, fields: dict[str, str], count: int) -> tuple[dict[str, list
     features; None otherwise."""
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         if path.exists():
             log.warning("teacher cache %s is unreadable (%s): computing the outputs again", path, error)
         return None
