@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 HYPERPARAMETERS = ("seed", "max_length", "batch_size", "learning_rate", "weight_decay", "warmup_fraction")  # in report
 MODEL_DIR = "model"  # the folder of the run directory that save_model=true writes
 LOG_DIR = "log"  # the folder of the run directory with the training log (metrics.csv)
+REPORT_FILE = "finetune.json"  # the report in the run directory
 
 
 def check_model_folder(key: str, path: str):
@@ -155,13 +156,19 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     }
 
 
+def finetune_and_report(cfg: DictConfig) -> tuple[dict, Path]:
+    """Fine-tune as `cfg` says and write the report to `<cfg.out_dir>/finetune.json`; returns it and its path."""
+    out_dir = Path(cfg.out_dir)
+    report = finetune(cfg, out_dir)
+    path = out_dir / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2))
+    return report, path
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="finetune")
 def main(cfg: DictConfig) -> dict:
     quiet_third_party_output()
-    out_dir = Path(cfg.out_dir)
-    report = finetune(cfg, out_dir)
-    path = out_dir / "finetune.json"
-    path.write_text(json.dumps(report, indent=2))
+    report, path = finetune_and_report(cfg)
     name = "student distilled" if report["distillation"] else "model"
     print(f"{report['task']}: {report['train_examples']} train, {report['dev_examples']} dev examples")
     print(format_comparison(score_rows(report["metrics"], {name: [report]}), ("", name)))

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from distil.comparison_table import format_comparison
-from distil.finetune import MODEL_DIR, finetune
+from distil.finetune import MODEL_DIR, REPORT_FILE, finetune_and_report
 from distil.quiet import quiet_third_party_output
 from distil.tasks.score_table import mean_and_std, run_values, score_rows
 
@@ -46,7 +46,7 @@ def run_config(cfg: DictConfig, seed: int, run: str, teacher_dir: Path) -> DictC
 
 def earlier_teacher(run_dir: str, task: str) -> dict:
     """The report of an earlier teacher fine-tuning at `run_dir`; raises unless it is a saved model of `task`."""
-    report_file, model_dir = Path(run_dir) / "finetune.json", Path(run_dir) / MODEL_DIR
+    report_file, model_dir = Path(run_dir) / REPORT_FILE, Path(run_dir) / MODEL_DIR
     if not report_file.is_file() or not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"finetuned_teacher={run_dir!r} lacks finetune.json or {MODEL_DIR}/config.json: give the run folder of "
@@ -72,11 +72,8 @@ def compare(cfg: DictConfig, out_dir: Path) -> dict:
         fine_tune_teacher = seed == teacher_seed and not cfg.finetuned_teacher
         for run in RUNS if fine_tune_teacher else RUNS[1:]:
             log.info("seed %d: fine-tuning the %s", seed, run)
-            run_cfg = run_config(cfg, seed, run, teacher_dir)
-            report = finetune(run_cfg, Path(run_cfg.out_dir))
-            Path(run_cfg.out_dir, "finetune.json").write_text(json.dumps(report, indent=2))
-            reports[run].append(report)
-    first = reports["teacher"][0]
+            reports[run].append(finetune_and_report(run_config(cfg, seed, run, teacher_dir))[0])
+    first = reports["student"][0]
     summary = {
         run: {key: dict(zip(("mean", "std"), mean_and_std(values))) for key, values in run_values(runs).items()}
         for run, runs in reports.items()

@@ -85,13 +85,20 @@ def sentiment_rows(count: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_dir(tmp_path_factory, name: str, files: dict[str, str]) -> Path:
+    """A fresh folder `name` holding `files` (file name -> text): a local task source."""
+    directory = tmp_path_factory.mktemp(name)
+    for file_name, text in files.items():
+        (directory / file_name).write_text(text, encoding="utf-8")
+    return directory
+
+
 @pytest.fixture(scope="session")
 def sentiment_task_dir(tmp_path_factory) -> Path:
     """A local SST-2-like task: train.tsv (64 rows) and dev.tsv (16 rows), separable by key phrases."""
-    directory = tmp_path_factory.mktemp("sentiment")
-    (directory / "train.tsv").write_text(sentiment_rows(64, seed=0), encoding="utf-8")
-    (directory / "dev.tsv").write_text(sentiment_rows(16, seed=1), encoding="utf-8")
-    return directory
+    return task_dir(
+        tmp_path_factory, "sentiment", {"train.tsv": sentiment_rows(64, 0), "dev.tsv": sentiment_rows(16, 1)}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -143,10 +150,8 @@ def similarity_rows(count: int, seed: int) -> str:
 @pytest.fixture(scope="session")
 def similarity_task_dir(tmp_path_factory) -> Path:
     """A local STS-B-like regression task: train.tsv (64 pairs), dev.tsv (16 pairs), header with `score`."""
-    directory = tmp_path_factory.mktemp("similarity")
-    (directory / "train.tsv").write_text(similarity_rows(64, seed=0), encoding="utf-8")
-    (directory / "dev.tsv").write_text(similarity_rows(16, seed=1), encoding="utf-8")
-    return directory
+    files = {"train.tsv": similarity_rows(64, 0), "dev.tsv": similarity_rows(16, 1)}
+    return task_dir(tmp_path_factory, "similarity", files)
 
 
 ENTITY_TYPES = {"king": "PER", "queen": "PER", "captain": "PER", "sea": "LOC", "river": "LOC", "city": "LOC"}
@@ -165,10 +170,7 @@ def conll_text(count: int, seed: int) -> str:
 @pytest.fixture(scope="session")
 def ner_task_dir(tmp_path_factory) -> Path:
     """A local CoNLL-2003-like task: eng.train (64 sentences) and eng.testa (16), in the original column format."""
-    directory = tmp_path_factory.mktemp("ner")
-    (directory / "eng.train").write_text(conll_text(64, seed=0), encoding="utf-8")
-    (directory / "eng.testa").write_text(conll_text(16, seed=1), encoding="utf-8")
-    return directory
+    return task_dir(tmp_path_factory, "ner", {"eng.train": conll_text(64, 0), "eng.testa": conll_text(16, 1)})
 
 
 ANSWERS = ["king", "queen", "whale", "captain"]  # who walked, in the QA task's contexts
@@ -191,7 +193,5 @@ def squad_json(count: int, seed: int) -> dict:
 @pytest.fixture(scope="session")
 def qa_task_dir(tmp_path_factory) -> Path:
     """A local SQuAD-like task: train.json (64 questions) and dev.json (16)."""
-    directory = tmp_path_factory.mktemp("squad")
-    (directory / "train.json").write_text(json.dumps(squad_json(64, seed=0)), encoding="utf-8")
-    (directory / "dev.json").write_text(json.dumps(squad_json(16, seed=1)), encoding="utf-8")
-    return directory
+    files = {"train.json": json.dumps(squad_json(64, 0)), "dev.json": json.dumps(squad_json(16, 1))}
+    return task_dir(tmp_path_factory, "squad", files)

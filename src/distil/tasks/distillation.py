@@ -63,7 +63,7 @@ def load_fine_tuned_teacher(
         raise ValueError(
             f"distill_from={path!r} has no fine-tuned {task.model_class.__name__} head (missing "
             f"{sorted(info['missing_keys'])[:4]}): give a model fine-tuned on task {task.name}, e.g. the "
-            "models/<name> folder of a `distil.finetune ... save_model=true` run"
+            "model/ folder of a `distil.finetune ... save_model=true` run"
         )
     expected = task.head_config().get("num_labels", teacher.config.num_labels)
     if teacher.config.num_labels != expected:
