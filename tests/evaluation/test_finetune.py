@@ -16,8 +16,10 @@ from distil.comparison_table import format_comparison
 from distil.finetune import finetune
 from distil.finetune_comparison import HEADER
 from distil.output_dirs import MARKER_FILE
+from distil.tasks.distillation import TaskDistillation, load_fine_tuned_teacher
 from distil.tasks.score_table import score_rows
 from tests.conftest import CONF_DIR, compose_config, run_cli
+from tests.tiny_assets import tiny_tokenizer
 
 QUICK = ["trainer.max_epochs=10", "learning_rate=1e-3", "batch_size=8", "+trainer.enable_progress_bar=false"]
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
@@ -83,6 +85,14 @@ def test_saved_model_reloads_with_its_dev_score_and_distillation_reuses_the_cach
         logits = model(**tokenizer([e.texts[0] for e in dev], padding=True, return_tensors="pt")).logits
     accuracy = (logits.argmax(-1) == torch.tensor([e.label for e in dev])).float().mean().item()
     assert accuracy == pytest.approx(teacher["model"]["dev"]["accuracy"])  # the saved model is the scored model
+    frozen = load_fine_tuned_teacher(saved, task, tokenizer, 32, TaskDistillation(alpha_hidden=1.0))
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    with pytest.raises(
+        ValueError, match=r"alpha_hidden=1.0 needs equal widths, but distill_from=.* has hidden size 32"
+    ):
+        load_fine_tuned_teacher(saved, task, tokenizer, 64, TaskDistillation(alpha_hidden=1.0))
+    with pytest.raises(ValueError, match=r"has a tokenizer with another vocabulary than the student's \(128 vs 127"):
+        load_fine_tuned_teacher(saved, task, tiny_tokenizer(vocab_size=127), 32, TaskDistillation())
     runs = [
         finetune_in_process(tmp_path / f"distilled{i}", *data, f"model={fresh_student_dir}", f"distill_from={saved}")
         for i in range(2)
@@ -155,9 +165,10 @@ def test_comparison_command_reports_three_models_over_seeds(
         f"teacher_model={fresh_teacher_dir}",
         f"student_model={fresh_student_dir}",
         "seeds=[1,2]",
+        "max_dev_examples=8",
         f"hydra.run.dir={tmp_path}/run",
         *QUICK,
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=2",
         module="distil.finetune_comparison",
     )
     assert result.returncode == 0, result.stderr[-3000:]

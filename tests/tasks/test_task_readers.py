@@ -3,14 +3,17 @@ SQuAD answers outside their context counted and skipped, long contexts split int
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from distil.modules.losses import IGNORE_INDEX
 from distil.tasks.classification import SequenceClassificationTask
 from distil.tasks.question_answering import QuestionAnsweringTask
 from distil.tasks.token_classification import TokenClassificationTask, iob1_to_iob2
+from tests.conftest import compose_config
 from tests.tiny_assets import tiny_tokenizer
 
 COMMON = dict(train_file="train", dev_file="dev", hub_config=None, train_split="train", dev_split="validation")
@@ -174,3 +177,25 @@ def test_long_contexts_become_overlapping_windows_and_the_best_span_wins(tmp_pat
         outputs["start_logits"].append(logits)
         outputs["end_logits"].append(logits.clone())
     assert task.score(dev, outputs) == {"exact_match": 1.0, "f1": 1.0}
+
+
+SHARED_COUNTS = {  # task -> (train, dev) examples in ../shared (data/NOTES.md)
+    "sst2": (67_349, 872),
+    "cola": (8_551, 1_043),
+    "mrpc": (3_668, 408),
+    "rte": (2_490, 277),
+    "stsb": (5_749, 1_500),
+    "conll2003": (14_041, 3_250),
+    "squad": (11_877, 10_570),
+}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", list(SHARED_COUNTS))
+def test_shared_task_files_read_whole(shared_dir, name):
+    task = instantiate(compose_config("finetune", f"task={name}", "model=x", f"paths.shared_dir={shared_dir}").task)
+    assert task.is_local and Path(task.source).resolve().is_relative_to(shared_dir.resolve())
+    train, dev = task.examples("train"), task.examples("dev")
+    assert (len(train), len(dev)) == SHARED_COUNTS[name]
+    if name == "squad":
+        assert sum(len(q.answers) for q in dev) == 34_726  # the dev set's several gold answers per question
