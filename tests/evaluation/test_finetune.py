@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distil.comparison_table import format_comparison
 from distil.finetune import finetune
-from distil.finetune_comparison import HEADER
+from distil.finetune_comparison import HEADER, earlier_teacher
 from distil.output_dirs import MARKER_FILE
 from distil.tasks.distillation import TaskDistillation, load_fine_tuned_teacher
 from distil.tasks.score_table import score_rows
@@ -184,3 +184,14 @@ def test_comparison_command_reports_three_models_over_seeds(
     columns = dict(zip(HEADER[1:4], report["runs"].values()))
     assert format_comparison(score_rows(["accuracy"], columns, reference="teacher"), HEADER) in result.stdout
     assert " ± " in result.stdout
+
+
+def test_an_earlier_teacher_run_must_hold_a_saved_model_of_the_task(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"finetuned_teacher='.*' lacks finetune.json or model/config.json"):
+        earlier_teacher(str(tmp_path), "sst2")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "finetune.json").write_text(json.dumps({"task": "cola"}))
+    with pytest.raises(ValueError, match=r"finetuned_teacher='.*' was fine-tuned on task cola, not sst2"):
+        earlier_teacher(str(tmp_path), "sst2")
+    assert earlier_teacher(str(tmp_path), "cola") == {"task": "cola"}
