@@ -39,6 +39,7 @@ from distil.tasks.distillation import TaskDistillation, attach_teacher_outputs
 from distil.tasks.module import TaskModule
 from distil.tasks.score_table import score_rows
 from distil.tasks.task import Task
+from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ def save_fine_tuned(model, tokenizer, target: Path, details: dict) -> Path:
 
 def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     """Fine-tune `cfg.model` on `cfg.task` (distilled from `cfg.distill_from` when set); return the report."""
+    for key in ("batch_size", "max_length"):
+        check_integer(key, cfg[key], 1)
+    for key in ("max_train_examples", "max_dev_examples"):
+        check_integer(key, cfg[key], 1, optional=True)
     task: Task = instantiate(cfg.task)
     distillation: TaskDistillation | None = instantiate(cfg.task_distillation) if cfg.distill_from else None
     task.check_source()

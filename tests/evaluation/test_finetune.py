@@ -120,6 +120,8 @@ def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fres
         finetune_in_process(tmp_path / "d", *data, f"task.source={bad_labels}")
     with pytest.raises(FileNotFoundError, match=r"task.source='/nonexistent/sst2' \(task sst2\) is not a directory"):
         finetune_in_process(tmp_path / "e", *data, "task.source=/nonexistent/sst2")
+    with pytest.raises(ValueError, match=r"max_train_examples=0 is not allowed: an integer >= 1 or null"):
+        finetune_in_process(tmp_path / "e", *data, "max_train_examples=0")
     with pytest.raises(MissingConfigException, match="task/no_such_task"):
         compose_config("finetune", "task=no_such_task", "model=x")
     (tmp_path / "f" / "model").mkdir(parents=True)
