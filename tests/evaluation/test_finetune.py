@@ -186,6 +186,27 @@ def test_comparison_command_reports_three_models_over_seeds(
     columns = dict(zip(HEADER[1:4], report["runs"].values()))
     assert format_comparison(score_rows(["accuracy"], columns, reference="teacher"), HEADER) in result.stdout
     assert " ± " in result.stdout
+    again = run_cli(  # the seed-1 teacher reused: no teacher run, and its cached outputs are hits
+        tmp_path,
+        "task=sst2",
+        f"task.source={sentiment_task_dir}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"student_model={fresh_student_dir}",
+        f"finetuned_teacher={tmp_path}/run/seed1/teacher",
+        "seeds=[5]",
+        "max_dev_examples=8",
+        f"hydra.run.dir={tmp_path}/again",
+        *QUICK,
+        "trainer.max_epochs=2",
+        module="distil.finetune_comparison",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert (
+        reused["runs"]["teacher"] == [report["runs"]["teacher"][0]]
+        and not (tmp_path / "again" / "seed5" / "teacher").exists()
+    )
+    assert [c["cache"] for c in reused["teacher_cache"]] == ["hit"]
 
 
 def test_an_earlier_teacher_run_must_hold_a_saved_model_of_the_task(tmp_path):
