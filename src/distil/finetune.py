@@ -1,16 +1,19 @@
-"""`python -m distil.finetune task=sst2 model=PATH [teacher_model=PATH]`: fine-tune on a GLUE task, report dev accuracy.
+"""`python -m distil.finetune task=NAME model=PATH [distill_from=TEACHER] [save_model=true]`: fine-tune on a task.
 
-The model (an exported student or any masked-LM/encoder directory or hub id; a `distil.train` `.ckpt` is exported
-first) gets a fresh sequence-classification head (`AutoModelForSequenceClassification`) and is trained end to end
-on the task's train split; the reported number is the accuracy on the dev split after the last epoch (no model
-selection on dev). With `teacher_model=PATH` the teacher is fine-tuned the same way (same seed, data order and
-hyper-parameters) and the table shows the student's accuracy as a percentage of the teacher's, in the format of
-`distil.evaluate`. Results go to `finetune.json` in the run directory.
+The model (an exported student or any encoder directory or hub id; a `distil.train` `.ckpt` is exported first) gets
+the task's head (`conf/task/*.yaml`: sequence classification or regression, token classification, extractive QA) and
+is trained end to end on the task's training split; the reported numbers are the task's official metrics on the dev
+split after the last epoch (no model selection on dev). With `distill_from=PATH` (a model already fine-tuned on the
+task, e.g. the `model/` folder of an earlier run with `save_model=true`) the student learns the gold labels plus the
+teacher's soft targets (`distil.tasks.distillation`); the teacher's outputs are computed once and cached
+(`distil.tasks.teacher_cache`). Everything that can be checked (task files and their labels, model folders, the
+teacher's head and vocabulary, the output folder) is checked before the model is trained. Results go to
+`finetune.json` in the run directory, the training log to `log/metrics.csv`, and with `save_model=true` the model in
+Hugging Face format (config, weights, tokenizer) to `model/`.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -23,192 +26,157 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from torchmetrics.classification import MulticlassAccuracy
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    PreTrainedModel,
-    get_linear_schedule_with_warmup,
-)
+from transformers import AutoConfig, AutoTokenizer
 
-from distil.comparison_table import format_comparison, format_percent, percent
+from distil.comparison_table import format_comparison
 from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters
-from distil.evaluation.glue_tasks import Example, check_task_source, load_examples
 from distil.export import hf_model_path
+from distil.output_dirs import check_replaceable, replace_output_dir
 from distil.quiet import quiet_third_party_output
+from distil.tasks.batches import Collator
+from distil.tasks.distillation import TaskDistillation, attach_teacher_outputs
+from distil.tasks.module import TaskModule
+from distil.tasks.score_table import score_rows
+from distil.tasks.task import Task
+from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
 
 HYPERPARAMETERS = ("seed", "max_length", "batch_size", "learning_rate", "weight_decay", "warmup_fraction")  # in report
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # parameters kept out of weight decay (as in BERT)
+MODEL_DIR = "model"  # the folder of the run directory that save_model=true writes
+LOG_DIR = "log"  # the folder of the run directory with the training log (metrics.csv)
+REPORT_FILE = "finetune.json"  # the report in the run directory
 
 
-class SequenceClassifier(pl.LightningModule):
-    """A Hugging Face sequence-classification model trained with AdamW and linear warm-up/decay; logs dev accuracy.
-
-    Args:
-        model: an `AutoModelForSequenceClassification` model.
-        num_labels: number of classes (for the accuracy metric).
-        learning_rate: peak AdamW learning rate.
-        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
-        warmup_fraction: fraction of the optimizer steps spent warming the LR up from 0.
-    """
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        num_labels: int,
-        learning_rate: float,
-        weight_decay: float,
-        warmup_fraction: float,
-    ) -> None:
-        super().__init__()
-        self.model = model.train()  # from_pretrained returns eval mode; dropout is part of fine-tuning
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.warmup_fraction = warmup_fraction
-        self.dev_accuracy = MulticlassAccuracy(num_classes=num_labels, average="micro")
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        labels = batch.pop("labels")
-        self.dev_accuracy.update(self.model(**batch).logits, labels)
-        self.log("val/acc", self.dev_accuracy, on_epoch=True, prog_bar=True)
-
-    def configure_optimizers(self):
-        named = list(self.model.named_parameters())
-        groups = [
-            {"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": self.weight_decay},
-            {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_fraction * total_steps), total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def encode(examples: list[Example], tokenizer, max_length: int, input_names: set[str]) -> list[dict]:
-    """Tokenized examples (unpadded), each with only the inputs the model's forward accepts, plus `labels`."""
-    columns = list(zip(*(e.texts for e in examples)))
-    features = tokenizer(*columns, truncation=True, max_length=max_length)
-    keys = [k for k in features if k in input_names]
-    return [{**{k: features[k][i] for k in keys}, "labels": example.label} for i, example in enumerate(examples)]
-
-
-def check_model_folder(key: str, path: str) -> None:
-    """Read the model's config and tokenizer (small and fast) so that a bad path, or a folder without a tokenizer
-    that fits its embeddings, fails before any model is trained."""
+def check_model_folder(key: str, path: str):
+    """The model's config, after reading its config and tokenizer (small and fast) so that a bad path, or a folder
+    without a tokenizer that fits its embeddings, fails before any model is trained."""
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
     check_tokenizer_matches(tokenizer, path, key, config.vocab_size, "its model")
+    return config
 
 
-def finetune_model(
-    name: str, key: str, path: str, train: list[Example], dev: list[Example], cfg: DictConfig, out_dir: Path
-) -> dict:
-    """Fine-tune the model at `path` (config key `key`) on `train`; return its dev accuracy, size, training time.
+def save_fine_tuned(model, tokenizer, target: Path, details: dict) -> Path:
+    """Write the fine-tuned model and its tokenizer to `target` whole (`distil.output_dirs`)."""
 
-    Its training log goes to `out_dir/<name>/metrics.csv`.
-    """
+    def write(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    return replace_output_dir(target, "hf_model", write, key="save_model", details=details)
+
+
+def finetune(cfg: DictConfig, out_dir: Path) -> dict:
+    """Fine-tune `cfg.model` on `cfg.task` (distilled from `cfg.distill_from` when set); return the report."""
+    for key in ("batch_size", "max_length"):
+        check_integer(key, cfg[key], 1)
+    for key in ("max_train_examples", "max_dev_examples"):
+        check_integer(key, cfg[key], 1, optional=True)
+    task: Task = instantiate(cfg.task)
+    distillation: TaskDistillation | None = instantiate(cfg.task_distillation) if cfg.distill_from else None
+    task.check_source()
+    model_path = hf_model_path("model", str(cfg.model), out_dir / "exported")
+    config = check_model_folder("model", model_path)
+    teacher_path = None
+    if distillation is not None:
+        teacher_path = hf_model_path("distill_from", str(cfg.distill_from), out_dir / "exported")
+        check_model_folder("distill_from", teacher_path)
+    if cfg.save_model:
+        check_replaceable(out_dir / MODEL_DIR, "hf_model", False, "save_model")
+    train = task.examples("train")[: cfg.max_train_examples]
+    dev = task.examples("dev")[: cfg.max_dev_examples]
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_set = task.encode(train, tokenizer, training=True)
+    dev_set = task.encode(dev, tokenizer, training=False)
+    log.info(
+        "task %s: %d train examples (%d features), %d dev examples (%d features) from %s",
+        task.describe(),
+        len(train),
+        len(train_set.features),
+        len(dev),
+        len(dev_set.features),
+        task.source,
+    )
+    collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side, task.per_token)
+    teacher_report = None
+    if distillation is not None:
+        teacher_report = attach_teacher_outputs(
+            teacher_path,
+            task,
+            tokenizer,
+            config.hidden_size,
+            distillation,
+            train_set.features,
+            collate,
+            cfg.batch_size,
+            cfg.teacher_cache_dir,
+            cfg.trainer.max_epochs,
+        )
     pl.seed_everything(cfg.seed, workers=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=cfg.task.num_labels, dtype=torch.float32
-        )
+        model = task.model_class.from_pretrained(model_path, dtype=torch.float32, **task.head_config())
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"{key}={path!r} could not be loaded with its tokenizer: {error}") from error
-    input_names = set(inspect.signature(model.forward).parameters)
-    collate = DataCollatorWithPadding(tokenizer)
+        raise FileNotFoundError(
+            f"model={model_path!r} could not be loaded with task {task.name}'s head: {error}"
+        ) from error
     loader = {"batch_size": cfg.batch_size, "collate_fn": collate, "num_workers": cfg.num_workers}
-    train_loader = DataLoader(encode(train, tokenizer, cfg.max_length, input_names), shuffle=True, **loader)
-    dev_loader = DataLoader(encode(dev, tokenizer, cfg.max_length, input_names), **loader)
-    module = SequenceClassifier(model, cfg.task.num_labels, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction)
+    train_loader = DataLoader(train_set.features, shuffle=True, **loader)
+    dev_loader = DataLoader(dev_set.features, **loader)
+    module = TaskModule(model, task, dev_set, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction, distillation)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        logger=CSVLogger(out_dir, name=name, version=""),
+        logger=CSVLogger(out_dir, name=LOG_DIR, version=""),
         enable_checkpointing=False,
         default_root_dir=out_dir,
     )
     start = time.perf_counter()
     trainer.fit(module, train_loader, dev_loader)
     seconds = time.perf_counter() - start
+    saved = None
+    if cfg.save_model:
+        details = {"fine_tuned_from": model_path, "task": task.name, "dev": module.dev_scores}
+        saved = str(save_fine_tuned(model.eval(), tokenizer, out_dir / MODEL_DIR, details))
     return {
-        "path": path,
-        "parameters": count_parameters(model),
-        "dev_accuracy": float(trainer.callback_metrics["val/acc"]),
-        "train_seconds": seconds,
-    }
-
-
-def comparison_rows(models: dict[str, dict]) -> list[tuple[str, ...]]:
-    """Table rows (evaluate's format): dev accuracy, parameters, training time; ratio column when two models."""
-    quantities = (
-        ("dev accuracy (%)", "dev_accuracy", 100.0, ".2f"),
-        ("parameters (M)", "parameters", 1e-6, ".2f"),
-        ("fine-tuning time (s)", "train_seconds", 1.0, ".1f"),
-    )
-    rows = []
-    for label, key, scale, fmt in quantities:
-        cells = [format(entry[key] * scale, fmt) for entry in models.values()]
-        if len(models) == 2:
-            cells.append(format_percent(percent(models["student"][key], models["teacher"][key])))
-        rows.append((label, *cells))
-    return rows
-
-
-def finetune(cfg: DictConfig, out_dir: Path) -> dict:
-    """Fine-tune `cfg.model` (and `cfg.teacher_model` when set) on `cfg.task`; return the report (module docstring)."""
-    task = cfg.task
-    check_task_source(task.source, task.name)
-    keys = {"teacher": "teacher_model", "student": "model"} if cfg.teacher_model else {"model": "model"}
-    paths = {name: hf_model_path(key, str(cfg[key]), out_dir / "exported") for name, key in keys.items()}
-    for name, path in paths.items():
-        check_model_folder(keys[name], path)
-    fields = {"text_fields": list(task.text_fields), "label_field": task.label_field}
-    train = load_examples(task.source, task.name, "train", task.train_split, **fields)[: cfg.max_train_examples]
-    dev = load_examples(task.source, task.name, "dev", task.dev_split, **fields)[: cfg.max_dev_examples]
-    bad = sorted({e.label for e in train + dev} - set(range(task.num_labels)))
-    if bad:
-        raise ValueError(f"task {task.name} has labels {bad} outside 0..{task.num_labels - 1} (task.num_labels)")
-    log.info("task %s: %d train, %d dev examples from %s", task.name, len(train), len(dev), task.source)
-    results = {name: finetune_model(name, keys[name], paths[name], train, dev, cfg, out_dir) for name in paths}
-    report = {
         "task": task.name,
+        "kind": type(task).__name__,
         "source": task.source,
         "train_examples": len(train),
+        "train_features": len(train_set.features),
         "dev_examples": len(dev),
-        "models": results,
+        "metrics": task.metrics,
+        "model": {
+            "path": model_path,
+            "parameters": count_parameters(model),
+            "dev": module.dev_scores,
+            "train_seconds": seconds,
+            "saved": saved,
+        },
+        "distillation": None if distillation is None else {**vars(distillation), "teacher": teacher_report},
         "settings": {key: cfg[key] for key in HYPERPARAMETERS} | {"max_epochs": cfg.trainer.max_epochs},
     }
-    if cfg.teacher_model:
-        report["student_pct_of_teacher"] = percent(
-            results["student"]["dev_accuracy"], results["teacher"]["dev_accuracy"]
-        )
-    return report
+
+
+def finetune_and_report(cfg: DictConfig) -> tuple[dict, Path]:
+    """Fine-tune as `cfg` says and write the report to `<cfg.out_dir>/finetune.json`; returns it and its path."""
+    out_dir = Path(cfg.out_dir)
+    report = finetune(cfg, out_dir)
+    path = out_dir / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2))
+    return report, path
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="finetune")
 def main(cfg: DictConfig) -> dict:
     quiet_third_party_output()
-    out_dir = Path(cfg.out_dir)
-    report = finetune(cfg, out_dir)
-    path = out_dir / "finetune.json"
-    path.write_text(json.dumps(report, indent=2))
-    models = report["models"]
-    header = ("", *models, "student/teacher") if len(models) == 2 else ("", *models)
+    report, path = finetune_and_report(cfg)
+    name = "student distilled" if report["distillation"] else "model"
     print(f"{report['task']}: {report['train_examples']} train, {report['dev_examples']} dev examples")
-    print(format_comparison(comparison_rows(models), header))
+    print(format_comparison(score_rows(report["metrics"], {name: [report]}), ("", name)))
     print(f"report: {path}")
     return report
 

@@ -6,6 +6,7 @@ hub (tests marked `shared` use ../shared and skip without it).
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 from pathlib import Path
@@ -84,13 +85,20 @@ def sentiment_rows(count: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_dir(tmp_path_factory, name: str, files: dict[str, str]) -> Path:
+    """A fresh folder `name` holding `files` (file name -> text): a local task source."""
+    directory = tmp_path_factory.mktemp(name)
+    for file_name, text in files.items():
+        (directory / file_name).write_text(text, encoding="utf-8")
+    return directory
+
+
 @pytest.fixture(scope="session")
 def sentiment_task_dir(tmp_path_factory) -> Path:
     """A local SST-2-like task: train.tsv (64 rows) and dev.tsv (16 rows), separable by key phrases."""
-    directory = tmp_path_factory.mktemp("sentiment")
-    (directory / "train.tsv").write_text(sentiment_rows(64, seed=0), encoding="utf-8")
-    (directory / "dev.tsv").write_text(sentiment_rows(16, seed=1), encoding="utf-8")
-    return directory
+    return task_dir(
+        tmp_path_factory, "sentiment", {"train.tsv": sentiment_rows(64, 0), "dev.tsv": sentiment_rows(16, 1)}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +133,65 @@ def evaluated_tiny_run(tiny_run_dir, tiny_teacher_dir, tiny_corpus_dir) -> tuple
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tiny_run_dir, result
+
+
+def similarity_rows(count: int, seed: int) -> str:
+    """STS-B-like TSV (`sentence1 sentence2 score`): the score is 4 for a positive key phrase in the first sentence
+    plus 1 for one in the second (0, 1, 4 or 5)."""
+    rng = random.Random(seed)
+    lines = ["sentence1\tsentence2\tscore"]
+    for _ in range(count):
+        first, second = rng.random() < 0.5, rng.random() < 0.5
+        a, b = (rng.choice(POSITIVE if positive else NEGATIVE) for positive in (first, second))
+        lines.append(f"the {a} .\tit was {b} .\t{4.0 * first + 1.0 * second}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def similarity_task_dir(tmp_path_factory) -> Path:
+    """A local STS-B-like regression task: train.tsv (64 pairs), dev.tsv (16 pairs), header with `score`."""
+    files = {"train.tsv": similarity_rows(64, 0), "dev.tsv": similarity_rows(16, 1)}
+    return task_dir(tmp_path_factory, "similarity", files)
+
+
+ENTITY_TYPES = {"king": "PER", "queen": "PER", "captain": "PER", "sea": "LOC", "river": "LOC", "city": "LOC"}
+
+
+def conll_text(count: int, seed: int) -> str:
+    """CoNLL-2003 column text (`word POS chunk NER`, IOB1 tags, `-DOCSTART-` lines): the word decides its tag."""
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- O O", ""]
+    for _ in range(count):
+        words = rng.choices(FILLER + list(ENTITY_TYPES), k=rng.randint(3, 8))
+        lines += [f"{w} NN O {'I-' + ENTITY_TYPES[w] if w in ENTITY_TYPES else 'O'}" for w in words] + [""]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def ner_task_dir(tmp_path_factory) -> Path:
+    """A local CoNLL-2003-like task: eng.train (64 sentences) and eng.testa (16), in the original column format."""
+    return task_dir(tmp_path_factory, "ner", {"eng.train": conll_text(64, 0), "eng.testa": conll_text(16, 1)})
+
+
+ANSWERS = ["king", "queen", "whale", "captain"]  # who walked, in the QA task's contexts
+
+
+def squad_json(count: int, seed: int) -> dict:
+    """SQuAD v1.1 JSON: each context says who walked (after filler words); the question asks who walked."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(count):
+        who = rng.choice(ANSWERS)
+        before = " ".join(rng.choices(FILLER, k=rng.randint(1, 6)))
+        context = f"{before} . the {who} walked to the sea . {' '.join(rng.choices(FILLER, k=3))} ."
+        start = context.index(f"the {who} walked") + 4
+        qa = {"id": f"q{seed}-{i}", "question": "who walked ?", "answers": [{"text": who, "answer_start": start}]}
+        paragraphs.append({"context": context, "qas": [qa]})
+    return {"version": "1.1", "data": [{"title": "tiny", "paragraphs": paragraphs}]}
+
+
+@pytest.fixture(scope="session")
+def qa_task_dir(tmp_path_factory) -> Path:
+    """A local SQuAD-like task: train.json (64 questions) and dev.json (16)."""
+    files = {"train.json": json.dumps(squad_json(64, 0)), "dev.json": json.dumps(squad_json(16, 1))}
+    return task_dir(tmp_path_factory, "squad", files)

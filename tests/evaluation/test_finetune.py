@@ -1,179 +1,220 @@
-"""`distil.finetune`: fine-tuning learns a separable task, reports dev accuracy, compares student and teacher."""
+"""`distil.finetune`: every task kind learns a tiny task end to end and is scored with its official metrics; a saved
+fine-tuned model is the `distill_from` of task distillation; bad input is named before training;
+`distil.finetune_comparison` reports teacher, student and distilled student over seeds."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
-from hydra.errors import MissingConfigException
-from transformers import AutoModelForSequenceClassification
+import torch
+from hydra.errors import InstantiationException, MissingConfigException
+from hydra.utils import instantiate
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distil.comparison_table import format_comparison
-from distil.evaluation.glue_tasks import check_task_source, read_tsv
-from distil.finetune import comparison_rows, finetune
+from distil.finetune import finetune
+from distil.finetune_comparison import HEADER, earlier_teacher
+from distil.output_dirs import MARKER_FILE
+from distil.tasks.distillation import TaskDistillation, load_fine_tuned_teacher
+from distil.tasks.score_table import score_rows
 from tests.conftest import CONF_DIR, compose_config, run_cli
+from tests.tiny_assets import tiny_tokenizer
 
 QUICK = ["trainer.max_epochs=10", "learning_rate=1e-3", "batch_size=8", "+trainer.enable_progress_bar=false"]
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+KIND_OVERRIDES = {  # task kind -> (config overrides besides task.source=DIR, main metric, floor of teacher, student)
+    "classification": (["task=sst2"], "accuracy", 0.9, 0.8),  # chance 0.5: the key phrases decide the label
+    "regression": (["task=stsb", "trainer.max_epochs=20"], "pearson", 0.8, 0.7),  # key phrases decide the score
+    "ner": (["task=conll2003"], "f1", 0.85, 0.5),  # the word decides its tag; the student has 1 layer
+    "qa": (  # the answer is X in "the X walked", one of 4 words
+        ["task=squad", "task.train_file=train.json", "task.dev_file=dev.json", "task.max_length=32", "task.stride=8"],
+        "exact_match",
+        0.75,
+        0.75,
+    ),
+}
 
 
-def test_cli_learns_a_separable_task_and_writes_its_dev_accuracy(tmp_path, fresh_teacher_dir, sentiment_task_dir):
+@pytest.fixture
+def task_dirs(sentiment_task_dir, similarity_task_dir, ner_task_dir, qa_task_dir) -> dict[str, Path]:
+    return {
+        "classification": sentiment_task_dir,
+        "regression": similarity_task_dir,
+        "ner": ner_task_dir,
+        "qa": qa_task_dir,
+    }
+
+
+def finetune_in_process(out_dir: Path, *overrides: str) -> dict:
+    cfg = compose_config(
+        "finetune", f"out_dir={out_dir}", f"teacher_cache_dir={out_dir.parent / 'cache'}", *QUICK, *overrides
+    )
+    return finetune(cfg, out_dir)
+
+
+@pytest.mark.parametrize("kind", list(KIND_OVERRIDES))
+def test_each_task_kind_fine_tunes_saves_and_distils(tmp_path, kind, task_dirs, fresh_teacher_dir, fresh_student_dir):
+    overrides, metric, teacher_floor, student_floor = KIND_OVERRIDES[kind]
+    data = [*overrides, f"task.source={task_dirs[kind]}"]
+    teacher = finetune_in_process(tmp_path / "teacher", *data, f"model={fresh_teacher_dir}", "save_model=true")
+    assert teacher["model"]["dev"][metric] >= teacher_floor
+    saved = Path(teacher["model"]["saved"])
+    assert {"config.json", "model.safetensors", "tokenizer.json", MARKER_FILE} <= {p.name for p in saved.iterdir()}
+    distilled = finetune_in_process(
+        tmp_path / "distilled", *data, f"model={fresh_student_dir}", f"distill_from={saved}", "seed=3"
+    )
+    assert distilled["model"]["dev"][metric] >= student_floor
+    assert distilled["distillation"]["teacher"]["cache"] == "miss"
+    assert distilled["model"]["saved"] is None and not (tmp_path / "distilled" / "model").exists()
+    assert distilled["model"]["parameters"] < teacher["model"]["parameters"]  # the teacher is not part of it
+    assert set(distilled["model"]["dev"]) == set(distilled["metrics"])
+
+
+def test_saved_model_reloads_with_its_dev_score_and_distillation_reuses_the_cache(
+    tmp_path, sentiment_task_dir, fresh_teacher_dir, fresh_student_dir
+):
+    data = ["task=sst2", f"task.source={sentiment_task_dir}", "trainer.max_epochs=4"]
+    teacher = finetune_in_process(tmp_path / "teacher", *data, f"model={fresh_teacher_dir}", "save_model=true")
+    saved = teacher["model"]["saved"]
+    model = AutoModelForSequenceClassification.from_pretrained(saved).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    task = instantiate(compose_config("finetune", *data, "model=x").task)
+    dev = task.examples("dev")
+    with torch.no_grad():
+        logits = model(**tokenizer([e.texts[0] for e in dev], padding=True, return_tensors="pt")).logits
+    accuracy = (logits.argmax(-1) == torch.tensor([e.label for e in dev])).float().mean().item()
+    assert accuracy == pytest.approx(teacher["model"]["dev"]["accuracy"])  # the saved model is the scored model
+    frozen = load_fine_tuned_teacher(saved, task, tokenizer, 32, TaskDistillation(alpha_hidden=1.0))
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    with pytest.raises(
+        ValueError, match=r"alpha_hidden=1.0 needs equal widths, but distill_from=.* has hidden size 32"
+    ):
+        load_fine_tuned_teacher(saved, task, tokenizer, 64, TaskDistillation(alpha_hidden=1.0))
+    with pytest.raises(ValueError, match=r"has a tokenizer with another vocabulary than the student's \(128 vs 127"):
+        load_fine_tuned_teacher(saved, task, tiny_tokenizer(vocab_size=127), 32, TaskDistillation())
+    runs = [
+        finetune_in_process(tmp_path / f"distilled{i}", *data, f"model={fresh_student_dir}", f"distill_from={saved}")
+        for i in range(2)
+    ]
+    first, second = (run["distillation"]["teacher"] for run in runs)
+    assert (first["cache"], second["cache"]) == ("miss", "hit") and first["file"] == second["file"]
+    assert runs[0]["model"]["dev"] == runs[1]["model"]["dev"]  # same seed, same teacher outputs: the same student
+
+
+def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fresh_teacher_dir, fresh_student_dir):
+    data = ["task=sst2", f"task.source={sentiment_task_dir}", f"model={fresh_student_dir}"]
+    with pytest.raises(ValueError, match=r"distill_from=.*has no fine-tuned AutoModelForSequenceClassification head"):
+        finetune_in_process(tmp_path / "a", *data, f"distill_from={fresh_teacher_dir}")  # a masked LM, no head
+    with pytest.raises(InstantiationException, match=r"task_distillation.temperature=0 must be > 0"):
+        finetune_in_process(
+            tmp_path / "b", *data, f"distill_from={fresh_teacher_dir}", "task_distillation.temperature=0"
+        )
+    with pytest.raises(FileNotFoundError, match="distill_from='/nonexistent/teacher'"):
+        finetune_in_process(tmp_path / "c", *data, "distill_from=/nonexistent/teacher")
+    bad_labels = tmp_path / "bad_labels"
+    bad_labels.mkdir()
+    (bad_labels / "dev.tsv").write_text((sentiment_task_dir / "dev.tsv").read_text())
+    (bad_labels / "train.tsv").write_text((sentiment_task_dir / "train.tsv").read_text() + "a fine film .\t2\n")
+    with pytest.raises(ValueError, match=r"train.tsv, line 66: column 'label' holds '2'; allowed: a class id 0..1"):
+        finetune_in_process(tmp_path / "d", *data, f"task.source={bad_labels}")
+    with pytest.raises(FileNotFoundError, match=r"task.source='/nonexistent/sst2' \(task sst2\) is not a directory"):
+        finetune_in_process(tmp_path / "e", *data, "task.source=/nonexistent/sst2")
+    with pytest.raises(ValueError, match=r"max_train_examples=0 is not allowed: an integer >= 1 or null"):
+        finetune_in_process(tmp_path / "e", *data, "max_train_examples=0")
+    with pytest.raises(MissingConfigException, match="task/no_such_task"):
+        compose_config("finetune", "task=no_such_task", "model=x")
+    (tmp_path / "f" / "model").mkdir(parents=True)
+    (tmp_path / "f" / "model" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"save_model='.*model' holds notes.txt"):
+        finetune_in_process(tmp_path / "f", *data, "save_model=true")
+    assert (tmp_path / "f" / "model" / "notes.txt").read_text() == "mine"
+    for name in "abcdef":
+        assert not (tmp_path / name / "log").exists()  # no training started
+
+
+OFFICIAL_METRICS = {
+    "cola": ["matthews_correlation", "accuracy"],
+    "mrpc": ["f1", "accuracy"],
+    "qqp": ["f1", "accuracy"],
+    "stsb": ["pearson", "spearman"],
+    "conll2003": ["f1", "precision", "recall"],
+    "squad": ["f1", "exact_match"],
+    "squad_v2": ["f1", "exact_match"],
+}
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_config_instantiates_with_its_official_metrics(name):
+    task = instantiate(compose_config("finetune", f"task={name}", "model=x").task)
+    assert task.name == name and task.metrics == OFFICIAL_METRICS.get(name, ["accuracy"])
+    assert task.source and task.hub_splits["train"] and task.hub_splits["dev"]
+
+
+def test_the_issue_tasks_are_there():
+    glue = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+    assert glue | {"conll2003", "squad", "squad_v2"} <= set(TASKS)
+
+
+@pytest.mark.slow
+def test_comparison_command_reports_three_models_over_seeds(
+    tmp_path, fresh_teacher_dir, fresh_student_dir, sentiment_task_dir
+):
     result = run_cli(
         tmp_path,
         "task=sst2",
         f"task.source={sentiment_task_dir}",
-        f"model={fresh_teacher_dir}",
-        f"hydra.run.dir={tmp_path}",
+        f"teacher_model={fresh_teacher_dir}",
+        f"student_model={fresh_student_dir}",
+        "seeds=[1,2]",
+        "max_dev_examples=8",
+        f"hydra.run.dir={tmp_path}/run",
         *QUICK,
-        module="distil.finetune",
+        "trainer.max_epochs=2",
+        module="distil.finetune_comparison",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "finetune.json").read_text())
-    assert (report["task"], report["train_examples"], report["dev_examples"]) == ("sst2", 64, 16)
-    entry = report["models"]["model"]
-    assert entry["dev_accuracy"] >= 0.9  # chance is 0.5: the key phrases decide the label
-    classifier = AutoModelForSequenceClassification.from_pretrained(fresh_teacher_dir, num_labels=2)
-    assert entry["parameters"] == sum(p.numel() for p in classifier.parameters())
-    assert format_comparison(comparison_rows(report["models"]), ("", "model")) in result.stdout
-    assert (tmp_path / "model" / "metrics.csv").is_file()  # per-epoch dev accuracy and training loss
-
-
-def test_student_and_teacher_side_by_side(tmp_path, fresh_teacher_dir, fresh_student_dir, sentiment_task_dir):
-    cfg = compose_config(
-        "finetune",
-        f"task.source={sentiment_task_dir}",
-        f"model={fresh_student_dir}",
-        f"teacher_model={fresh_teacher_dir}",
-        f"out_dir={tmp_path}",
-        "max_dev_examples=12",
-        *QUICK,
-    )
-    report = finetune(cfg, tmp_path)
-    student, teacher = report["models"]["student"], report["models"]["teacher"]
-    assert list(report["models"]) == ["teacher", "student"] and report["dev_examples"] == 12
-    assert student["dev_accuracy"] >= 0.9 and teacher["dev_accuracy"] >= 0.9
-    assert report["student_pct_of_teacher"] == pytest.approx(100 * student["dev_accuracy"] / teacher["dev_accuracy"])
-    assert student["parameters"] < teacher["parameters"]
-    rows = comparison_rows(report["models"])
-    assert rows[0] == (
-        "dev accuracy (%)",
-        f"{100 * teacher['dev_accuracy']:.2f}",
-        f"{100 * student['dev_accuracy']:.2f}",
-        f"{report['student_pct_of_teacher']:.1f}%",
-    )
-    assert "student/teacher" in format_comparison(rows, ("", "teacher", "student", "student/teacher"))
-
-
-def test_tsv_reading_keeps_quotes_and_checks_columns(tmp_path):
-    (tmp_path / "train.tsv").write_text('sentence\tlabel\nit \'s a "fine" film\t1\n" unbalanced quote\t0\n')
-    examples = read_tsv(tmp_path / "train.tsv", ["sentence"], "label")
-    assert [(e.texts, e.label) for e in examples] == [(('it \'s a "fine" film',), 1), (('" unbalanced quote',), 0)]
-    with pytest.raises(ValueError, match=r"has columns \['sentence', 'label'\]; the task needs \['question'\]"):
-        read_tsv(tmp_path / "train.tsv", ["question", "sentence"], "label")
-
-
-def test_bad_task_inputs_are_named_before_training(tmp_path, fresh_teacher_dir, sentiment_task_dir):
-    with pytest.raises(FileNotFoundError, match=r"task.source='.*' \(task sst2\) lacks \['dev.tsv'\]"):
-        (tmp_path / "train.tsv").write_text("sentence\tlabel\n")
-        check_task_source(str(tmp_path), "sst2")
-    with pytest.raises(FileNotFoundError, match="task.source='/nonexistent/sst2'"):
-        check_task_source("/nonexistent/sst2", "sst2")
-    with pytest.raises(MissingConfigException, match="task/no_such_task"):
-        compose_config("finetune", "task=no_such_task", "model=x")
-    cfg = compose_config(
-        "finetune",
-        f"task.source={sentiment_task_dir}",
-        f"model={fresh_teacher_dir}",
-        "task.num_labels=1",
-        f"out_dir={tmp_path}",
-    )
-    with pytest.raises(ValueError, match=r"labels \[1\] outside 0..0"):
-        finetune(cfg, tmp_path)
-    cfg = compose_config(
-        "finetune", f"task.source={sentiment_task_dir}", "model=/nonexistent/model", f"out_dir={tmp_path}"
-    )
-    with pytest.raises(FileNotFoundError, match="model='/nonexistent/model'"):
-        finetune(cfg, tmp_path)
-    cfg = compose_config(
-        "finetune",
-        f"task.source={sentiment_task_dir}",
-        f"model={tmp_path}",  # no config.json
-        f"teacher_model={fresh_teacher_dir}",
-        f"out_dir={tmp_path}",
-    )
-    with pytest.raises(FileNotFoundError, match="model='.*' has no config.json"):
-        finetune(cfg, tmp_path)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
-    cfg = compose_config(
-        "finetune",
-        f"task.source={sentiment_task_dir}",
-        f"model={broken}",
-        f"teacher_model={fresh_teacher_dir}",
-        f"out_dir={tmp_path}",
-    )
-    with pytest.raises(FileNotFoundError, match="model='.*broken' is not a loadable model"):
-        finetune(cfg, tmp_path)  # fails before the teacher is fine-tuned: no teacher/ log folder
-    assert not (tmp_path / "teacher").exists()
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_every_task_config_is_complete(task):
-    cfg = compose_config("finetune", f"task={task}", "model=x")
-    assert cfg.task.name == task and cfg.task.num_labels >= 2 and 1 <= len(cfg.task.text_fields) <= 2
-    assert cfg.task.label_field and cfg.task.train_split and cfg.task.dev_split and cfg.task.source
-
-
-def test_sst2_is_among_the_tasks():
-    assert {"sst2", "mrpc", "rte"} <= set(TASKS)
-
-
-@pytest.mark.shared
-def test_shared_sst2_rows_with_the_shared_teacher(tmp_path, shared_dir):
-    cfg = compose_config(
-        "finetune",
+    report = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    assert report["seeds"] == [1, 2] and list(report["runs"]) == ["teacher", "student", "distilled"]
+    for run in ("teacher", "student", "distilled"):
+        accuracies = [r["model"]["dev"]["accuracy"] for r in report["runs"][run]]
+        assert [r["settings"]["seed"] for r in report["runs"][run]] == [1, 2]
+        assert report["summary"][run]["dev/accuracy"]["mean"] == pytest.approx(statistics.fmean(accuracies))
+        assert report["summary"][run]["dev/accuracy"]["std"] == pytest.approx(statistics.stdev(accuracies))
+    teachers = [r["distillation"]["teacher"]["path"] for r in report["runs"]["distilled"]]
+    assert teachers == [f"{tmp_path}/run/seed{s}/teacher/model" for s in (1, 2)]  # each seed's own teacher
+    columns = dict(zip(HEADER[1:4], report["runs"].values()))
+    assert format_comparison(score_rows(["accuracy"], columns, reference="teacher"), HEADER) in result.stdout
+    assert " ± " in result.stdout
+    again = run_cli(  # the seed-1 teacher reused: no teacher run, and its cached outputs are hits
+        tmp_path,
         "task=sst2",
-        f"model={shared_dir}/models/bert-teacher-12x256",
-        f"out_dir={tmp_path}",
-        "max_train_examples=64",
-        "max_dev_examples=32",
-        "trainer.max_epochs=1",
-        "+trainer.enable_progress_bar=false",
-    )
-    assert Path(cfg.task.source).resolve() == (shared_dir / "data/glue/sst2").resolve()  # local copy before the hub
-    report = finetune(cfg, tmp_path)
-    assert (report["train_examples"], report["dev_examples"]) == (64, 32)
-    accuracy = report["models"]["model"]["dev_accuracy"]
-    assert accuracy * 32 == pytest.approx(round(accuracy * 32))  # a whole number of the 32 dev sentences
-    mlm_head, pooler, classifier = 256 * 256 + 256 + 2 * 256 + 30_522, 256 * 256 + 256, 256 * 2 + 2
-    assert report["models"]["model"]["parameters"] == 17_519_674 - mlm_head + pooler + classifier
-
-
-def test_word_labels_name_the_file_the_column_the_value_and_what_is_allowed(tmp_path):
-    (tmp_path / "train.tsv").write_text("sentence\tlabel\na fine film\t1\na dull film\tnegative\n")
-    with pytest.raises(
-        ValueError,
-        match=rf"{tmp_path / 'train.tsv'}, line 3: column 'label' holds 'negative'; allowed: an integer class id",
-    ):
-        read_tsv(tmp_path / "train.tsv", ["sentence"], "label")
-
-
-def test_a_header_only_task_file_is_named_as_having_no_rows(tmp_path):
-    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n")
-    with pytest.raises(ValueError, match=rf"{tmp_path / 'dev.tsv'} has a header but no rows"):
-        read_tsv(tmp_path / "dev.tsv", ["sentence"], "label")
-
-
-def test_a_model_folder_without_tokenizer_files_is_named_before_any_fine_tuning(
-    tmp_path, fresh_teacher_dir, model_without_tokenizer_dir, sentiment_task_dir
-):
-    cfg = compose_config(
-        "finetune",
         f"task.source={sentiment_task_dir}",
-        f"model={model_without_tokenizer_dir}",
         f"teacher_model={fresh_teacher_dir}",
-        f"out_dir={tmp_path}",
+        f"student_model={fresh_student_dir}",
+        f"finetuned_teacher={tmp_path}/run/seed1/teacher",
+        "seeds=[5]",
+        "max_dev_examples=8",
+        f"hydra.run.dir={tmp_path}/again",
+        *QUICK,
+        "trainer.max_epochs=2",
+        module="distil.finetune_comparison",
     )
-    with pytest.raises(ValueError, match=f"model='{model_without_tokenizer_dir}' has no tokenizer files"):
-        finetune(cfg, tmp_path)
-    assert not (tmp_path / "teacher").exists()  # the teacher was not fine-tuned first
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert (
+        reused["runs"]["teacher"] == [report["runs"]["teacher"][0]]
+        and not (tmp_path / "again" / "seed5" / "teacher").exists()
+    )
+    assert [c["cache"] for c in reused["teacher_cache"]] == ["hit"]
+
+
+def test_an_earlier_teacher_run_must_hold_a_saved_model_of_the_task(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"finetuned_teacher='.*' lacks finetune.json or model/config.json"):
+        earlier_teacher(str(tmp_path), "sst2")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "finetune.json").write_text(json.dumps({"task": "cola"}))
+    with pytest.raises(ValueError, match=r"finetuned_teacher='.*' was fine-tuned on task cola, not sst2"):
+        earlier_teacher(str(tmp_path), "sst2")
+    assert earlier_teacher(str(tmp_path), "cola") == {"task": "cola"}

@@ -1,1 +1,1 @@
-"""Helpers of `distil.evaluate` and `distil.finetune`: inference timing and GLUE task data."""
+"""Helpers of `distil.evaluate`: inference timing."""

@@ -1,0 +1,112 @@
+"""Task distillation: the loss weights, and the fine-tuned teacher whose soft targets the student learns.
+
+The student's loss is `alpha_hard x` the task's own loss on the gold labels `+ alpha_soft x` the task's soft-target
+loss against the teacher (`Task.soft_loss`: KL x T^2 of classes, tokens or answer spans; squared error for
+regression) `+ alpha_hidden x` 1 - cos of the last hidden states (only where student and teacher have the same width).
+The teacher is loaded with the task's head, checked, frozen and in eval mode; it runs once over the training
+features (`teacher_cache`), so it is never part of the trained module and never saved with the student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoTokenizer, PreTrainedModel
+
+from distil.data.shards import vocabulary_fingerprint
+from distil.tasks.batches import HIDDEN, TEACHER_PREFIX
+from distil.tasks.task import Task
+from distil.tasks.teacher_cache import fingerprint, run_teacher, teacher_outputs
+
+
+@dataclass(frozen=True)
+class TaskDistillation:
+    """The weights and temperature of the distilled student's loss (module docstring).
+
+    Args:
+        temperature: T of the softened distributions (the KL terms are multiplied by T^2).
+        alpha_hard: weight of the task loss on the gold labels.
+        alpha_soft: weight of the soft-target loss against the teacher.
+        alpha_hidden: weight of the hidden-state cosine loss; 0 = off.
+    """
+
+    temperature: float = 2.0
+    alpha_hard: float = 0.5
+    alpha_soft: float = 0.5
+    alpha_hidden: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"task_distillation.temperature={self.temperature} must be > 0")
+        weights = {"alpha_hard": self.alpha_hard, "alpha_soft": self.alpha_soft, "alpha_hidden": self.alpha_hidden}
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"task_distillation weights {weights} must be >= 0, one of them > 0")
+
+
+def load_fine_tuned_teacher(
+    path: str, task: Task, student_tokenizer, student_hidden_size: int, distillation: TaskDistillation
+) -> PreTrainedModel:
+    """The teacher at `path` (`distill_from`) with its fine-tuned task head, frozen, in eval mode.
+
+    Raises before any training when its weights lack the task head (a folder not fine-tuned on this kind of task
+    would get a random head), when its head's outputs differ from the task's, when its tokenizer maps tokens to other
+    ids than the student's (its outputs would be for other tokens), or when the hidden-state loss is on and the
+    widths differ.
+    """
+    try:
+        teacher, info = task.model_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"distill_from={path!r} could not be loaded: {error}") from error
+    if info["missing_keys"]:
+        raise ValueError(
+            f"distill_from={path!r} has no fine-tuned {task.model_class.__name__} head (missing "
+            f"{sorted(info['missing_keys'])[:4]}): give a model fine-tuned on task {task.name}, e.g. the "
+            "model/ folder of a `distil.finetune ... save_model=true` run"
+        )
+    expected = task.head_config().get("num_labels", teacher.config.num_labels)
+    if teacher.config.num_labels != expected:
+        raise ValueError(
+            f"distill_from={path!r} has a head of {teacher.config.num_labels} outputs; task {task.name} has {expected}"
+        )
+    if vocabulary_fingerprint(tokenizer) != vocabulary_fingerprint(student_tokenizer):
+        raise ValueError(
+            f"distill_from={path!r} has a tokenizer with another vocabulary than the student's ({len(tokenizer)} vs "
+            f"{len(student_tokenizer)} tokens): its outputs would be for other tokens; use a teacher of the same "
+            "vocabulary"
+        )
+    if distillation.alpha_hidden > 0 and teacher.config.hidden_size != student_hidden_size:
+        raise ValueError(
+            f"task_distillation.alpha_hidden={distillation.alpha_hidden} needs equal widths, but distill_from={path!r} "
+            f"has hidden size {teacher.config.hidden_size} and the student {student_hidden_size}: set alpha_hidden=0"
+        )
+    return teacher.eval().requires_grad_(False)
+
+
+def attach_teacher_outputs(
+    path: str,
+    task: Task,
+    tokenizer,
+    student_hidden_size: int,
+    distillation: TaskDistillation,
+    features: list[dict],
+    collate,
+    batch_size: int,
+    cache_dir: str | None,
+    epochs: int,
+) -> dict:
+    """Put the outputs of the teacher at `path` on each training feature (`teacher_<name>`), from the cache or
+    computed once (`teacher_cache`); returns the cache report with the teacher's path."""
+    teacher = load_fine_tuned_teacher(path, task, tokenizer, student_hidden_size, distillation)
+    names = task.outputs + ((HIDDEN,) if distillation.alpha_hidden > 0 else ())
+    fields = fingerprint(teacher, tokenizer, task.max_length, task.data_identity("train"), features, names)
+
+    def compute() -> dict[str, list[torch.Tensor]]:
+        return run_teacher(teacher, features, collate, batch_size, names, task.per_token)
+
+    outputs, report = teacher_outputs(features, fields, compute, cache_dir, task.name, epochs)
+    for index, feature in enumerate(features):
+        for name in names:
+            feature[TEACHER_PREFIX + name] = outputs[name][index]
+    return {"path": path, **report}
