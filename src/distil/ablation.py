@@ -95,7 +95,7 @@ def finetuned(cfg: DictConfig, run: Runner, run_dir: Path, model: str | None = N
 
 def ablation_rows(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
     """The header (quantity, teacher, variants) and rows of the table: per evaluated text the masked-LM accuracy,
-    the student's share of the teacher's and top-1 agreement; then the fine-tuned task's dev accuracy and share."""
+    the student's share of the teacher's and top-1 agreement; then the fine-tuned task's main dev metric and share."""
     variants = results["variants"]
     header = ["", TEACHER, *variants]
     rows = []
@@ -109,9 +109,10 @@ def ablation_rows(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
         rows.append((f"{data}: top-1 agreement (%)", ""))
         rows[-1] += tuple(f"{100 * report['top1_agreement']:.2f}" for report in reports)
     task = results[TEACHER]["finetune"]
-    teacher_dev = task["models"]["model"]["dev_accuracy"]
-    dev = [variant["finetune"]["models"]["model"]["dev_accuracy"] for variant in variants.values()]
-    rows.append((f"{task['task']} dev accuracy (%)", f"{100 * teacher_dev:.2f}", *(f"{100 * d:.2f}" for d in dev)))
+    metric = task["metrics"][0]  # the task's main dev metric (accuracy for SST-2)
+    teacher_dev = task["model"]["dev"][metric]
+    dev = [variant["finetune"]["model"]["dev"][metric] for variant in variants.values()]
+    rows.append((f"{task['task']} dev {metric} (%)", f"{100 * teacher_dev:.2f}", *(f"{100 * d:.2f}" for d in dev)))
     rows.append((f"{task['task']}: student / teacher", "", *(format_percent(percent(d, teacher_dev)) for d in dev)))
     return header, rows
 

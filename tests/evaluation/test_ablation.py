@@ -46,8 +46,8 @@ class RecordingRunner:
             (folder / "report.json").write_text(json.dumps(report))
         else:
             model = folder.parent.name
-            report = {"task": "sst2", "train_examples": 4000, "dev_examples": 872}
-            report["models"] = {"model": {"dev_accuracy": DEV_ACC[model]}}
+            report = {"task": "sst2", "train_examples": 4000, "dev_examples": 872, "metrics": ["accuracy"]}
+            report["model"] = {"dev": {"accuracy": DEV_ACC[model]}}
             (folder / "finetune.json").write_text(json.dumps(report))
 
 
