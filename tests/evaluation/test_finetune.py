@@ -156,25 +156,31 @@ def test_the_issue_tasks_are_there():
     assert glue | {"conll2003", "squad", "squad_v2"} <= set(TASKS)
 
 
+def compare_cli(tmp_path: Path, run_dir: str, task_dir: Path, teacher: Path, student: Path, *args: str) -> tuple:
+    """`python -m distil.finetune_comparison` of the tiny task into `tmp_path/run_dir`: (stdout, comparison.json)."""
+    result = run_cli(
+        tmp_path,
+        "task=sst2",
+        f"task.source={task_dir}",
+        f"teacher_model={teacher}",
+        f"student_model={student}",
+        "max_dev_examples=8",
+        f"hydra.run.dir={tmp_path / run_dir}",
+        *QUICK,
+        "trainer.max_epochs=2",
+        *args,
+        module="distil.finetune_comparison",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads((tmp_path / run_dir / "comparison.json").read_text())
+
+
 @pytest.mark.slow
 def test_comparison_command_reports_three_models_over_seeds(
     tmp_path, fresh_teacher_dir, fresh_student_dir, sentiment_task_dir
 ):
-    result = run_cli(
-        tmp_path,
-        "task=sst2",
-        f"task.source={sentiment_task_dir}",
-        f"teacher_model={fresh_teacher_dir}",
-        f"student_model={fresh_student_dir}",
-        "seeds=[1,2]",
-        "max_dev_examples=8",
-        f"hydra.run.dir={tmp_path}/run",
-        *QUICK,
-        "trainer.max_epochs=2",
-        module="distil.finetune_comparison",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    models = (sentiment_task_dir, fresh_teacher_dir, fresh_student_dir)
+    stdout, report = compare_cli(tmp_path, "run", *models, "seeds=[1,2]")
     assert report["seeds"] == [1, 2] and list(report["runs"]) == ["teacher", "student", "distilled"]
     for run in ("teacher", "student", "distilled"):
         accuracies = [r["model"]["dev"]["accuracy"] for r in report["runs"][run]]
@@ -184,28 +190,12 @@ def test_comparison_command_reports_three_models_over_seeds(
     teachers = [r["distillation"]["teacher"]["path"] for r in report["runs"]["distilled"]]
     assert teachers == [f"{tmp_path}/run/seed{s}/teacher/model" for s in (1, 2)]  # each seed's own teacher
     columns = dict(zip(HEADER[1:4], report["runs"].values()))
-    assert format_comparison(score_rows(["accuracy"], columns, reference="teacher"), HEADER) in result.stdout
-    assert " ± " in result.stdout
-    again = run_cli(  # the seed-1 teacher reused: no teacher run, and its cached outputs are hits
-        tmp_path,
-        "task=sst2",
-        f"task.source={sentiment_task_dir}",
-        f"teacher_model={fresh_teacher_dir}",
-        f"student_model={fresh_student_dir}",
-        f"finetuned_teacher={tmp_path}/run/seed1/teacher",
-        "seeds=[5]",
-        "max_dev_examples=8",
-        f"hydra.run.dir={tmp_path}/again",
-        *QUICK,
-        "trainer.max_epochs=2",
-        module="distil.finetune_comparison",
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    reused = json.loads((tmp_path / "again" / "comparison.json").read_text())
-    assert (
-        reused["runs"]["teacher"] == [report["runs"]["teacher"][0]]
-        and not (tmp_path / "again" / "seed5" / "teacher").exists()
-    )
+    assert format_comparison(score_rows(["accuracy"], columns, reference="teacher"), HEADER) in stdout
+    assert " ± " in stdout
+    # the seed-1 teacher reused: no teacher run, and its cached outputs are hits
+    _, reused = compare_cli(tmp_path, "again", *models, f"finetuned_teacher={tmp_path}/run/seed1/teacher", "seeds=[5]")
+    assert reused["runs"]["teacher"] == [report["runs"]["teacher"][0]]
+    assert not (tmp_path / "again" / "seed5" / "teacher").exists()
     assert [c["cache"] for c in reused["teacher_cache"]] == ["hit"]
 
 
