@@ -22,6 +22,7 @@ from distil.evaluation.onnx_runtime import cpu_session
 from distil.finetune import finetune_and_report
 from distil.quantization import VARIANT_FILES, QualityGateError, check_gate, format_gate
 from distil.tasks.batches import Collator
+from distil.tasks.classification import SequenceClassificationTask
 from distil.tasks.int8 import TaskInt8Settings, write_task_int8
 from tests.conftest import compose_config
 from tests.evaluation.test_finetune import QUICK
@@ -33,8 +34,8 @@ CONSTANT, ZEROED = 0, 1  # pre-classifier features: a constant 1 (after ReLU), a
 DEV_ROWS = 5  # labels 0 1 0 1 0: a model that always says 0 scores 60%, one that always says 1 scores 40%
 
 
-def one_class_classifier(student_dir, task, with_outlier: bool):
-    model = AutoModelForSequenceClassification.from_pretrained(student_dir, **task.head_config()).eval()
+def one_class_classifier(student_dir, with_outlier: bool, **head_config):
+    model = AutoModelForSequenceClassification.from_pretrained(student_dir, **head_config).eval()
     with torch.no_grad():
         model.pre_classifier.weight.zero_()
         model.pre_classifier.bias.zero_()
@@ -56,7 +57,7 @@ def write_int8(tmp_path, sentiment_task_dir, student_dir, with_outlier: bool, ma
     assert dev.scoring.tolist() == [0, 1, 0, 1, 0]
     collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side, task.per_token)
     settings = TaskInt8Settings(list(VARIANT_FILES), max_drop_points, 8, 18)
-    model = one_class_classifier(student_dir, task, with_outlier)
+    model = one_class_classifier(student_dir, with_outlier, **task.head_config())
     return write_task_int8(model, task, dev, train.features, collate, 2, tmp_path, settings)
 
 
@@ -152,3 +153,37 @@ def test_bad_int8_input_is_named_before_any_work(tmp_path, overrides, error):
     with pytest.raises(ValueError, match=error):
         finetune_and_report(cfg)  # the model path is not even read
     assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_int8_fails_naming_both_numbers_and_keeps_the_saved_model(
+    tmp_path, sentiment_task_dir, fresh_student_dir, monkeypatch
+):
+    class OutlierClassifier:  # the task's model class, loading the outlier classifier (learning_rate=0 keeps it)
+        @staticmethod
+        def from_pretrained(path, **kwargs):
+            return one_class_classifier(path, True, **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+    monkeypatch.setattr(SequenceClassificationTask, "model_class", OutlierClassifier)
+    out_dir = tmp_path / "run"
+    cfg = compose_config(
+        "finetune",
+        f"out_dir={out_dir}",
+        "task=sst2",
+        f"task.source={sentiment_task_dir}",
+        f"model={fresh_student_dir}",
+        "save_model=true",
+        "int8=true",
+        "quantization.variants=[onnx_static,torch_dynamic]",
+        f"max_dev_examples={DEV_ROWS}",
+        "learning_rate=0",
+        "trainer.max_epochs=1",
+        "+trainer.enable_progress_bar=false",
+    )
+    message = r"accuracy dropped by .*=1.0: torch_dynamic: 40.00% vs float 60.00% \(drop 20.00 points\)$"
+    with pytest.raises(QualityGateError, match=message):
+        finetune_and_report(cfg)
+    report = json.loads((out_dir / "finetune.json").read_text())
+    assert report["model"]["dev"]["accuracy"] == pytest.approx(0.6)
+    assert report["int8"] == json.loads((out_dir / "model" / "quantization.json").read_text())
+    assert [e["passed"] for e in report["int8"]["int8"].values()] == [True, False]
+    assert (out_dir / "model" / "model.safetensors").is_file()  # the float model is kept
