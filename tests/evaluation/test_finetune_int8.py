@@ -102,18 +102,20 @@ def test_the_gate_fails_naming_both_numbers(tmp_path, sentiment_task_dir, fresh_
         check_gate(report)
 
 
+def int8_finetune_config(out_dir, task_dir, model_dir, *overrides: str):
+    """The config of `distil.finetune task=sst2 ... save_model=true int8=true` on the tiny sentiment task."""
+    task = ["task=sst2", f"task.source={task_dir}", f"model={model_dir}"]
+    return compose_config("finetune", f"out_dir={out_dir}", *task, "save_model=true", "int8=true", *overrides)
+
+
 def test_finetune_int8_saves_the_variants_beside_the_model_scored_like_fine_tuning(
     tmp_path, sentiment_task_dir, fresh_student_dir, capsys
 ):
     out_dir = tmp_path / "run"
-    cfg = compose_config(
-        "finetune",
-        f"out_dir={out_dir}",
-        "task=sst2",
-        f"task.source={sentiment_task_dir}",
-        f"model={fresh_student_dir}",
-        "save_model=true",
-        "int8=true",
+    cfg = int8_finetune_config(
+        out_dir,
+        sentiment_task_dir,
+        fresh_student_dir,
         "quantization.variants=[onnx_dynamic,torch_dynamic]",
         "quantization.max_drop_points=100",
         *QUICK,
@@ -165,14 +167,10 @@ def test_finetune_int8_fails_naming_both_numbers_and_keeps_the_saved_model(
 
     monkeypatch.setattr(SequenceClassificationTask, "model_class", OutlierClassifier)
     out_dir = tmp_path / "run"
-    cfg = compose_config(
-        "finetune",
-        f"out_dir={out_dir}",
-        "task=sst2",
-        f"task.source={sentiment_task_dir}",
-        f"model={fresh_student_dir}",
-        "save_model=true",
-        "int8=true",
+    cfg = int8_finetune_config(
+        out_dir,
+        sentiment_task_dir,
+        fresh_student_dir,
         "quantization.variants=[onnx_static,torch_dynamic]",
         f"max_dev_examples={DEV_ROWS}",
         "learning_rate=0",
