@@ -21,7 +21,9 @@ Variants (`VARIANTS`), each scored against its float self on the same held-out m
 The gate: a variant passes when its held-out masked-LM accuracy is at most `max_drop_points` percentage points below
 the float PyTorch model's (which `model.onnx` matches within the export's `onnx_atol`); `quantization.json` beside
 the files holds each variant's size on disk and its scores (accuracy, loss, top-1 agreement with the float model),
-and `check_gate` raises naming both numbers of every failing variant.
+and `check_gate` raises naming both numbers of every failing variant. A fine-tuned model's variants are gated the same
+way on its task's main dev metric (`distil.tasks.int8`): a report names its `metric`, and `write_gate_report`,
+`format_gate` and `check_gate` read that metric.
 """
 
 from __future__ import annotations
