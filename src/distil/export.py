@@ -181,31 +181,52 @@ def hf_model_path(key: str, value: str, export_dir: Path) -> str:
     return value
 
 
-class LogitsOnly(torch.nn.Module):
-    """Wraps a masked-LM model so that ONNX sees tensors in, logits out."""
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # model inputs an ONNX graph may take, in order
 
-    def __init__(self, model: PreTrainedModel) -> None:
+
+class OutputsOnly(torch.nn.Module):
+    """Wraps a Hugging Face model so that ONNX sees tensors in (`input_ids`, `attention_mask`, and `token_type_ids`
+    when given) and the model output's `outputs` out (`logits` of a masked LM or a classifier)."""
+
+    def __init__(self, model: PreTrainedModel, outputs: tuple[str, ...] = ("logits",)) -> None:
         super().__init__()
         self.model = model
+        self.outputs = tuple(outputs)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None):
+        types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, **types)
+        values = tuple(getattr(output, name) for name in self.outputs)
+        return values[0] if len(values) == 1 else values
 
 
-def export_onnx(model: PreTrainedModel, tokenizer, path: str | Path, opset: int) -> None:
-    """Write `model` as ONNX (torch.export based exporter; needs onnx and onnxscript) with dynamic batch and length."""
-    example = tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")
+def export_onnx(
+    model: PreTrainedModel,
+    tokenizer,
+    path: str | Path,
+    opset: int,
+    example: dict[str, torch.Tensor] | None = None,
+    outputs: tuple[str, ...] = ("logits",),
+) -> None:
+    """Write `model` as ONNX (torch.export based exporter; needs onnx and onnxscript) with dynamic batch and length.
+
+    `example`: a batch of the inputs the graph takes (`ONNX_INPUTS` it holds); None = a masked sentence of
+    `tokenizer` (input ids and attention mask). `outputs`: the model outputs the graph returns, by name.
+    """
+    if example is None:
+        example = tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")
+    names = [name for name in ONNX_INPUTS if name in example]
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dynamic = {0: batch, 1: length}
     torch.onnx.export(
-        LogitsOnly(model.float().eval()),
-        (example["input_ids"], example["attention_mask"]),
+        OutputsOnly(model.float().eval(), outputs).eval(),
+        tuple(example[name] for name in names),
         str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
+        input_names=names,
+        output_names=list(outputs),
         opset_version=opset,
         dynamo=True,
-        dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
+        dynamic_shapes=tuple(dynamic for _ in names),
     )
 
 

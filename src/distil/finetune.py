@@ -9,7 +9,11 @@ teacher's soft targets (`distil.tasks.distillation`); the teacher's outputs are 
 (`distil.tasks.teacher_cache`). Everything that can be checked (task files and their labels, model folders, the
 teacher's head and vocabulary, the output folder) is checked before the model is trained. Results go to
 `finetune.json` in the run directory, the training log to `log/metrics.csv`, and with `save_model=true` the model in
-Hugging Face format (config, weights, tokenizer) to `model/`.
+Hugging Face format (config, weights, tokenizer) to `model/`. With `int8=true` as well, `model/` also holds the
+model as ONNX, its INT8 variants and `quantization.json` (`distil.tasks.int8`): the float model and each variant
+scored on the dev split with the task's metrics; the command prints them side by side and fails, naming both
+numbers, when a variant's main dev metric drops more than `quantization.max_drop_points` points (the model folder
+and `finetune.json` are written first: the float model stays usable).
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from transformers import AutoConfig, AutoTokenizer
 from distil.comparison_table import format_comparison
 from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters
-from distil.export import hf_model_path
+from distil.export import check_onnx_installed, hf_model_path
 from distil.output_dirs import check_replaceable, replace_output_dir
+from distil.quantization import check_gate, format_gate
 from distil.quiet import quiet_third_party_output
 from distil.tasks.batches import Collator
 from distil.tasks.distillation import TaskDistillation, attach_teacher_outputs
+from distil.tasks.int8 import TaskInt8Settings, write_task_int8
 from distil.tasks.module import TaskModule
 from distil.tasks.score_table import score_rows
 from distil.tasks.task import Task
@@ -61,12 +67,15 @@ def check_model_folder(key: str, path: str):
     return config
 
 
-def save_fine_tuned(model, tokenizer, target: Path, details: dict) -> Path:
-    """Write the fine-tuned model and its tokenizer to `target` whole (`distil.output_dirs`)."""
+def save_fine_tuned(model, tokenizer, target: Path, details: dict, int8=None) -> Path:
+    """Write the fine-tuned model and its tokenizer to `target` whole (`distil.output_dirs`); `int8(directory)`, when
+    given, writes more files into the folder before it takes its place."""
 
     def write(directory: Path) -> None:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
+        if int8 is not None:
+            int8(directory)
 
     return replace_output_dir(target, "hf_model", write, key="save_model", details=details)
 
@@ -77,6 +86,12 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         check_integer(key, cfg[key], 1)
     for key in ("max_train_examples", "max_dev_examples"):
         check_integer(key, cfg[key], 1, optional=True)
+    int8 = None
+    if cfg.int8:
+        if not cfg.save_model:
+            raise ValueError("int8=true quantizes the saved model: add save_model=true")
+        check_onnx_installed()
+        int8 = TaskInt8Settings(**cfg.quantization)  # checks the settings
     task: Task = instantiate(cfg.task)
     distillation: TaskDistillation | None = instantiate(cfg.task_distillation) if cfg.distill_from else None
     task.check_source()
@@ -137,10 +152,16 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     start = time.perf_counter()
     trainer.fit(module, train_loader, dev_loader)
     seconds = time.perf_counter() - start
-    saved = None
+    saved, quantization = None, []
     if cfg.save_model:
         details = {"fine_tuned_from": model_path, "task": task.name, "dev": module.dev_scores}
-        saved = str(save_fine_tuned(model.eval(), tokenizer, out_dir / MODEL_DIR, details))
+
+        def write_int8(directory: Path) -> None:
+            features, batch_size = train_set.features, cfg.batch_size
+            quantization.append(write_task_int8(model, task, dev_set, features, collate, batch_size, directory, int8))
+
+        int8_writer = write_int8 if int8 is not None else None
+        saved = str(save_fine_tuned(model.eval(), tokenizer, out_dir / MODEL_DIR, details, int8_writer))
     return {
         "task": task.name,
         "kind": type(task).__name__,
@@ -156,17 +177,22 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
             "train_seconds": seconds,
             "saved": saved,
         },
+        "int8": quantization[0] if quantization else None,
         "distillation": None if distillation is None else {**vars(distillation), "teacher": teacher_report},
         "settings": {key: cfg[key] for key in HYPERPARAMETERS} | {"max_epochs": cfg.trainer.max_epochs},
     }
 
 
 def finetune_and_report(cfg: DictConfig) -> tuple[dict, Path]:
-    """Fine-tune as `cfg` says and write the report to `<cfg.out_dir>/finetune.json`; returns it and its path."""
+    """Fine-tune as `cfg` says and write the report to `<cfg.out_dir>/finetune.json`; returns it and its path. With
+    `int8=true`, prints the INT8 gate's table and raises `QualityGateError` when a variant fails it."""
     out_dir = Path(cfg.out_dir)
     report = finetune(cfg, out_dir)
     path = out_dir / REPORT_FILE
     path.write_text(json.dumps(report, indent=2))
+    if report["int8"] is not None:
+        print(format_gate(report["int8"]))
+        check_gate(report["int8"])
     return report, path
 
 

@@ -21,7 +21,9 @@ Variants (`VARIANTS`), each scored against its float self on the same held-out m
 The gate: a variant passes when its held-out masked-LM accuracy is at most `max_drop_points` percentage points below
 the float PyTorch model's (which `model.onnx` matches within the export's `onnx_atol`); `quantization.json` beside
 the files holds each variant's size on disk and its scores (accuracy, loss, top-1 agreement with the float model),
-and `check_gate` raises naming both numbers of every failing variant.
+and `check_gate` raises naming both numbers of every failing variant. A fine-tuned model's variants are gated the same
+way on its task's main dev metric (`distil.tasks.int8`): a report names its `metric`, and `write_gate_report`,
+`format_gate` and `check_gate` read that metric.
 """
 
 from __future__ import annotations
@@ -107,8 +109,10 @@ def onnx_dynamic_int8(float_path: Path, path: Path) -> None:
     quantize_dynamic(float_path, path, op_types_to_quantize=QUANTIZED_OP_TYPES, weight_type=QuantType.QInt8)
 
 
-def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict]) -> None:
-    """Write ONNX Runtime's static INT8 quantization (QDQ) of `float_path`, activation ranges from the model inputs
+def onnx_static_int8(
+    float_path: Path, path: Path, calibration: Iterable[dict], inputs: Sequence[str] = ("input_ids", "attention_mask")
+) -> None:
+    """Write ONNX Runtime's static INT8 quantization (QDQ) of `float_path`, activation ranges from the model `inputs`
     of the batches of `calibration`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -118,7 +122,7 @@ def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict]) 
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
-            return None if batch is None else {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+            return None if batch is None else {k: batch[k].numpy() for k in inputs}
 
     quantize_static(
         float_path,
@@ -189,16 +193,34 @@ def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8S
     sizes = {name: m.disk_bytes for name, m in quantized.items()}
     held_out = held_out_batches(datamodule, settings.max_batches)
     scores = masked_lm_scores(scorers, held_out, torch.device("cpu"), agreement={v: FLOAT for v in variants})
-    float_bytes = onnx_file_bytes(float_path)
     report = {
-        "max_drop_points": max_drop_points,
+        "metric": "mlm_acc",
+        "metric_label": "held-out masked-LM accuracy",
+        "column": "masked-LM acc (%)",
+        "scored_on": f"{scores['masked_tokens']} held-out masked tokens",
         "masked_tokens": scores["masked_tokens"],
         "calibration_rows": settings.calibration_rows if "onnx_static" in variants else None,
+    }
+    return write_gate_report(report, directory, scores, sizes, variants, max_drop_points)
+
+
+def write_gate_report(
+    report: dict, directory: Path, scores: dict, sizes: dict, variants: Sequence[str], max_drop_points: float
+) -> dict:
+    """`report` (which names its `metric`) completed with the float `model.onnx` and the INT8 variants of
+    `directory`, their sizes (`sizes`: bytes of each variant) and `scores` (name -> metric -> value, `FLOAT` and
+    each variant), each variant's drop of the metric in points and whether it passed; written to
+    `directory/quantization.json` and returned."""
+    metric, float_path = report["metric"], directory / ONNX_FILE
+    float_bytes = onnx_file_bytes(float_path)
+    report = {
+        **report,
+        "max_drop_points": max_drop_points,
         FLOAT: {"file": float_path.name, "size_bytes": float_bytes, **scores[FLOAT]},
         "int8": {},
     }
     for variant in variants:
-        drop = 100.0 * (scores[FLOAT]["mlm_acc"] - scores[variant]["mlm_acc"])
+        drop = 100.0 * (scores[FLOAT][metric] - scores[variant][metric])
         report["int8"][variant] = {
             "file": VARIANT_FILES[variant],
             "size_bytes": sizes[variant],
@@ -213,13 +235,13 @@ def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8S
 
 def gate_rows(report: dict) -> list[tuple[str, ...]]:
     """The side-by-side table of a quantization report: one row per model, float first."""
-    float_entry = report[FLOAT]
+    float_entry, metric = report[FLOAT], report["metric"]
     rows = [
         (
             f"float32 ({float_entry['file']})",
             f"{float_entry['size_bytes'] / 1e6:.1f}",
             "100.0%",
-            f"{100 * float_entry['mlm_acc']:.2f}",
+            f"{100 * float_entry[metric]:.2f}",
             "",
             "",
             "",
@@ -232,37 +254,45 @@ def gate_rows(report: dict) -> list[tuple[str, ...]]:
                 f"int8 {variant} ({where})",
                 f"{entry['size_bytes'] / 1e6:.1f}",
                 f"{entry['size_pct_of_float']:.1f}%",
-                f"{100 * entry['mlm_acc']:.2f}",
+                f"{100 * entry[metric]:.2f}",
                 f"{entry['drop_points']:+.2f}",
-                f"{100 * entry['top1_agreement']:.2f}",
+                f"{100 * entry['top1_agreement']:.2f}" if "top1_agreement" in entry else "",
                 "pass" if entry["passed"] else "FAIL",
             )
         )
     return rows
 
 
-GATE_HEADER = ("", "size (MB)", "of float", "masked-LM acc (%)", "drop (points)", "top-1 = float (%)", "gate")
+AGREEMENT_COLUMN = 5  # the column of gate_rows with the top-1 agreement with the float model
+
+
+def without_column(row: tuple[str, ...], index: int) -> tuple[str, ...]:
+    return row[:index] + row[index + 1 :]
 
 
 def format_gate(report: dict) -> str:
     """The table of `gate_rows` with its header and the limit."""
-    table = format_comparison(gate_rows(report), GATE_HEADER)
-    limit = report["max_drop_points"]
-    return f"{table}\n{report['masked_tokens']} held-out masked tokens; gate: a drop of at most {limit} points"
+    header = ("", "size (MB)", "of float", report["column"], "drop (points)", "top-1 = float (%)", "gate")
+    rows = gate_rows(report)
+    if not any("top1_agreement" in entry for entry in report["int8"].values()):  # a task's gate: no agreement
+        header, rows = without_column(header, AGREEMENT_COLUMN), [without_column(row, AGREEMENT_COLUMN) for row in rows]
+    table = format_comparison(rows, header)
+    return f"{table}\n{report['scored_on']}; gate: a drop of at most {report['max_drop_points']} points"
 
 
 def check_gate(report: dict) -> None:
-    """Raise `QualityGateError` naming the float and INT8 accuracy of every variant that dropped too far."""
-    limit = report["max_drop_points"]
-    float_acc = 100 * report[FLOAT]["mlm_acc"]
+    """Raise `QualityGateError` naming the float and INT8 values of the report's metric of every variant that dropped
+    too far."""
+    limit, metric = report["max_drop_points"], report["metric"]
+    float_value = 100 * report[FLOAT][metric]
     failures = [
-        f"{variant}: {100 * entry['mlm_acc']:.2f}% vs float {float_acc:.2f}% (drop {entry['drop_points']:.2f} points)"
+        f"{variant}: {100 * entry[metric]:.2f}% vs float {float_value:.2f}% (drop {entry['drop_points']:.2f} points)"
         for variant, entry in report["int8"].items()
         if not entry["passed"]
     ]
     if failures:
         raise QualityGateError(
-            f"INT8 quality gate failed: held-out masked-LM accuracy dropped by more than "
+            f"INT8 quality gate failed: {report['metric_label']} dropped by more than "
             f"quantization.max_drop_points={limit}: {'; '.join(failures)}"
         )
 
