@@ -20,6 +20,7 @@ tokenizer's special tokens.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,8 +55,8 @@ class MaskedLMParts:
         return F.linear(self.head_features(hidden), weight, bias)
 
 
-class ModelFamily:
-    """Base of the families: subclasses set `name` and `teacher_types` and implement the four family methods."""
+class ModelFamily(ABC):
+    """Base of the families: subclasses set `name` and `teacher_types` and implement the three abstract methods."""
 
     name: str = ""
     teacher_types: tuple[str, ...] = ()  # `config.model_type` of the teachers this family distils
@@ -66,21 +67,21 @@ class ModelFamily:
         """Every `config.model_type` this family can split into parts (teachers and students)."""
         return self.teacher_types + self.student_only_types
 
+    @abstractmethod
     def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
         """Config of a student with `len(layer_map)` layers, layer i initialised from teacher layer `layer_map[i]`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
         """Student parameter name -> name of the teacher parameter it is copied from."""
-        raise NotImplementedError
 
     def fold_embeddings(self, student: nn.Module, teacher: nn.Module) -> set[str]:
         """Write the student parameters that combine several teacher tensors; return their names (default: none)."""
         return set()
 
+    @abstractmethod
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         """The model's vocabulary head up to (not including) its output projection."""
-        raise NotImplementedError
 
     def max_length(self, config: PretrainedConfig) -> int:
         """Longest row (special tokens included) the model's position embeddings allow."""
