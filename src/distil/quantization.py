@@ -210,7 +210,8 @@ def write_gate_report(
     """`report` (which names its `metric`) completed with the float `model.onnx` and the INT8 variants of
     `directory`, their sizes (`sizes`: bytes of each variant) and `scores` (name -> metric -> value, `FLOAT` and
     each variant), each variant's drop of the metric in points and whether it passed; written to
-    `directory/quantization.json` and returned."""
+    `directory/quantization.json` and returned. The file of a variant that fails the gate is deleted (its entry's
+    `file` is null), so that only the variants that passed are ever on disk."""
     metric, float_path = report["metric"], directory / ONNX_FILE
     float_bytes = onnx_file_bytes(float_path)
     report = {
@@ -221,13 +222,16 @@ def write_gate_report(
     }
     for variant in variants:
         drop = 100.0 * (scores[FLOAT][metric] - scores[variant][metric])
+        file, passed = VARIANT_FILES[variant], drop <= max_drop_points
+        if file is not None and not passed:
+            (directory / file).unlink()  # a variant below the gate is not left where it could be shipped
         report["int8"][variant] = {
-            "file": VARIANT_FILES[variant],
+            "file": file if passed else None,
             "size_bytes": sizes[variant],
             "size_pct_of_float": 100.0 * sizes[variant] / float_bytes,
             **scores[variant],
             "drop_points": drop,
-            "passed": drop <= max_drop_points,
+            "passed": passed,
         }
     (directory / QUANTIZATION_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -248,7 +252,7 @@ def gate_rows(report: dict) -> list[tuple[str, ...]]:
         )
     ]
     for variant, entry in report["int8"].items():
-        where = entry["file"] or "in memory, not written"
+        where = entry["file"] or ("in memory, not written" if VARIANT_FILES[variant] is None else "file removed")
         rows.append(
             (
                 f"int8 {variant} ({where})",

@@ -93,6 +93,9 @@ def test_the_gate_fails_naming_both_numbers(tmp_path, sentiment_task_dir, fresh_
         assert report["int8"][variant]["drop_points"] == pytest.approx(20.0)
     assert report["int8"]["onnx_static"]["accuracy"] == pytest.approx(0.6)  # per-channel weight scales
     assert [e["passed"] for e in report["int8"].values()] == [False, True, False]
+    assert report["int8"]["onnx_dynamic"]["file"] is None  # the failing file is removed, the passing one kept
+    assert sorted(p.name for p in tmp_path.glob("*.int8-*.onnx")) == [VARIANT_FILES["onnx_static"]]
+    assert "file removed" in format_gate(report)
     message = (
         r"task sst2's dev accuracy dropped by more than quantization.max_drop_points=1.0: "
         r"onnx_dynamic: 40.00% vs float 60.00% \(drop 20.00 points\); "
@@ -171,17 +174,17 @@ def test_finetune_int8_fails_naming_both_numbers_and_keeps_the_saved_model(
         out_dir,
         sentiment_task_dir,
         fresh_student_dir,
-        "quantization.variants=[onnx_static,torch_dynamic]",
         f"max_dev_examples={DEV_ROWS}",
         "learning_rate=0",
         "trainer.max_epochs=1",
         "+trainer.enable_progress_bar=false",
     )
-    message = r"accuracy dropped by .*=1.0: torch_dynamic: 40.00% vs float 60.00% \(drop 20.00 points\)$"
+    message = r"accuracy dropped by .*=1.0: onnx_dynamic: 40.00% .*; torch_dynamic: 40.00% vs float 60.00% \(drop 20.00 points\)$"
     with pytest.raises(QualityGateError, match=message):
         finetune_and_report(cfg)
     report = json.loads((out_dir / "finetune.json").read_text())
     assert report["model"]["dev"]["accuracy"] == pytest.approx(0.6)
     assert report["int8"] == json.loads((out_dir / "model" / "quantization.json").read_text())
-    assert [e["passed"] for e in report["int8"]["int8"].values()] == [True, False]
-    assert (out_dir / "model" / "model.safetensors").is_file()  # the float model is kept
+    assert [e["passed"] for e in report["int8"]["int8"].values()] == [False, True, False]
+    assert (out_dir / "model" / "model.safetensors").is_file()  # the float model is kept, with the passing variant
+    assert sorted(p.name for p in (out_dir / "model").glob("*.onnx")) == ["model.int8-static.onnx", "model.onnx"]
