@@ -13,7 +13,7 @@ Hugging Face format (config, weights, tokenizer) to `model/`. With `int8=true` a
 model as ONNX, its INT8 variants and `quantization.json` (`distil.tasks.int8`): the float model and each variant
 scored on the dev split with the task's metrics; the command prints them side by side and fails, naming both
 numbers, when a variant's main dev metric drops more than `quantization.max_drop_points` points (the model folder
-and `finetune.json` are written first: the float model stays usable).
+and `finetune.json` are written first: the float model stays usable; a failing variant's file is deleted).
 """
 
 from __future__ import annotations

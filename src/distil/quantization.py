@@ -51,6 +51,7 @@ VARIANT_FILES = {  # INT8 variant -> its file beside model.onnx (None: measured 
     "torch_dynamic": None,
 }
 VARIANTS = tuple(VARIANT_FILES)
+ONNX_MLM_INPUTS = ("input_ids", "attention_mask")  # the inputs of an exported masked LM's model.onnx
 QUANTIZATION_FILE = "quantization.json"
 FLOAT = "float"  # name of the float PyTorch model in the gate's scores
 ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
@@ -109,9 +110,7 @@ def onnx_dynamic_int8(float_path: Path, path: Path) -> None:
     quantize_dynamic(float_path, path, op_types_to_quantize=QUANTIZED_OP_TYPES, weight_type=QuantType.QInt8)
 
 
-def onnx_static_int8(
-    float_path: Path, path: Path, calibration: Iterable[dict], inputs: Sequence[str] = ("input_ids", "attention_mask")
-) -> None:
+def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict], inputs: Sequence[str]) -> None:
     """Write ONNX Runtime's static INT8 quantization (QDQ) of `float_path`, activation ranges from the model `inputs`
     of the batches of `calibration`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -172,6 +171,19 @@ def limit_rows(batches: Iterable[dict], rows: int) -> Iterator[dict]:
         remaining -= len(batch["input_ids"])
 
 
+def write_onnx_int8_files(
+    directory: Path, variants: Sequence[str], calibration: Iterable[dict], inputs: Sequence[str] = ONNX_MLM_INPUTS
+) -> None:
+    """Write the ONNX INT8 file of each of `variants` that has one beside `directory/model.onnx`; `onnx_static`'s
+    activation ranges come from the model `inputs` of the `calibration` batches."""
+    float_path = directory / ONNX_FILE
+    for variant in variants:
+        if variant == "onnx_dynamic":
+            onnx_dynamic_int8(float_path, directory / VARIANT_FILES[variant])
+        elif variant == "onnx_static":
+            onnx_static_int8(float_path, directory / VARIANT_FILES[variant], calibration, inputs)
+
+
 def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8Settings) -> dict:
     """Write the ONNX INT8 variants of `directory/model.onnx` beside it, score every variant and the float `model`
     on the held-out batches, and write `directory/quantization.json`; returns its content (module docstring).
@@ -182,12 +194,7 @@ def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8S
     datamodule = instantiate(settings.data, tokenizer=str(directory))
     calibration = limit_rows(datamodule.train_dataloader(), settings.calibration_rows)
     variants, max_drop_points = settings.variants, settings.max_drop_points
-    float_path = directory / ONNX_FILE
-    for variant in variants:
-        if variant == "onnx_dynamic":
-            onnx_dynamic_int8(float_path, directory / VARIANT_FILES[variant])
-        elif variant == "onnx_static":
-            onnx_static_int8(float_path, directory / VARIANT_FILES[variant], calibration)
+    write_onnx_int8_files(directory, variants, calibration)
     quantized = variant_models(directory, variants, model, with_mlm_head=True)
     scorers = {FLOAT: masked_logits(model), **{name: m.masked_logits for name, m in quantized.items()}}
     sizes = {name: m.disk_bytes for name, m in quantized.items()}
@@ -343,5 +350,6 @@ def exported_models(directory: Path, student: PreTrainedModel, with_mlm_head: bo
     path = directory / QUANTIZATION_FILE
     if not path.is_file():
         return {}
-    variants = list(json.loads(path.read_text(encoding="utf-8"))["int8"])
+    entries = json.loads(path.read_text(encoding="utf-8"))["int8"]
+    variants = [name for name, entry in entries.items() if entry["passed"]]  # a failing variant's file is deleted
     return variant_models(directory, [ONNX_FLOAT, *variants], student, with_mlm_head)

@@ -11,6 +11,7 @@ the prediction (a bias row favours an unused token instead) and its accuracy dro
 
 import importlib.util
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -187,3 +188,19 @@ def test_evaluate_adds_the_int8_rows_of_the_export(int8_export, tiny_corpus_dir,
         "student INT8 ONNX static",
         "student INT8 PyTorch dynamic",
     ]
+
+
+def test_evaluate_reads_only_the_variants_that_passed(int8_export, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from distil.quantization import exported_models
+
+    out, _ = int8_export
+    folder = tmp_path / "export"
+    shutil.copytree(out, folder)
+    report = json.loads((folder / "quantization.json").read_text())
+    report["int8"]["onnx_dynamic"].update(passed=False, file=None)  # as a failing gate leaves it: the file deleted
+    (folder / "quantization.json").write_text(json.dumps(report))
+    (folder / VARIANT_FILES["onnx_dynamic"]).unlink()
+    models = exported_models(folder, AutoModelForMaskedLM.from_pretrained(folder), with_mlm_head=False)
+    assert list(models) == ["onnx_float", "onnx_static", "torch_dynamic"]

@@ -28,11 +28,10 @@ from distil.quantization import (
     VARIANT_FILES,
     check_int8_settings,
     limit_rows,
-    onnx_dynamic_int8,
-    onnx_static_int8,
     state_dict_bytes,
     torch_dynamic_int8,
     write_gate_report,
+    write_onnx_int8_files,
 )
 from distil.tasks.batches import Collator, model_inputs, per_feature
 from distil.tasks.task import Encoded, Task
@@ -113,15 +112,12 @@ def write_task_int8(
     inputs = [name for name in ONNX_INPUTS if name in example]
     float_path = directory / ONNX_FILE
     export_onnx(model, None, float_path, settings.onnx_opset, example=example, outputs=task.outputs)
+    train_batches = DataLoader(train_features, batch_size=batch_size, collate_fn=collate)
+    write_onnx_int8_files(directory, settings.variants, limit_rows(train_batches, settings.calibration_rows), inputs)
     runs = {FLOAT: torch_outputs(model, task.outputs)}
     sizes = {}
     for variant in settings.variants:
         file = VARIANT_FILES[variant]
-        if variant == "onnx_dynamic":
-            onnx_dynamic_int8(float_path, directory / file)
-        elif variant == "onnx_static":
-            train_batches = DataLoader(train_features, batch_size=batch_size, collate_fn=collate)
-            onnx_static_int8(float_path, directory / file, limit_rows(train_batches, settings.calibration_rows), inputs)
         if file is None:
             quantized = torch_dynamic_int8(model)
             runs[variant], sizes[variant] = torch_outputs(quantized, task.outputs), state_dict_bytes(quantized)
