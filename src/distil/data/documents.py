@@ -15,7 +15,8 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -125,24 +126,43 @@ def squad_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
             yield paragraph["context"]
 
 
+@dataclass(frozen=True)
+class ConllSentence:
+    """One sentence of a CoNLL column file: each word's columns (the word first), the line number of its first word,
+    and whether a `-DOCSTART-` line came between the previous sentence and this one (a new document starts)."""
+
+    rows: list[list[str]]
+    first_line: int
+    starts_document: bool
+
+
+def conll_sentences(lines: Iterable[str]) -> Iterator[ConllSentence]:
+    """The sentences of the lines of a CoNLL column file: consecutive non-blank lines other than `-DOCSTART-`."""
+    rows: list[list[str]] = []
+    first_line, document_start = 0, False
+    for number, line in enumerate(lines, start=1):
+        columns = line.split()
+        if columns and columns[0] != CONLL_DOCUMENT_START:
+            rows.append(columns)
+            first_line = first_line or number
+            continue
+        if rows:
+            yield ConllSentence(rows, first_line, document_start)
+            rows, first_line, document_start = [], 0, False
+        document_start = document_start or bool(columns)
+    if rows:
+        yield ConllSentence(rows, first_line, document_start)
+
+
 def conll_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
     """The documents of a CoNLL-2003 column file: the first column's words, a sentence per line."""
     sentences: list[str] = []
-    words: list[str] = []
     with open_text(path, decode_errors) as file:
-        for line in file:
-            columns = line.split()
-            if columns and columns[0] != CONLL_DOCUMENT_START:
-                words.append(columns[0])
-                continue
-            if words:
-                sentences.append(" ".join(words))
-                words = []
-            if columns and sentences:  # -DOCSTART-: the document so far is complete
+        for sentence in conll_sentences(file):
+            if sentence.starts_document and sentences:  # the document so far is complete
                 yield "\n".join(sentences)
                 sentences = []
-    if words:
-        sentences.append(" ".join(words))
+            sentences.append(" ".join(row[0] for row in sentence.rows))
     if sentences:
         yield "\n".join(sentences)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForTokenClassification
 
+from distil.data.documents import conll_sentences
 from distil.modules.losses import IGNORE_INDEX
 from distil.tasks.losses import token_soft_loss
 from distil.tasks.metrics import ENTITY_METRICS, check_metric_names, entity_scores
@@ -26,7 +27,6 @@ from distil.tasks.task import Encoded, Task
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_START = "-DOCSTART-"  # first word of the line that separates CoNLL documents
 OUTSIDE = "O"  # the tag of a word outside every entity
 
 
@@ -88,21 +88,15 @@ class TokenClassificationTask(Task):
         return Sentence(tuple(words), tuple(ids))
 
     def read_file(self, path: Path) -> list[Sentence]:
-        sentences, words, tags, first_line = [], [], [], 0
+        sentences = []
         with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                cells = line.split()
-                if cells and cells[0] != DOCUMENT_START:
+            for sentence in conll_sentences(f):
+                for offset, cells in enumerate(sentence.rows):  # a sentence's lines are consecutive
                     if len(cells) < 2:
-                        raise ValueError(f"{path}, line {number}: {line.strip()!r} has no tag column (word ... tag)")
-                    words.append(cells[0])
-                    tags.append(cells[-1])
-                    first_line = first_line or number
-                elif words:
-                    sentences.append(self.sentence(words, tags, f"{path}, sentence at line {first_line}"))
-                    words, tags, first_line = [], [], 0
-        if words:
-            sentences.append(self.sentence(words, tags, f"{path}, sentence at line {first_line}"))
+                        line = sentence.first_line + offset
+                        raise ValueError(f"{path}, line {line}: {' '.join(cells)!r} has no tag column (word ... tag)")
+                words, tags = [cells[0] for cells in sentence.rows], [cells[-1] for cells in sentence.rows]
+                sentences.append(self.sentence(words, tags, f"{path}, sentence at line {sentence.first_line}"))
         if not sentences:
             raise ValueError(f"{path} has no sentences (CoNLL column format: one `word ... tag` line per word)")
         return sentences
