@@ -106,33 +106,49 @@ def test_every_trial_of_the_demo_recipe_search_trains_the_same_micro_batches_and
 
 
 @NEEDS_OPTUNA_PLUGIN
-def test_optuna_search_runs_its_trials_and_keeps_the_best_returned_metric(tmp_path, tiny_teacher_dir, tiny_corpus_dir):
-    """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one."""
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        tmp_path,
-        "-m",
-        "hparams_search=distill_optuna",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2",
-        "hydra.sweeper.direction=minimize",
-        "optimized_metric=val/student_mlm_loss",
-        *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 2),
-        "logger=csv",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_optuna_search_runs_its_trials_keeps_the_best_returned_metric_and_resumes_its_stored_study(
+    tmp_path, tiny_teacher_dir, tiny_corpus_dir
+):
+    """Two TPE trials of tiny runs: each job returns its last val/student_mlm_loss, Optuna keeps the lower one. The
+    study is kept in SQLite (`hydra.sweeper.storage`), so a second sweep of one trial continues it: three trials."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def sweep(sweep_dir, n_trials):
+        result = run_cli(
+            tmp_path,
+            "-m",
+            "hparams_search=distill_optuna",
+            f"hydra.sweeper.n_trials={n_trials}",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            "hydra.sweeper.direction=minimize",
+            f"hydra.sweeper.storage={storage}",
+            "optimized_metric=val/student_mlm_loss",
+            *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir, 2),
+            "logger=csv",
+            f"hydra.sweep.dir={sweep_dir}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+
+    best = sweep(tmp_path / "sweep", 2)
     final_losses, temperatures = [], []
     for job in ("0", "1"):
-        with open(sweep_dir / job / "csv" / "metrics.csv", newline="") as file:
+        with open(tmp_path / "sweep" / job / "csv" / "metrics.csv", newline="") as file:
             rows = [row for row in csv.DictReader(file) if row.get("val/student_mlm_loss")]
         final_losses.append(float(rows[-1]["val/student_mlm_loss"]))
-        job_config = yaml.safe_load((sweep_dir / job / ".hydra" / "config.yaml").read_text())
+        job_config = yaml.safe_load((tmp_path / "sweep" / job / ".hydra" / "config.yaml").read_text())
         temperatures.append(job_config["distill"]["temperature"])
     assert temperatures[0] != temperatures[1] and all(1.0 <= t <= 8.0 for t in temperatures)  # sampled from the space
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(final_losses), rel=1e-6)
     assert best["best_params"]["distill.temperature"] == temperatures[final_losses.index(min(final_losses))]
+
+    resumed_best = sweep(tmp_path / "resumed", 1)
+    study = optuna.load_study(study_name="distil", storage=storage)
+    values = [trial.value for trial in study.trials]
+    assert len(values) == 3 and values[:2] == pytest.approx(final_losses, rel=1e-6)
+    assert resumed_best["best_value"] == pytest.approx(min(values), rel=1e-6)
 
 
 def test_slurm_launcher_is_sized_by_the_trainer():
