@@ -244,51 +244,41 @@ def write_gate_report(
     return report
 
 
-def gate_rows(report: dict) -> list[tuple[str, ...]]:
-    """The side-by-side table of a quantization report: one row per model, float first."""
+def gate_table(report: dict) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The header and rows of a quantization report's side-by-side table: one row per model, float first. The top-1
+    agreement column is there when the variants were scored on it (the masked LM's gate; a task's gate is not)."""
     float_entry, metric = report[FLOAT], report["metric"]
+    with_agreement = any("top1_agreement" in entry for entry in report["int8"].values())
+
+    def row(model: str, size: str, share: str, value: str, drop: str, agreement: str, gate: str) -> tuple[str, ...]:
+        return (model, size, share, value, drop, *((agreement,) if with_agreement else ()), gate)
+
+    header = row("", "size (MB)", "of float", report["column"], "drop (points)", "top-1 = float (%)", "gate")
+    float_size = f"{float_entry['size_bytes'] / 1e6:.1f}"
     rows = [
-        (
-            f"float32 ({float_entry['file']})",
-            f"{float_entry['size_bytes'] / 1e6:.1f}",
-            "100.0%",
-            f"{100 * float_entry[metric]:.2f}",
-            "",
-            "",
-            "",
-        )
+        row(f"float32 ({float_entry['file']})", float_size, "100.0%", f"{100 * float_entry[metric]:.2f}", "", "", "")
     ]
     for variant, entry in report["int8"].items():
         where = entry["file"] or ("in memory, not written" if VARIANT_FILES[variant] is None else "file removed")
         rows.append(
-            (
+            row(
                 f"int8 {variant} ({where})",
                 f"{entry['size_bytes'] / 1e6:.1f}",
                 f"{entry['size_pct_of_float']:.1f}%",
                 f"{100 * entry[metric]:.2f}",
                 f"{entry['drop_points']:+.2f}",
-                f"{100 * entry['top1_agreement']:.2f}" if "top1_agreement" in entry else "",
+                f"{100 * entry['top1_agreement']:.2f}" if with_agreement else "",
                 "pass" if entry["passed"] else "FAIL",
             )
         )
-    return rows
-
-
-AGREEMENT_COLUMN = 5  # the column of gate_rows with the top-1 agreement with the float model
-
-
-def without_column(row: tuple[str, ...], index: int) -> tuple[str, ...]:
-    return row[:index] + row[index + 1 :]
+    return header, rows
 
 
 def format_gate(report: dict) -> str:
-    """The table of `gate_rows` with its header and the limit."""
-    header = ("", "size (MB)", "of float", report["column"], "drop (points)", "top-1 = float (%)", "gate")
-    rows = gate_rows(report)
-    if not any("top1_agreement" in entry for entry in report["int8"].values()):  # a task's gate: no agreement
-        header, rows = without_column(header, AGREEMENT_COLUMN), [without_column(row, AGREEMENT_COLUMN) for row in rows]
-    table = format_comparison(rows, header)
-    return f"{table}\n{report['scored_on']}; gate: a drop of at most {report['max_drop_points']} points"
+    """The table of `gate_table` and the limit."""
+    header, rows = gate_table(report)
+    limit = f"{report['scored_on']}; gate: a drop of at most {report['max_drop_points']} points"
+    return f"{format_comparison(rows, header)}\n{limit}"
 
 
 def check_gate(report: dict) -> None:

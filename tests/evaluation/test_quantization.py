@@ -21,7 +21,14 @@ from hydra.utils import instantiate
 from distil.evaluation.masked_lm import held_out_batches
 from distil.evaluation.onnx_runtime import cpu_session
 from distil.export import export_checkpoint
-from distil.quantization import VARIANT_FILES, Int8Settings, QualityGateError, check_gate, check_int8_settings
+from distil.quantization import (
+    VARIANT_FILES,
+    Int8Settings,
+    QualityGateError,
+    check_gate,
+    check_int8_settings,
+    format_gate,
+)
 from tests.conftest import compose_config, tiny_data_overrides, tiny_masked_lm
 from tests.evaluation.conftest import FAST_SPEED, checkpoint_like_training
 from tests.tiny_assets import VOCAB_SIZE
@@ -120,6 +127,10 @@ def test_the_gate_passes_a_model_that_keeps_its_accuracy_and_sizes_match_the_fil
             assert entry["size_bytes"] == (out / entry["file"]).stat().st_size  # one file, no external weights
             assert entry["size_pct_of_float"] == pytest.approx(100 * entry["size_bytes"] / float_bytes)
     check_gate(report)  # passes: no exception
+    header, _, *rows, limit = format_gate(report).splitlines()
+    assert header.split()[-3:] == ["float", "(%)", "gate"]  # the masked LM's gate shows the top-1 agreement
+    assert [row.split()[-2:] for row in rows[1:]] == [["100.00", "pass"]] * len(VARIANT_FILES)
+    assert limit == f"{one_token_case['masked_tokens']} held-out masked tokens; gate: a drop of at most 1.0 points"
 
 
 def test_the_embedding_table_is_stored_once_in_8_bits(int8_export):
