@@ -138,7 +138,7 @@ def test_a_file_that_is_not_squad_json_is_an_error_naming_the_file_and_the_layou
     (tmp_path / "flat.json").write_text(json.dumps({"paragraphs": []}), encoding="utf-8")
     (tmp_path / "no_context.json").write_text(json.dumps({"data": [{"paragraphs": [{"text": "x"}]}]}))
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"flat.json has no top-level list 'data'; format=squad reads SQuAD's"):
+    with pytest.raises(ValueError, match=r"flat.json has no top-level list 'data'; expected SQuAD's"):
         list(LocalFiles(str(tmp_path / "flat.json"), format="squad").documents())
     with pytest.raises(ValueError, match=r"no_context.json: data\[0\].paragraphs\[0\] has no text 'context'"):
         list(LocalFiles(str(tmp_path / "no_context.json"), format="squad").documents())

@@ -103,27 +103,29 @@ def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Ite
             yield str(record[text_field])
 
 
-def squad_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
-    """The `context` of every paragraph of a SQuAD JSON file (`data[].paragraphs[].context`), in file order."""
-    expected = 'SQuAD\'s {"data": [{"paragraphs": [{"context": "..."}]}]}'
+SQUAD_LAYOUT = 'SQuAD\'s {"data": [{"paragraphs": [{"context": "...", "qas": [...]}]}]}'
+
+
+def squad_paragraphs(path: Path, decode_errors: str = "strict") -> Iterator[tuple[str, dict]]:
+    """Every paragraph object of a SQuAD JSON file (`data[].paragraphs[]`, each with a text `context`), in file
+    order, with where it is (`<path>: data[i].paragraphs[j]`); the question-answering task reads its `qas`."""
     with open_text(path, decode_errors) as file:
         try:
             dataset = json.load(file)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); format=squad reads {expected}") from error
+            raise ValueError(f"{path} is not valid JSON ({error}); expected {SQUAD_LAYOUT}") from error
     articles = dataset.get("data") if isinstance(dataset, dict) else None
     if not isinstance(articles, list):
-        raise ValueError(f"{path} has no top-level list 'data'; format=squad reads {expected}")
+        raise ValueError(f"{path} has no top-level list 'data'; expected {SQUAD_LAYOUT}")
     for i, article in enumerate(articles):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise ValueError(f"{path}: data[{i}] has no list 'paragraphs'; format=squad reads {expected}")
+            raise ValueError(f"{path}: data[{i}] has no list 'paragraphs'; expected {SQUAD_LAYOUT}")
         for j, paragraph in enumerate(paragraphs):
+            where = f"{path}: data[{i}].paragraphs[{j}]"
             if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
-                raise ValueError(
-                    f"{path}: data[{i}].paragraphs[{j}] has no text 'context'; format=squad reads {expected}"
-                )
-            yield paragraph["context"]
+                raise ValueError(f"{where} has no text 'context'; expected {SQUAD_LAYOUT}")
+            yield where, paragraph
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def file_documents(
     readers = {
         "text": lambda: text_file_documents(path, decode_errors),
         "jsonl": lambda: jsonl_file_documents(path, text_field, decode_errors),
-        "squad": lambda: squad_file_documents(path, decode_errors),
+        "squad": lambda: (paragraph["context"] for _, paragraph in squad_paragraphs(path, decode_errors)),
         "conll": lambda: conll_file_documents(path, decode_errors),
     }
     documents = readers[kind]()

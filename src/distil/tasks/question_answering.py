@@ -15,7 +15,6 @@ or that have no answer (v1.1), are skipped, counted and logged before training.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from distil.data.documents import squad_paragraphs
 from distil.tasks.losses import span_soft_loss
 from distil.tasks.metrics import SQUAD_METRICS, check_metric_names, squad_scores
 from distil.tasks.task import Encoded, Task
@@ -87,28 +87,26 @@ class QuestionAnsweringTask(Task):
         return {}  # the QA head's two outputs (start, end) are the config's default num_labels
 
     def read_file(self, path: Path) -> list[Question]:
-        questions, where = [], f"{path}"
-        try:
-            for a, article in enumerate(json.loads(path.read_text(encoding="utf-8"))["data"]):
-                for p, paragraph in enumerate(article["paragraphs"]):
-                    where = f"{path}, data[{a}].paragraphs[{p}]"
-                    for qa in paragraph["qas"]:
-                        answers = qa["answers"]
-                        questions.append(
-                            Question(
-                                str(qa["id"]),
-                                qa["question"],
-                                paragraph["context"],
-                                tuple(answer["text"] for answer in answers),
-                                tuple(int(answer["answer_start"]) for answer in answers),
-                            )
+        questions = []
+        for where, paragraph in squad_paragraphs(path):
+            try:
+                for qa in paragraph["qas"]:
+                    answers = qa["answers"]
+                    questions.append(
+                        Question(
+                            str(qa["id"]),
+                            qa["question"],
+                            paragraph["context"],
+                            tuple(answer["text"] for answer in answers),
+                            tuple(int(answer["answer_start"]) for answer in answers),
                         )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(
-                f"{where} is not SQuAD JSON ({type(error).__name__}: {error}); expected "
-                '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text", '
-                '"answer_start"}]}]}]}]}'
-            ) from error
+                    )
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{where} is not SQuAD JSON ({type(error).__name__}: {error}); expected "
+                    '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text", '
+                    '"answer_start"}]}]}]}]}'
+                ) from error
         if not questions:
             raise ValueError(f"{path} has no questions")
         return questions
