@@ -1,5 +1,5 @@
-"""Gradient accumulation: the LR schedule spans optimizer steps (`trainer.max_steps`), not micro-batches, and the
-`distil.optimizer_steps` resolver turns a budget of micro-batches into optimizer steps."""
+"""Gradient accumulation: the LR schedule and the progress bar count optimizer steps (`trainer.max_steps`), not
+micro-batches, and the `distil.optimizer_steps` resolver turns a budget of micro-batches into optimizer steps."""
 
 import functools
 
@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import get_scheduler
 
+from distil.callbacks.progress_bar import StepProgressBar
 from tests.conftest import masked_batch
 from tests.modules.test_distillation import make_module
 
@@ -27,9 +28,9 @@ class RecordStepLearningRate(pl.Callback):
         self.rates[trainer.global_step] = optimizer.param_groups[0]["lr"]
 
 
-def test_the_lr_schedule_counts_optimizer_steps_after_accumulation(tmp_path):
+def test_the_lr_schedule_and_the_progress_bar_count_optimizer_steps_after_accumulation(tmp_path):
     module = make_module(scheduler=functools.partial(get_scheduler, "linear"), warmup_fraction=0.0)
-    recorder = RecordStepLearningRate()
+    recorder, progress_bar = RecordStepLearningRate(), StepProgressBar()
     trainer = pl.Trainer(
         default_root_dir=tmp_path,
         max_steps=4,
@@ -37,14 +38,14 @@ def test_the_lr_schedule_counts_optimizer_steps_after_accumulation(tmp_path):
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[recorder],
+        callbacks=[recorder, progress_bar],
     )
     batches = [masked_batch(seed=seed) for seed in range(20)]
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     assert module.schedule_steps == 4 and recorder.micro_batches == 12
     assert recorder.rates == pytest.approx({0: 1e-2, 1: 0.75e-2, 2: 0.5e-2, 3: 0.25e-2})  # decays to 0 at step 4
+    assert (progress_bar.train_progress_bar.n, progress_bar.train_progress_bar.total) == (4, 4)  # not 12 of 4
 
 
 def test_a_budget_of_micro_batches_is_a_whole_number_of_optimizer_steps():
