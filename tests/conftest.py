@@ -144,7 +144,8 @@ def assert_fill_mask_is_the_models_own(model_dir: Path, text: str) -> None:
     assert [p["score"] for p in predictions] == pytest.approx(expected.values.tolist(), rel=1e-4)
 
 
-LONG_RUNNING_FIRST = ("reliability", "scaling", "families", "evaluation", "test_train.py")  # end-to-end runs
+# files of end-to-end runs, run first
+LONG_RUNNING_FIRST = ("reliability", "scaling", "families", "evaluation", "test_train.py", "test_shared_demo.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -96,24 +96,6 @@ def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.shared
-def test_demo_on_shared_assets_runs_a_few_steps(tmp_path, shared_dir):
-    result = run_cli(
-        tmp_path,
-        f"hydra.run.dir={tmp_path / 'run'}",
-        f"paths.shared_dir={shared_dir}",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-        "data.batch_size=4",
-        "data.val_batch_size=4",
-        "logger=csv",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    student = AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "student")
-    assert student.config.n_layers == 6 and student.config.dim == 256 and student.config.vocab_size == 30522
-
-
 def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_dir, tiny_corpus_dir, tmp_path):
     """What a Hydra sweeper (Optuna, hparams_search=...) receives from each job: the metric's last logged value."""
     from distil.train import train

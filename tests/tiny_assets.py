@@ -36,11 +36,16 @@ WORDS = (
     "old young great small long short white black red green quiet loud"
 ).split()
 VOCAB_SIZE = 128
+PLAIN_INPUTS = ["input_ids", "attention_mask"]
+TOKEN_TYPE_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]  # what BERT's tokenizer returns
 
 
-def tiny_tokenizer(words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+def tiny_tokenizer(
+    words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE, with_token_types: bool = False
+) -> PreTrainedTokenizerFast:
     """BERT-style WordPiece tokenizer over SPECIAL_TOKENS, ".", ",", `words`, letters and ##letters, in that id order;
-    padded with [unused*] entries to `vocab_size` (None: no padding)."""
+    padded with [unused*] entries to `vocab_size` (None: no padding). `with_token_types`: it returns `token_type_ids`
+    as BERT's own tokenizer does (else only input ids and the attention mask)."""
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab_list = list(dict.fromkeys(SPECIAL_TOKENS + [".", ","] + words + letters + ["##" + c for c in letters]))
     if vocab_size is not None:
@@ -50,11 +55,12 @@ def tiny_tokenizer(words: list[str] = WORDS, vocab_size: int | None = VOCAB_SIZE
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    return with_bert_special_tokens(tokenizer)
+    return with_bert_special_tokens(tokenizer, with_token_types)
 
 
-def with_bert_special_tokens(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
-    """`tokenizer` framing rows `[CLS] $A [SEP]` (pairs `[CLS] $A [SEP] $B [SEP]`), with BERT's special-token names."""
+def with_bert_special_tokens(tokenizer: Tokenizer, with_token_types: bool = False) -> PreTrainedTokenizerFast:
+    """`tokenizer` framing rows `[CLS] $A [SEP]` (pairs `[CLS] $A [SEP] $B [SEP]`), with BERT's special-token names
+    (returning `token_type_ids` too `with_token_types`)."""
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -68,6 +74,7 @@ def with_bert_special_tokens(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
+        model_input_names=TOKEN_TYPE_INPUTS if with_token_types else PLAIN_INPUTS,
     )
 
 

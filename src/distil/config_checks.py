@@ -13,8 +13,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distil.data.shards import vocabulary_fingerprint
-from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
+from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
 from distil.families import teacher_family
 from distil.modules.distillation import check_objective
 from distil.modules.student import INITS, resolve_layer_map
@@ -52,22 +51,10 @@ def check_student_config(cfg: DictConfig, teacher_config) -> None:
 def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_name: str) -> None:
     """The tokenizer feeding the data must be the teacher's vocabulary: it has real vocabulary files and every id it
     produces has a teacher (and so student) embedding (`check_tokenizer_matches`), and, when it is not the teacher's
-    own tokenizer, it maps tokens to the same ids as the tokenizer the teacher ships (if the teacher ships one)."""
+    own tokenizer, it maps tokens to the same ids as the tokenizer the teacher ships (`check_same_vocabulary`)."""
     teacher = f"the teacher teacher.name_or_path={teacher_name!r}"
     check_tokenizer_matches(tokenizer, tokenizer_name, "data.tokenizer", teacher_config.vocab_size, teacher)
-    if tokenizer_name == teacher_name:
-        return
-    try:
-        teachers_own = load_tokenizer(teacher_name, key="teacher.name_or_path")
-    except (OSError, ValueError):
-        log.info("%s ships no tokenizer of its own: data.tokenizer is checked against its embeddings only", teacher)
-        return
-    if vocabulary_fingerprint(teachers_own) != vocabulary_fingerprint(tokenizer):
-        raise ValueError(
-            f"vocabulary mismatch: data.tokenizer={tokenizer_name!r} ({len(tokenizer)} tokens) maps tokens to other "
-            f"ids than the tokenizer of teacher.name_or_path={teacher_name!r} ({len(teachers_own)} tokens); point "
-            "data.tokenizer at the teacher's own tokenizer"
-        )
+    check_same_vocabulary(tokenizer, tokenizer_name, "data.tokenizer", teacher_name, "teacher.name_or_path")
 
 
 def check_sequence_length(max_length: int, teacher_config) -> None:

@@ -3,8 +3,9 @@ directory.
 
 The directory holds the student's config, weights and the teacher's tokenizer, so it loads with
 `AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask", model=DIR)`. With `onnx=true` it also holds
-`model.onnx` (input_ids, attention_mask -> logits, dynamic batch and sequence length), checked against the PyTorch
-model on a batch of real text: the largest absolute logit difference is reported and must stay under `onnx_atol`.
+`model.onnx` (input_ids, attention_mask and the token types where the student takes them -> logits, dynamic batch
+and sequence length; `distil.exporting.onnx_model`), checked against the PyTorch model on a batch of real text: the
+largest absolute logit difference is reported and must stay under `onnx_atol`.
 With `int8=true` it also holds the INT8 variants of `model.onnx` and `quantization.json` (`distil.quantization`):
 their sizes and held-out masked-LM accuracy next to the float model's; the export fails, naming both numbers, when a
 variant drops more than `quantization.max_drop_points`.
@@ -18,13 +19,19 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from distil import checkpoint_io
-from distil.data.tokenization import check_tokenizer_matches
-from distil.evaluation.onnx_runtime import ONNX_FILE
+from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
+from distil.exporting.hf_model import SAVED_DTYPES, check_saved_dtype, save_model_folder, stored_dtype
+from distil.exporting.onnx_model import (
+    ONNX_FILE,
+    check_onnx_installed,
+    export_onnx,
+    masked_lm_example,
+    onnx_max_abs_diff,
+)
 from distil.output_dirs import replace_output_dir
 from distil.quantization import Int8Settings, check_gate, format_gate, write_int8_variants
 from distil.quiet import quiet_third_party_output
@@ -33,10 +40,6 @@ log = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."  # DistillationModule keeps the student under this attribute name
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a value starting so names a local path, never a hub id
-ONNX_CHECK_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis; {mask}: mask token
-    "the capital of france is {mask}.",
-    "she opened the {mask} and walked into the room, where a letter from her brother lay on the table.",
-)
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
@@ -74,22 +77,42 @@ def student_from_checkpoint(checkpoint: dict) -> PreTrainedModel:
     return model.eval()
 
 
-def tokenizer_source(checkpoint: dict) -> str:
-    """Where the run's tokenizer comes from: the teacher it was distilled from (`run_config.teacher.name_or_path`)."""
+def run_teacher(checkpoint: dict) -> str | None:
+    """The teacher the run distilled (`run_config.teacher.name_or_path`); None when the run config names none."""
     try:
         return str(checkpoint["run_config"]["teacher"]["name_or_path"])
-    except (KeyError, TypeError) as error:
-        raise ValueError(
-            "the checkpoint's run_config has no teacher.name_or_path; pass tokenizer=PATH to name the tokenizer"
+    except (KeyError, TypeError):
+        return None
+
+
+def saved_dtype(checkpoint: dict, dtype: str | None) -> str:
+    """`dtype` when given, else the dtype the run's teacher is stored in (its config.json)."""
+    if dtype is not None:
+        return dtype
+    teacher = run_teacher(checkpoint)
+    try:
+        if teacher is None:
+            raise ValueError("the checkpoint's run config names no teacher.name_or_path")
+        return stored_dtype(AutoConfig.from_pretrained(teacher))
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"dtype=null saves the student in the dtype its teacher is stored in, but the run's teacher {teacher!r} "
+            f"cannot be read ({error}): give dtype, one of {list(SAVED_DTYPES)}"
         ) from error
 
 
 def checked_tokenizer(checkpoint: dict, student: PreTrainedModel, tokenizer: str | None):
-    """The tokenizer to save with the student (`tokenizer`, else the run's teacher), checked against its embeddings."""
-    source = tokenizer or tokenizer_source(checkpoint)
+    """The tokenizer to save with the student (`tokenizer`, else the run's teacher's), checked against its embeddings
+    and, when given, against the vocabulary of the run's teacher (the one the student was trained on)."""
+    teacher = run_teacher(checkpoint)
+    if tokenizer is None and teacher is None:
+        raise ValueError("the checkpoint's run_config has no teacher.name_or_path; pass tokenizer=PATH to name one")
+    source = tokenizer or teacher
     key = "tokenizer" if tokenizer else "teacher.name_or_path of the checkpoint's run config"
     loaded = AutoTokenizer.from_pretrained(source)
     check_tokenizer_matches(loaded, source, key, student.config.vocab_size, "the checkpoint's student")
+    if tokenizer is not None and teacher is not None:
+        check_same_vocabulary(loaded, tokenizer, key, teacher, "the run's teacher.name_or_path")
     return loaded
 
 
@@ -98,7 +121,7 @@ def write_onnx(model: PreTrainedModel, directory: Path, opset: int, atol: float)
     the largest absolute logit difference and raises when it exceeds `atol`."""
     tokenizer = AutoTokenizer.from_pretrained(directory)
     onnx_path = directory / ONNX_FILE
-    export_onnx(model, tokenizer, onnx_path, opset=opset)
+    export_onnx(model, masked_lm_example(tokenizer), onnx_path, opset)
     diff = onnx_max_abs_diff(model, tokenizer, onnx_path)
     if not diff <= atol:
         raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={atol}")
@@ -109,7 +132,7 @@ def export_checkpoint(
     ckpt: str | Path,
     out: str | Path,
     tokenizer: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     overwrite: bool = False,
     onnx_opset: int | None = None,
     onnx_atol: float = 1e-4,
@@ -125,26 +148,26 @@ def export_checkpoint(
         ckpt: `.ckpt` file written by `distil.train`.
         out: output folder.
         tokenizer: tokenizer directory or hub id; None takes the teacher's from the checkpoint's run config.
-        dtype: dtype of the saved weights ("float32", "float16" or "bfloat16").
+        dtype: dtype of the saved weights ("float32", "float16" or "bfloat16"); None = the dtype the run's teacher
+            is stored in (its config.json), so that the student's size on disk compares with its teacher's.
         overwrite: replace `out` whole even when it is not an earlier export.
         onnx_opset: also write `model.onnx` with this opset, checked against PyTorch; None = no ONNX.
         onnx_atol: largest allowed absolute logit difference of the ONNX check.
         int8: also write the INT8 variants of `model.onnx` and `quantization.json`, print the float and INT8 scores
             side by side and raise `QualityGateError` (writing nothing) when a variant fails the gate; needs ONNX.
     """
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"dtype={dtype!r} is not allowed: use float32, float16 or bfloat16")
+    if dtype is not None:
+        check_saved_dtype(dtype)
     if int8 is not None and onnx_opset is None:
         raise ValueError("int8=true quantizes model.onnx: add onnx=true")
     checkpoint = read_checkpoint(ckpt)
     model = student_from_checkpoint(checkpoint)
     saved_tokenizer = checked_tokenizer(checkpoint, model, tokenizer)
+    dtype = saved_dtype(checkpoint, dtype)
     onnx_diff: list[float] = []
 
     def write(directory: Path) -> None:
-        model.to(getattr(torch, dtype)).save_pretrained(directory)
-        saved_tokenizer.save_pretrained(directory)
-        model.float()
+        save_model_folder(model, saved_tokenizer, directory, dtype)
         if onnx_opset is not None:
             onnx_diff.append(write_onnx(model, directory, onnx_opset, onnx_atol))
         if int8 is not None:
@@ -179,79 +202,6 @@ def hf_model_path(key: str, value: str, export_dir: Path) -> str:
             "or a hub id such as bert-base-uncased"
         )
     return value
-
-
-ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # model inputs an ONNX graph may take, in order
-
-
-class OutputsOnly(torch.nn.Module):
-    """Wraps a Hugging Face model so that ONNX sees tensors in (`input_ids`, `attention_mask`, and `token_type_ids`
-    when given) and the model output's `outputs` out (`logits` of a masked LM or a classifier)."""
-
-    def __init__(self, model: PreTrainedModel, outputs: tuple[str, ...] = ("logits",)) -> None:
-        super().__init__()
-        self.model = model
-        self.outputs = tuple(outputs)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None):
-        types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        output = self.model(input_ids=input_ids, attention_mask=attention_mask, **types)
-        values = tuple(getattr(output, name) for name in self.outputs)
-        return values[0] if len(values) == 1 else values
-
-
-def export_onnx(
-    model: PreTrainedModel,
-    tokenizer,
-    path: str | Path,
-    opset: int,
-    example: dict[str, torch.Tensor] | None = None,
-    outputs: tuple[str, ...] = ("logits",),
-) -> None:
-    """Write `model` as ONNX (torch.export based exporter; needs onnx and onnxscript) with dynamic batch and length.
-
-    `example`: a batch of the inputs the graph takes (`ONNX_INPUTS` it holds); None = a masked sentence of
-    `tokenizer` (input ids and attention mask). `outputs`: the model outputs the graph returns, by name.
-    """
-    if example is None:
-        example = tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")
-    names = [name for name in ONNX_INPUTS if name in example]
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dynamic = {0: batch, 1: length}
-    torch.onnx.export(
-        OutputsOnly(model.float().eval(), outputs).eval(),
-        tuple(example[name] for name in names),
-        str(path),
-        input_names=names,
-        output_names=list(outputs),
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=tuple(dynamic for _ in names),
-    )
-
-
-def onnx_max_abs_diff(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
-    """Largest |ONNX Runtime logits - PyTorch logits| over a padded batch of `ONNX_CHECK_TEXTS` (real tokens only)."""
-    import onnxruntime
-
-    texts = [text.format(mask=tokenizer.mask_token) for text in ONNX_CHECK_TEXTS]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    with torch.inference_mode():
-        expected = model.float().eval()(**inputs).logits
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(session.run(["logits"], {name: t.numpy() for name, t in inputs.items()})[0])
-    real = batch["attention_mask"].bool()
-    return (got[real] - expected[real]).abs().max().item()
-
-
-def check_onnx_installed() -> None:
-    """Raise before any work when the optional ONNX packages are missing."""
-    import importlib.util
-
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(f"onnx=true needs {missing}: install the extra with `pip install -e .[onnx]`")
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")

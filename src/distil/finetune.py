@@ -35,7 +35,8 @@ from transformers import AutoConfig, AutoTokenizer
 from distil.comparison_table import format_comparison
 from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters
-from distil.export import check_onnx_installed, hf_model_path
+from distil.export import hf_model_path
+from distil.exporting.onnx_model import check_onnx_installed
 from distil.output_dirs import check_replaceable, replace_output_dir
 from distil.quantization import check_gate, format_gate
 from distil.quiet import quiet_third_party_output
@@ -90,7 +91,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     if cfg.int8:
         if not cfg.save_model:
             raise ValueError("int8=true quantizes the saved model: add save_model=true")
-        check_onnx_installed()
+        check_onnx_installed("int8=true")
         int8 = TaskInt8Settings(**cfg.quantization)  # checks the settings
     task: Task = instantiate(cfg.task)
     distillation: TaskDistillation | None = instantiate(cfg.task_distillation) if cfg.distill_from else None

@@ -41,8 +41,8 @@ from transformers import PreTrainedModel
 
 from distil.comparison_table import format_comparison
 from distil.evaluation.masked_lm import MaskedLogits, held_out_batches, masked_lm_scores, masked_logits
-from distil.evaluation.onnx_runtime import ONNX_FILE, OnnxMaskedLM, onnx_file_bytes
 from distil.evaluation.speed import Forward, timed_forward
+from distil.exporting.onnx_model import ONNX_FILE, OnnxMaskedLM, graph_input_names, onnx_feed, onnx_file_bytes
 from distil.families import masked_lm_parts
 
 VARIANT_FILES = {  # INT8 variant -> its file beside model.onnx (None: measured in memory, not written)
@@ -51,7 +51,6 @@ VARIANT_FILES = {  # INT8 variant -> its file beside model.onnx (None: measured 
     "torch_dynamic": None,
 }
 VARIANTS = tuple(VARIANT_FILES)
-ONNX_MLM_INPUTS = ("input_ids", "attention_mask")  # the inputs of an exported masked LM's model.onnx
 QUANTIZATION_FILE = "quantization.json"
 FLOAT = "float"  # name of the float PyTorch model in the gate's scores
 ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
@@ -110,10 +109,12 @@ def onnx_dynamic_int8(float_path: Path, path: Path) -> None:
     quantize_dynamic(float_path, path, op_types_to_quantize=QUANTIZED_OP_TYPES, weight_type=QuantType.QInt8)
 
 
-def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict], inputs: Sequence[str]) -> None:
-    """Write ONNX Runtime's static INT8 quantization (QDQ) of `float_path`, activation ranges from the model `inputs`
-    of the batches of `calibration`."""
+def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict]) -> None:
+    """Write ONNX Runtime's static INT8 quantization (QDQ) of `float_path`, activation ranges from the batches of
+    `calibration` (fed as the graph's inputs, `onnx_feed`)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    names = graph_input_names(float_path)
 
     class CalibrationRows(CalibrationDataReader):
         def __init__(self) -> None:
@@ -121,7 +122,7 @@ def onnx_static_int8(float_path: Path, path: Path, calibration: Iterable[dict], 
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
-            return None if batch is None else {k: batch[k].numpy() for k in inputs}
+            return None if batch is None else onnx_feed(names, batch)
 
     quantize_static(
         float_path,
@@ -171,17 +172,15 @@ def limit_rows(batches: Iterable[dict], rows: int) -> Iterator[dict]:
         remaining -= len(batch["input_ids"])
 
 
-def write_onnx_int8_files(
-    directory: Path, variants: Sequence[str], calibration: Iterable[dict], inputs: Sequence[str] = ONNX_MLM_INPUTS
-) -> None:
+def write_onnx_int8_files(directory: Path, variants: Sequence[str], calibration: Iterable[dict]) -> None:
     """Write the ONNX INT8 file of each of `variants` that has one beside `directory/model.onnx`; `onnx_static`'s
-    activation ranges come from the model `inputs` of the `calibration` batches."""
+    activation ranges come from the `calibration` batches."""
     float_path = directory / ONNX_FILE
     for variant in variants:
         if variant == "onnx_dynamic":
             onnx_dynamic_int8(float_path, directory / VARIANT_FILES[variant])
         elif variant == "onnx_static":
-            onnx_static_int8(float_path, directory / VARIANT_FILES[variant], calibration, inputs)
+            onnx_static_int8(float_path, directory / VARIANT_FILES[variant], calibration)
 
 
 def write_int8_variants(model: PreTrainedModel, directory: Path, settings: Int8Settings) -> dict:

@@ -28,6 +28,7 @@ from distil.config_checks import (
     check_vocabulary,
 )
 from distil.distributed_launch import pinned_job
+from distil.exporting.hf_model import save_model_folder, stored_dtype
 from distil.modules.teacher import load_teacher_config
 from distil.output_dirs import replace_output_dir
 from distil.quiet import quiet_third_party_output
@@ -50,15 +51,15 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
 
 
-def export_student(student, tokenizer, out_dir: Path) -> None:
-    """Write the student in Hugging Face format (weights, config, tokenizer) to the run's own `student/` folder,
-    whole, replacing an earlier export (`distil.output_dirs`)."""
+def export_student(student, tokenizer, out_dir: Path, dtype: str) -> None:
+    """Write the student in Hugging Face format (config, weights in `dtype`, tokenizer) to the run's own `student/`
+    folder, whole, replacing an earlier export (`distil.output_dirs`)."""
 
     def write(directory: Path) -> None:
-        student.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+        save_model_folder(student, tokenizer, directory, dtype)
 
     replace_output_dir(out_dir, "hf_model", write, overwrite=True, key="paths.output_dir/student")
+    log.info("student written in %s, the dtype its teacher is stored in", dtype)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -93,7 +94,7 @@ def train(cfg: DictConfig) -> float | None:
     student_dir = Path(cfg.paths.output_dir) / "student"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
-        export_student(module.student, datamodule.tokenizer, student_dir)
+        export_student(module.student, datamodule.tokenizer, student_dir, stored_dtype(teacher_config))
         print(run_summary(metrics, trainer.global_step, time.perf_counter() - started, student_dir))
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 

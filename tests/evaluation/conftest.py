@@ -31,8 +31,10 @@ def fresh_bert(num_layers: int = 2, seed: int = 0) -> BertForMaskedLM:
 
 
 def save_with_tokenizer(model, directory: Path) -> Path:
+    """`model` and the tiny tokenizer in `directory`; the tokenizer returns token types, as BERT's does (a student
+    without token types must be exported and fed without them)."""
     model.save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tiny_tokenizer(with_token_types=True).save_pretrained(directory)
     return directory
 
 

@@ -9,11 +9,13 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from distil.checkpoint_io import CheckpointError
-from distil.export import export_checkpoint, hf_model_path, onnx_max_abs_diff, read_checkpoint
+from distil.export import export_checkpoint, hf_model_path, read_checkpoint
+from distil.exporting.onnx_model import cpu_session, graph_input_names, onnx_max_abs_diff
 from distil.output_dirs import MARKER_FILE
-from tests.conftest import assert_fill_mask_is_the_models_own, masked_batch, run_cli
+from tests.conftest import assert_fill_mask_is_the_models_own, masked_batch, run_cli, tiny_masked_lm
+from tests.evaluation.conftest import checkpoint_like_training, save_with_tokenizer
 from tests.reliability.runs import file_digests
-from tests.tiny_assets import VOCAB_SIZE
+from tests.tiny_assets import PLAIN_INPUTS, TOKEN_TYPE_INPUTS, VOCAB_SIZE, WORDS, tiny_tokenizer
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 
@@ -35,15 +37,37 @@ def test_exported_directory_reproduces_the_checkpoint_student(tmp_path, student_
     assert_fill_mask_is_the_models_own(tmp_path / "hf", "the king opened the {mask} .")
 
 
-def test_float16_export_halves_the_weights_on_disk(tmp_path, student_checkpoint):
-    ckpt, student = student_checkpoint
+def test_the_student_is_saved_in_the_dtype_its_teacher_is_stored_in_unless_told_otherwise(
+    tmp_path, student_checkpoint, fresh_teacher_dir
+):
+    ckpt, student = student_checkpoint  # its teacher is stored in float32
+    half_teacher = tmp_path / "teacher-fp16"
+    save_with_tokenizer(AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir, dtype=torch.float16), half_teacher)
+    torch.save(checkpoint_like_training(student, half_teacher), tmp_path / "of-fp16-teacher.ckpt")
     export_checkpoint(ckpt, tmp_path / "fp32")
-    export_checkpoint(ckpt, tmp_path / "fp16", dtype="float16")
-    fp32, fp16 = ((tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "fp16"))
-    assert fp16 / fp32 == pytest.approx(0.5, abs=0.02)
+    export_checkpoint(tmp_path / "of-fp16-teacher.ckpt", tmp_path / "fp16")
+    export_checkpoint(tmp_path / "of-fp16-teacher.ckpt", tmp_path / "asked", dtype="float32")
+    fp32, fp16, asked = ((tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "fp16", "asked"))
+    assert fp16 / fp32 == pytest.approx(0.5, abs=0.02) and asked == fp32
+    assert json.loads((tmp_path / "fp16" / "config.json").read_text())["dtype"] == "float16"
     half = AutoModelForMaskedLM.from_pretrained(tmp_path / "fp16", dtype=torch.float32).eval()
     batch = masked_batch(VOCAB_SIZE)
     assert torch.allclose(logits(half, batch), logits(student, batch), atol=1e-2)
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused_naming_both_and_nothing_is_written(
+    tmp_path, student_checkpoint, fresh_teacher_dir
+):
+    other = tmp_path / "other"
+    tiny_tokenizer(list(reversed(WORDS))).save_pretrained(other)  # as many tokens as the run's, other ids
+    with pytest.raises(
+        ValueError,
+        match=f"vocabulary mismatch: tokenizer='{other}' \\(128 tokens\\) maps tokens to other ids than the "
+        f"tokenizer of the run's teacher.name_or_path='{fresh_teacher_dir}'",
+    ):
+        export_checkpoint(student_checkpoint[0], tmp_path / "out", tokenizer=str(other))
+    assert not (tmp_path / "out").exists()
+    export_checkpoint(student_checkpoint[0], tmp_path / "out", tokenizer=str(fresh_teacher_dir))  # the same vocabulary
 
 
 def test_real_training_checkpoint_exports_like_the_runs_own_student(tmp_path, tiny_run_dir):
@@ -133,3 +157,35 @@ def test_a_re_export_replaces_the_whole_earlier_export(tmp_path, student_checkpo
     assert not (out / "model.onnx").exists()
     assert json.loads((out / MARKER_FILE).read_text())["checkpoint"] == str(student_checkpoint[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="ONNX extra not installed (pip install -e .[onnx])")
+@pytest.mark.parametrize(
+    ("model_type", "tokenizer_inputs", "graph_inputs"),
+    [
+        ("distilbert", TOKEN_TYPE_INPUTS, ["input_ids", "attention_mask"]),  # BERT's tokenizer, a DistilBERT student
+        ("bert", TOKEN_TYPE_INPUTS, ["input_ids", "attention_mask", "token_type_ids"]),
+        ("bert", PLAIN_INPUTS, ["input_ids", "attention_mask"]),
+    ],
+)
+def test_the_onnx_graph_takes_the_inputs_the_student_uses_and_the_tokenizer_returns(
+    tmp_path, student_checkpoint, model_type, tokenizer_inputs, graph_inputs
+):
+    teacher_dir = tmp_path / "teacher"
+    tiny_tokenizer(with_token_types=tokenizer_inputs == TOKEN_TYPE_INPUTS).save_pretrained(teacher_dir)
+    student = student_checkpoint[1] if model_type == "distilbert" else tiny_masked_lm("bert", 1, VOCAB_SIZE)
+    torch.save(checkpoint_like_training(student, teacher_dir), tmp_path / "last.ckpt")
+    assert AutoTokenizer.from_pretrained(teacher_dir).model_input_names == tokenizer_inputs
+
+    diff = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "out", dtype="float32", onnx_opset=18)  # + parity
+
+    assert diff < 1e-4 and graph_input_names(tmp_path / "out" / "model.onnx") == graph_inputs
+    if "token_type_ids" in graph_inputs:  # the graph reads the types it takes: second segment as PyTorch sees it
+        batch = masked_batch(VOCAB_SIZE) | {"token_type_ids": (torch.arange(16) >= 8).long().expand(3, 16)}
+        session = cpu_session(tmp_path / "out" / "model.onnx")
+        got = torch.from_numpy(session.run(["logits"], {k: batch[k].numpy() for k in graph_inputs})[0])
+        with torch.no_grad():
+            expected = student(**{k: batch[k] for k in graph_inputs}).logits
+            without_types = student(**{k: batch[k] for k in PLAIN_INPUTS}).logits
+        real = batch["attention_mask"].bool()
+        assert (got - expected)[real].abs().max() < 1e-4 < (expected - without_types)[real].abs().max()

@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distil.evaluation.onnx_runtime import cpu_session
+from distil.exporting.onnx_model import cpu_session
 from distil.finetune import finetune_and_report
 from distil.quantization import VARIANT_FILES, QualityGateError, check_gate, format_gate
 from distil.tasks.batches import Collator

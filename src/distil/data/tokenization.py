@@ -15,6 +15,8 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
+from distil.data.shards import vocabulary_fingerprint
+
 log = logging.getLogger(__name__)
 
 REQUIRED_SPECIAL_TOKENS = ("cls_token", "sep_token", "mask_token", "pad_token")
@@ -67,6 +69,27 @@ def check_tokenizer_matches(tokenizer, name_or_path: str, key: str, vocab_size: 
         raise ValueError(
             f"{key}={name_or_path!r} has {len(tokenizer)} tokens but {model} has {vocab_size} token embeddings: ids "
             f"{vocab_size}..{len(tokenizer) - 1} would have none. Use the tokenizer the model was trained with"
+        )
+
+
+def check_same_vocabulary(tokenizer, name: str, key: str, reference: str, reference_key: str) -> None:
+    """Unless `name` is `reference` itself, `tokenizer` (loaded from `name`, config key `key`) maps tokens to the same
+    ids as the tokenizer of `reference` (a teacher, config key `reference_key`). A `reference` that ships no tokenizer
+    is logged and not compared (its embeddings are checked by `check_tokenizer_matches`)."""
+    if name == reference:
+        return
+    try:
+        references_own = load_tokenizer(reference, key=reference_key)
+    except (OSError, ValueError):
+        log.info(
+            "%s=%r ships no tokenizer of its own: %s is checked against embeddings only", reference_key, reference, key
+        )
+        return
+    if vocabulary_fingerprint(references_own) != vocabulary_fingerprint(tokenizer):
+        raise ValueError(
+            f"vocabulary mismatch: {key}={name!r} ({len(tokenizer)} tokens) maps tokens to other ids than the "
+            f"tokenizer of {reference_key}={reference!r} ({len(references_own)} tokens), whose vocabulary the model "
+            f"was trained on; point {key} at that tokenizer"
         )
 
 

@@ -1,7 +1,7 @@
 """Held-out masked-LM scoring shared by `distil.evaluate` (teacher vs student) and the INT8 gate of `distil.export`
 (float vs INT8): accuracy, loss and perplexity at the masked positions of the same batches for every model, and top-1
 agreement between pairs of them. A model is anything that gives logits at the masked positions (`MaskedLogits`):
-a PyTorch model (`masked_logits`) or an ONNX Runtime session (`distil.evaluation.onnx_runtime`).
+a PyTorch model (`masked_logits`) or an ONNX Runtime session (`distil.exporting.onnx_model`).
 """
 
 from __future__ import annotations

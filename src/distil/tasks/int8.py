@@ -1,7 +1,8 @@
 """INT8 variants of a fine-tuned model (`distil.finetune ... save_model=true int8=true`), gated on its dev metric.
 
 The fine-tuned model is exported to `model.onnx` (its task outputs, e.g. `logits`; inputs `input_ids`,
-`attention_mask` and `token_type_ids` where the model takes them) beside its Hugging Face files, and quantized with
+`attention_mask` and `token_type_ids` where the model takes them and the tokenizer returns them,
+`distil.exporting.onnx_model`) beside its Hugging Face files, and quantized with
 the functions of `distil.quantization` (`onnx_dynamic`, `onnx_static` calibrated on the first `calibration_rows`
 training features of the task, `torch_dynamic` in memory). The float PyTorch model and every variant are scored on
 the dev features with the task's own `score`, the code that scores fine-tuning; the gate compares the task's main
@@ -21,8 +22,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from distil.evaluation.onnx_runtime import ONNX_FILE, cpu_session, onnx_file_bytes
-from distil.export import ONNX_INPUTS, export_onnx
+from distil.exporting.onnx_model import (
+    ONNX_FILE,
+    cpu_session,
+    export_onnx,
+    onnx_feed,
+    onnx_file_bytes,
+    session_input_names,
+)
 from distil.quantization import (
     FLOAT,
     VARIANT_FILES,
@@ -74,10 +81,10 @@ def torch_outputs(model: torch.nn.Module, names: Sequence[str]) -> Outputs:
 def onnx_outputs(path: Path, names: Sequence[str]) -> Outputs:
     """The outputs `names` of the ONNX file at `path` (run by ONNX Runtime on the CPU) for a batch."""
     session = cpu_session(path)
-    inputs = [i.name for i in session.get_inputs()]
+    inputs = session_input_names(session)
 
     def run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values = session.run(list(names), {name: batch[name].numpy() for name in inputs})
+        values = session.run(list(names), onnx_feed(inputs, batch))
         return {name: torch.from_numpy(value) for name, value in zip(names, values)}
 
     return run
@@ -108,12 +115,9 @@ def write_task_int8(
     `distil.quantization.write_gate_report`); returns its content. Does not apply the gate (`check_gate`)."""
     model = model.float().cpu().eval()
     dev_batches = DataLoader(dev.features, batch_size=batch_size, collate_fn=collate)
-    example = next(iter(dev_batches))
-    inputs = [name for name in ONNX_INPUTS if name in example]
-    float_path = directory / ONNX_FILE
-    export_onnx(model, None, float_path, settings.onnx_opset, example=example, outputs=task.outputs)
+    export_onnx(model, next(iter(dev_batches)), directory / ONNX_FILE, settings.onnx_opset, outputs=task.outputs)
     train_batches = DataLoader(train_features, batch_size=batch_size, collate_fn=collate)
-    write_onnx_int8_files(directory, settings.variants, limit_rows(train_batches, settings.calibration_rows), inputs)
+    write_onnx_int8_files(directory, settings.variants, limit_rows(train_batches, settings.calibration_rows))
     runs = {FLOAT: torch_outputs(model, task.outputs)}
     sizes = {}
     for variant in settings.variants:
