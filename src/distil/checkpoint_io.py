@@ -105,20 +105,21 @@ def remove_temp_files(directory: str | Path) -> list[Path]:
     return leftovers
 
 
-def verify_archive(path: Path) -> None:
-    """Raise CheckpointError unless `path` is a complete zip archive whose records all match their CRC-32."""
+def verify_archive(path: Path, what: str = "checkpoint") -> None:
+    """Raise CheckpointError unless `path` is a complete zip archive whose records all match their CRC-32. `what` the
+    file is (a checkpoint, a teacher cache), for the message."""
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never written completely")
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): it was never written completely")
     try:
         with zipfile.ZipFile(path) as archive:
             bad_record = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({size} bytes, not a complete PyTorch zip archive: {error})"
+            f"{what} {path} is truncated or corrupt ({size} bytes, not a complete PyTorch zip archive: {error})"
         ) from error
     if bad_record is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad_record!r} does not match its CRC-32")
+        raise CheckpointError(f"{what} {path} is corrupt: record {bad_record!r} does not match its CRC-32")
 
 
 def load_weights_only(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:

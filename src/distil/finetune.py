@@ -41,7 +41,7 @@ from distil.output_dirs import check_replaceable, replace_output_dir
 from distil.quantization import check_gate, format_gate
 from distil.quiet import quiet_third_party_output
 from distil.tasks.batches import Collator
-from distil.tasks.distillation import TaskDistillation, attach_teacher_outputs
+from distil.tasks.distillation import TaskDistillation, attach_teacher_outputs, check_fine_tuned_on
 from distil.tasks.int8 import TaskInt8Settings, write_task_int8
 from distil.tasks.module import TaskModule
 from distil.tasks.score_table import score_rows
@@ -85,6 +85,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     """Fine-tune `cfg.model` on `cfg.task` (distilled from `cfg.distill_from` when set); return the report."""
     for key in ("batch_size", "max_length"):
         check_integer(key, cfg[key], 1)
+    check_integer("trainer.max_epochs", cfg.trainer.max_epochs, 1)
     for key in ("max_train_examples", "max_dev_examples"):
         check_integer(key, cfg[key], 1, optional=True)
     int8 = None
@@ -101,6 +102,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     teacher_path = None
     if distillation is not None:
         teacher_path = hf_model_path("distill_from", str(cfg.distill_from), out_dir / "exported")
+        check_fine_tuned_on(teacher_path, task)
         check_model_folder("distill_from", teacher_path)
     if cfg.save_model:
         check_replaceable(out_dir / MODEL_DIR, "hf_model", False, "save_model")
@@ -146,6 +148,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     module = TaskModule(model, task, dev_set, cfg.learning_rate, cfg.weight_decay, cfg.warmup_fraction, distillation)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
+        callbacks=[instantiate(cfg.nonfinite_guard)],
         logger=CSVLogger(out_dir, name=LOG_DIR, version=""),
         enable_checkpointing=False,
         default_root_dir=out_dir,

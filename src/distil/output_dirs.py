@@ -26,12 +26,19 @@ MARKER_FILE = "distil_output.json"  # written into every output folder: {"kind":
 LISTED_ENTRIES = 5  # entries of a refused folder named in the error
 
 
+def output_marker(directory: Path) -> dict:
+    """The content of `directory`'s marker file (its kind and details), or {} when it has none (or an unreadable
+    one)."""
+    try:
+        marker = json.loads((Path(directory) / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
 def output_kind(directory: Path) -> str | None:
     """The kind recorded in `directory`'s marker file, or None when it has none (or an unreadable one)."""
-    try:
-        return json.loads((directory / MARKER_FILE).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return output_marker(directory).get("kind")
 
 
 def describe_contents(directory: Path) -> str:

@@ -3,6 +3,7 @@ fine-tuned model is the `distill_from` of task distillation; bad input is named 
 `distil.finetune_comparison` reports teacher, student and distilled student over seeds."""
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from distil.callbacks.nonfinite_guard import NonFiniteLossError
 from distil.comparison_table import format_comparison
-from distil.finetune import finetune
+from distil.finetune import finetune, finetune_and_report
 from distil.finetune_comparison import HEADER, earlier_teacher
 from distil.output_dirs import MARKER_FILE
 from distil.tasks.distillation import TaskDistillation, load_fine_tuned_teacher
@@ -100,6 +102,11 @@ def test_saved_model_reloads_with_its_dev_score_and_distillation_reuses_the_cach
     first, second = (run["distillation"]["teacher"] for run in runs)
     assert (first["cache"], second["cache"]) == ("miss", "hit") and first["file"] == second["file"]
     assert runs[0]["model"]["dev"] == runs[1]["model"]["dev"]  # same seed, same teacher outputs: the same student
+    with torch.no_grad():
+        model.classifier.bias[0] = float("nan")
+    model.save_pretrained(saved)  # a teacher whose outputs are NaN: refused, never cached
+    with pytest.raises(ValueError, match=r"distill_from=.* gives NaN or inf \['logits'\] on the training features"):
+        finetune_in_process(tmp_path / "nan", *data, f"model={fresh_student_dir}", f"distill_from={saved}")
 
 
 def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fresh_teacher_dir, fresh_student_dir):
@@ -122,6 +129,8 @@ def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fres
         finetune_in_process(tmp_path / "e", *data, "task.source=/nonexistent/sst2")
     with pytest.raises(ValueError, match=r"max_train_examples=0 is not allowed: an integer >= 1 or null"):
         finetune_in_process(tmp_path / "e", *data, "max_train_examples=0")
+    with pytest.raises(ValueError, match=r"trainer.max_epochs=0 is not allowed: an integer >= 1"):
+        finetune_in_process(tmp_path / "e", *data, "trainer.max_epochs=0")
     with pytest.raises(MissingConfigException, match="task/no_such_task"):
         compose_config("finetune", "task=no_such_task", "model=x")
     (tmp_path / "f" / "model").mkdir(parents=True)
@@ -131,6 +140,41 @@ def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fres
     assert (tmp_path / "f" / "model" / "notes.txt").read_text() == "mine"
     for name in "abcdef":
         assert not (tmp_path / name / "log").exists()  # no training started
+
+
+def test_a_teacher_fine_tuned_on_another_task_is_refused_naming_both_before_training(
+    tmp_path, sentiment_task_dir, fresh_teacher_dir, fresh_student_dir
+):
+    cola_teacher = tmp_path / "cola_teacher"
+    shutil.copytree(fresh_teacher_dir, cola_teacher)
+    (cola_teacher / MARKER_FILE).write_text(json.dumps({"kind": "hf_model", "task": "cola"}))  # as finetune writes
+    data = ["task=sst2", f"task.source={sentiment_task_dir}", f"model={fresh_student_dir}"]
+    with pytest.raises(ValueError, match=r"distill_from='.*cola_teacher' was fine-tuned on task cola .*, not sst2"):
+        finetune_in_process(tmp_path / "run", *data, f"distill_from={cola_teacher}")
+    assert not (tmp_path / "run" / "log").exists()
+
+
+def test_a_non_finite_loss_stops_fine_tuning_naming_it_and_reports_no_score(
+    tmp_path, sentiment_task_dir, fresh_student_dir
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(fresh_student_dir, broken)
+    model = AutoModelForSequenceClassification.from_pretrained(broken)
+    with torch.no_grad():
+        model.distilbert.embeddings.LayerNorm.weight[0] = float("nan")  # every loss is NaN
+    model.save_pretrained(broken)
+    cfg = compose_config(
+        "finetune",
+        f"out_dir={tmp_path / 'run'}",
+        *QUICK,
+        "task=sst2",
+        f"task.source={sentiment_task_dir}",
+        f"model={broken}",
+        "trainer.max_epochs=1",
+    )
+    with pytest.raises(NonFiniteLossError, match=r"no optimizer step was applied: all 8 steps of the run had a NaN"):
+        finetune_and_report(cfg)
+    assert not (tmp_path / "run" / "finetune.json").exists()
 
 
 OFFICIAL_METRICS = {

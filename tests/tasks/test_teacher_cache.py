@@ -2,6 +2,7 @@
 (teacher weights, tokenizer, max length, data file) is a miss, never a stale hit."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,46 @@ def test_tokenizer_fingerprint_ignores_call_time_truncation_settings():
     before = fields_of(teacher, tokenizer)["tokenizer"]
     tokenizer(SENTENCES, truncation=True, max_length=4, padding="max_length")  # leaves settings on the backend
     assert fields_of(teacher, tokenizer)["tokenizer"] == before
+
+
+def flip_stored_bytes(path, tensor: torch.Tensor) -> None:
+    """Flip 4 bytes in the middle of where `tensor`'s bytes are stored in the file at `path`."""
+    data, stored = bytearray(path.read_bytes()), tensor.numpy().tobytes()
+    middle = data.index(stored) + len(stored) // 2
+    data[middle : middle + 4] = bytes(b ^ 0xFF for b in data[middle : middle + 4])
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_cache_file_is_named_recomputed_and_replaced(tmp_path, caplog):
+    teacher, tokenizer = tiny_classifier(), tiny_tokenizer()
+    fields = fields_of(teacher, tokenizer)
+    compute = CountingTeacher(teacher, tokenizer)
+    first, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=1)
+    path = Path(report["file"])
+    values = torch.load(path, weights_only=True)["outputs"]["logits"]["values"]
+    flip_stored_bytes(path, values)
+    damaged = torch.load(path, weights_only=True)["outputs"]["logits"]["values"]
+    assert not torch.equal(damaged, values)  # torch.load alone reads the flipped values without complaint
+
+    again, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=1)
+
+    assert report["cache"] == "miss" and compute.calls == 2
+    assert f"teacher cache {path} is damaged" in caplog.text and "recomputing" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(first["logits"], again["logits"]))
+    _, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=1)
+    assert report["cache"] == "hit" and compute.calls == 2  # the damaged file was replaced by a good one
+
+
+def test_a_cache_file_holding_non_finite_values_is_recomputed(tmp_path, caplog):
+    teacher, tokenizer = tiny_classifier(), tiny_tokenizer()
+    fields = fields_of(teacher, tokenizer)
+    compute = CountingTeacher(teacher, tokenizer)
+    first, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=1)
+    stored = torch.load(report["file"], weights_only=True)
+    stored["outputs"]["logits"]["values"][1] = float("nan")
+    torch.save(stored, report["file"])
+
+    again, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=1)
+
+    assert report["cache"] == "miss" and compute.calls == 2 and "holds NaN or inf" in caplog.text
+    assert all(torch.isfinite(t).all() for t in again["logits"])

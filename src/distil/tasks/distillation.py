@@ -10,11 +10,13 @@ features (`teacher_cache`), so it is never part of the trained module and never 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
 from distil.data.shards import vocabulary_fingerprint
+from distil.output_dirs import MARKER_FILE, output_marker
 from distil.tasks.batches import HIDDEN, TEACHER_PREFIX
 from distil.tasks.task import Task
 from distil.tasks.teacher_cache import fingerprint, run_teacher, teacher_outputs
@@ -42,6 +44,18 @@ class TaskDistillation:
         weights = {"alpha_hard": self.alpha_hard, "alpha_soft": self.alpha_soft, "alpha_hidden": self.alpha_hidden}
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"task_distillation weights {weights} must be >= 0, one of them > 0")
+
+
+def check_fine_tuned_on(path: str, task: Task) -> None:
+    """Raise when the folder `path` (`distill_from`) records, in the marker `distil.finetune` writes beside a saved
+    model, that it was fine-tuned on another task (its head would score other classes). A folder without that record
+    (e.g. a hub model) is checked by `load_fine_tuned_teacher` only."""
+    recorded = output_marker(Path(path)).get("task")
+    if recorded is not None and recorded != task.name:
+        raise ValueError(
+            f"distill_from={path!r} was fine-tuned on task {recorded} (its {MARKER_FILE} says so), not {task.name}: "
+            f"give a model fine-tuned on {task.name}"
+        )
 
 
 def load_fine_tuned_teacher(
@@ -103,7 +117,14 @@ def attach_teacher_outputs(
     fields = fingerprint(teacher, tokenizer, task.max_length, task.data_identity("train"), features, names)
 
     def compute() -> dict[str, list[torch.Tensor]]:
-        return run_teacher(teacher, features, collate, batch_size, names, task.per_token)
+        outputs = run_teacher(teacher, features, collate, batch_size, names, task.per_token)
+        non_finite = [name for name, values in outputs.items() if not all(torch.isfinite(v).all() for v in values)]
+        if non_finite:
+            raise ValueError(
+                f"distill_from={path!r} gives NaN or inf {non_finite} on the training features: its soft targets "
+                "cannot teach; check its weights"
+            )
+        return outputs
 
     outputs, report = teacher_outputs(features, fields, compute, cache_dir, task.name, epochs)
     for index, feature in enumerate(features):

@@ -12,9 +12,10 @@ fingerprint, and a later run reuses them. The fingerprint covers everything the 
   covers whatever else shapes the inputs (the examples kept, windows and stride, the task's columns);
 - `outputs`: which outputs are stored (and the cache format's version).
 
-A stored file is used only when its recorded fingerprint equals the new one field by field and it holds an output
-for every feature; anything else is a miss, computed again and stored under its own name (files of other
-fingerprints stay, for the runs they belong to).
+A stored file is used only when its zip records match their CRC-32 (flipped bytes inside the stored values are found,
+which `torch.load` alone does not notice), its recorded fingerprint equals the new one field by field, it holds an
+output for every feature and every value is finite; anything else is a miss, computed again and stored under its own
+name (a damaged file is replaced, with a warning; files of other fingerprints stay, for the runs they belong to).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from distil.checkpoint_io import CheckpointError, verify_archive
 from distil.data.shards import vocabulary_fingerprint
 from distil.tasks.batches import HIDDEN, model_inputs, per_feature
 
@@ -152,12 +154,15 @@ def save(path: Path, fields: dict[str, str], outputs: dict[str, list[torch.Tenso
 
 def load(path: Path, fields: dict[str, str], count: int) -> tuple[dict[str, list[torch.Tensor]], float] | None:
     """(outputs, seconds their computation took) from `path` when it holds this fingerprint's outputs of `count`
-    features; None otherwise."""
+    features; None otherwise. A damaged file (a record that fails its CRC-32, a truncated or unreadable archive) or
+    one holding NaN or inf is logged as such and not used."""
+    if not path.is_file():
+        return None
     try:
+        verify_archive(path, what="teacher cache")
         stored = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
-        if path.exists():
-            log.warning("teacher cache %s is unreadable (%s): computing the outputs again", path, error)
+    except (CheckpointError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        log.warning("teacher cache %s is damaged (%s): recomputing the teacher's outputs", path, error)
         return None
     if stored.get("fingerprint") != fields:
         return None
@@ -165,6 +170,9 @@ def load(path: Path, fields: dict[str, str], count: int) -> tuple[dict[str, list
     for name, entry in stored["outputs"].items():
         shapes = [torch.Size(shape) for shape in entry["shapes"].tolist()]
         if len(shapes) != count:
+            return None
+        if not torch.isfinite(entry["values"]).all():
+            log.warning("teacher cache %s holds NaN or inf in %s: recomputing the teacher's outputs", path, name)
             return None
         pieces = entry["values"].split([shape.numel() for shape in shapes])
         outputs[name] = [piece.reshape(shape) for piece, shape in zip(pieces, shapes)]
