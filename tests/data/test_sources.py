@@ -66,6 +66,34 @@ def test_a_missing_text_field_names_the_field_and_the_fields_present(tmp_path):
         list(LocalFiles(str(tmp_path / "b.parquet")).documents())
 
 
+@pytest.mark.parametrize(("value", "kind"), [(42, "int"), (["a", "b"], "list"), ({"t": "x"}, "dict"), (True, "bool")])
+def test_a_record_whose_text_is_not_a_string_is_refused_with_file_and_line(tmp_path, value, kind):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}, {"text": value}])
+    with pytest.raises(ValueError, match=f"a.jsonl:2: text_field='text' holds a {kind}, not a string"):
+        list(LocalFiles(str(tmp_path / "a.jsonl")).documents())
+
+
+def test_records_whose_text_is_null_are_skipped_counted_and_logged_in_jsonl_and_parquet(tmp_path, caplog):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": None}, {"text": "two"}, {"text": None}])
+    pq.write_table(pa.table({"text": ["one", None, "two"]}), tmp_path / "b.parquet")
+    with caplog.at_level(logging.WARNING):
+        assert list(LocalFiles(str(tmp_path / "a.jsonl")).documents()) == ["one", "two"]
+        assert list(LocalFiles(str(tmp_path / "b.parquet")).documents()) == ["one", "two"]
+        assert list(HubDataset("json", data_files=str(tmp_path / "a.jsonl"), name="hub").documents()) == ["one", "two"]
+    assert "source hub: skipped 2 records whose text_field='text' is null" in caplog.text
+    assert f"{tmp_path / 'a.jsonl'}: skipped 2 records whose text_field='text' is null" in caplog.text
+    assert f"{tmp_path / 'b.parquet'}: skipped 1 records whose text_field='text' is null" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["a.txt.gz", "a.jsonl.gz"])
+def test_a_truncated_gzip_file_is_named(tmp_path, name):
+    text = "".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(200))
+    data = gzip.compress(text.encode("utf-8"))
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{tmp_path / name} is truncated or not a gzip file"):
+        list(LocalFiles(str(tmp_path / name)).documents())
+
+
 def test_undecodable_bytes_are_an_error_unless_replaced_and_counted(tmp_path, caplog):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n\nna\xefve".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt: bytes b'\\xe9' are not valid UTF-8.*decode_errors=replace"):

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import logging
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,9 @@ def text_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
 
 
 def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Iterator[str]:
-    """The `text_field` of each JSON line; a missing field is an error naming the fields that exist."""
+    """The `text_field` of each JSON line. A missing field is an error naming the fields that exist, a value that is
+    not a string (a number, a list) an error naming the file and line; a null is skipped, counted and logged."""
+    nulls = 0
     with open_text(path, decode_errors) as file:
         for line_number, line in enumerate(file, start=1):
             if not line.strip():
@@ -100,7 +103,22 @@ def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Ite
             if not isinstance(record, dict) or text_field not in record:
                 fields = sorted(record) if isinstance(record, dict) else type(record).__name__
                 raise KeyError(f"{path}:{line_number} has no field text_field={text_field!r}; fields: {fields}")
-            yield str(record[text_field])
+            text = record[text_field]
+            if text is None:
+                nulls += 1
+            elif isinstance(text, str):
+                yield text
+            else:
+                raise ValueError(
+                    f"{path}:{line_number}: text_field={text_field!r} holds a {type(text).__name__}, not a string; "
+                    "fix the record (a null is skipped)"
+                )
+    log_skipped_nulls(path, nulls, text_field)
+
+
+def log_skipped_nulls(path: Path, count: int, text_field: str) -> None:
+    if count:
+        log.warning("%s: skipped %d records whose text_field=%r is null", path, count, text_field)
 
 
 SQUAD_LAYOUT = 'SQuAD\'s {"data": [{"paragraphs": [{"context": "...", "qas": [...]}]}]}'
@@ -177,10 +195,14 @@ def parquet_file_documents(path: Path, text_field: str) -> Iterator[str]:
     columns = parquet.schema_arrow.names
     if text_field not in columns:
         raise KeyError(f"{path} has no column text_field={text_field!r}; columns: {columns}")
+    nulls = 0
     for group in range(parquet.num_row_groups):
         for text in parquet.read_row_group(group, columns=[text_field]).column(0).to_pylist():
-            if text is not None:
+            if text is None:
+                nulls += 1
+            else:
                 yield text
+    log_skipped_nulls(path, nulls, text_field)
 
 
 def file_documents(
@@ -213,5 +235,7 @@ def file_documents(
             f"{path}: bytes {error.object[error.start : error.end]!r} are not valid UTF-8 ({error.reason}); "
             f"fix the file or set decode_errors=replace"
         ) from error
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path} is truncated or not a gzip file ({type(error).__name__}: {error})") from error
     if replaced:
         log.warning("%s: replaced %d undecodable bytes with U+FFFD (decode_errors=replace)", path, replaced)

@@ -184,10 +184,24 @@ class HubDataset:
             raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {list(features)}")
 
     def texts(self) -> Iterator[str]:
-        for record in self.load():
+        """The text of each record; a null is skipped (counted and logged at the end of the pass), another value
+        that is not a string is an error naming the record."""
+        nulls = 0
+        for index, record in enumerate(self.load()):
             if self.text_field not in record:
                 raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {sorted(record)}")
-            yield record[self.text_field] or ""
+            text = record[self.text_field]
+            if text is None:
+                nulls += 1
+            elif isinstance(text, str):
+                yield text
+            else:
+                raise ValueError(
+                    f"source {self.name}: record {index} has text_field={self.text_field!r} holding a "
+                    f"{type(text).__name__}, not a string"
+                )
+        if nulls:
+            log.warning("source %s: skipped %d records whose text_field=%r is null", self.name, nulls, self.text_field)
 
     def documents(self) -> Iterator[str]:
         texts = self.texts()
