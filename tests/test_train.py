@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
 from distil.comparison_table import format_percent, percent
+from distil.run.folder_lock import FolderLock
+from distil.train import RUN_LOCK_FILE
 from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, run_cli, tiny_run_overrides
 
 
@@ -94,6 +97,19 @@ def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
     assert "teacher.name_or_path='google/bert_uncased_L-12_H-256_A-4'" in result.stderr  # the public fallback
     assert "set DISTIL_SHARED to the shared assets folder" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_run_into_a_run_directory_in_use_is_refused_naming_the_first_before_anything_loads(
+    tmp_path, tiny_teacher_dir, tiny_corpus_dir
+):
+    run_dir = tmp_path / "run"
+    with FolderLock(run_dir / RUN_LOCK_FILE, run_dir, "hydra.run.dir"):  # as the first run holds it
+        result = run_cli(
+            tmp_path, f"hydra.run.dir={run_dir}", *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir), "logger=csv"
+        )
+    assert result.returncode != 0
+    assert f"hydra.run.dir='{run_dir}' is in use by pid {os.getpid()} on " in result.stderr
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
 
 
 def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_dir, tiny_corpus_dir, tmp_path):

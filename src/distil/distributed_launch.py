@@ -31,6 +31,12 @@ LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_
 RANK_ENV = ("RANK", "SLURM_PROCID", "NODE_RANK")  # torchrun, srun, Lightning's multi-node launch
 
 
+def is_launched_rank_zero() -> bool:
+    """True in the process of global rank 0 as it was launched; False in a process a launcher started for another
+    rank (torchrun's RANK, srun's SLURM_PROCID, the node of a multi-node launch, Lightning's LOCAL_RANK children)."""
+    return all(os.environ.get(name, "0") == "0" for name in (*RANK_ENV, "LOCAL_RANK"))
+
+
 def check_run_dir_is_shared() -> None:
     """Raise when this process has rank > 0 from an external launcher but its run directory came from its own clock."""
     hydra_cfg = HydraConfig.get()

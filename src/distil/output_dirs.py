@@ -4,21 +4,26 @@
 the marker file `distil_output.json` naming what kind of output it is, and only then renames it into place; a
 previous folder at the target is moved aside first and deleted after. So a folder never mixes two outputs (no
 `model.onnx` of an earlier export beside new weights), and a failure or a kill while writing leaves the previous
-folder as it was. A non-empty target without the marker of the same kind (a model folder such as the teacher, or
-any other folder) is refused, naming what it holds, unless `overwrite` is set, which replaces it whole. Staging
-folders left by a killed write are removed at the next write to the same target.
+folder as it was; the folder and its files get the permissions the umask gives (not the owner-only ones of a
+temporary folder). One process writes a target at a time: a second is refused at once (`distil.run.folder_lock`,
+the lock file `.<name>.lock` beside the target), before it looks at the folder. A non-empty target without the
+marker of the same kind (a model folder such as the teacher, or any other folder) is refused, naming what it holds,
+unless `overwrite` is set, which replaces it whole. Staging folders left by a killed write are removed at the next
+write to the same target.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from distil.checkpoint_io import fsync_directory
+from distil.run.folder_lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,23 @@ def check_replaceable(target: Path, kind: str, overwrite: bool, key: str) -> Non
     )
 
 
+def umask() -> int:
+    """The process's file mode creation mask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_permissions(folder: Path) -> None:
+    """Give `folder` and everything in it the permissions the umask gives new folders and files (e.g. drwxr-xr-x
+    and -rw-r--r-- with umask 022): `tempfile` makes the staging folder drwx------ and some writers (safetensors)
+    make files -rw-------, which colleagues on a shared filesystem could not read."""
+    mask = umask()
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def remove_staging_leftovers(target: Path) -> None:
     """Delete staging folders of `target` left by a write that was killed before its rename."""
     for leftover in target.parent.glob(f".{target.name}.*.tmp"):
@@ -88,8 +110,15 @@ def replace_output_dir(
         details: more fields for the marker file (e.g. the checkpoint exported).
     """
     target = Path(target)
+    with FolderLock(target.parent / f".{target.name}.lock", target, key):
+        return write_whole(target, kind, write, overwrite, key, details)
+
+
+def write_whole(
+    target: Path, kind: str, write: Callable[[Path], None], overwrite: bool, key: str, details: dict | None
+) -> Path:
+    """`replace_output_dir` once its lock is held."""
     check_replaceable(target, kind, overwrite, key)
-    target.parent.mkdir(parents=True, exist_ok=True)
     remove_staging_leftovers(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     previous = staging.with_suffix(".old")  # unique like the staging folder; not matched by the leftover cleanup
@@ -97,6 +126,7 @@ def replace_output_dir(
         write(staging)
         marker = {"kind": kind, **(details or {})}
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        give_umask_permissions(staging)
         if target.exists():
             target.rename(previous)
         staging.rename(target)

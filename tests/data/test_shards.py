@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 
 import numpy as np
@@ -25,6 +26,7 @@ from distil.data.sources import LocalFiles
 from distil.data.throughput import measure_tokens_per_second
 from distil.output_dirs import MARKER_FILE
 from distil.prepare import prepare
+from distil.run.folder_lock import FolderInUseError, FolderLock
 from tests.data.conftest import WORDS, random_documents, write_text_file, write_tokenizer
 from tests.reliability.runs import file_digests
 
@@ -249,7 +251,19 @@ def test_an_interrupted_prepare_leaves_the_earlier_shards_as_they_were(prepared,
             documents_per_chunk=8,
         )
     assert file_digests(output) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".shards.lock", "shards"]
+
+
+def test_a_second_prepare_into_a_folder_being_written_is_refused_and_the_first_staging_stays(
+    tokenizer_dir, corpus_dir, tmp_path
+):
+    output, staging = tmp_path / "shards", tmp_path / ".shards.first.tmp"  # the first prepare's staging folder
+    staging.mkdir()
+    (staging / "train-00000.bin").write_bytes(b"half")
+    with FolderLock(tmp_path / ".shards.lock", output, "output_dir"):
+        with pytest.raises(FolderInUseError, match=f"output_dir='{output}' is in use by pid {os.getpid()} on "):
+            prepare(str(tokenizer_dir), [LocalFiles(str(corpus_dir / "*.txt"))], [], str(output), 10, 0, 1)
+    assert (staging / "train-00000.bin").read_bytes() == b"half" and not output.exists()
 
 
 def test_prepare_refuses_a_folder_that_holds_something_else(tokenizer_dir, corpus_dir, tmp_path):

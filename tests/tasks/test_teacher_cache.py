@@ -2,12 +2,14 @@
 (teacher weights, tokenizer, max length, data file) is a miss, never a stale hit."""
 
 import copy
+import stat
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import BertForSequenceClassification
 
+from distil.output_dirs import umask
 from distil.tasks.batches import Collator
 from distil.tasks.teacher_cache import fingerprint, run_teacher, teacher_outputs
 from tests.conftest import tiny_config
@@ -50,6 +52,7 @@ def test_miss_then_hit_gives_the_same_outputs(tmp_path):
     assert report["cache"] == "miss" and compute.calls == 1 and len(list(tmp_path.glob("sst2-*.pt"))) == 1
     again, report = teacher_outputs(features(tokenizer), fields, compute, str(tmp_path), "sst2", epochs=3)
     assert report["cache"] == "hit" and compute.calls == 1  # read back, not recomputed
+    assert stat.S_IMODE(Path(report["file"]).stat().st_mode) == 0o666 & ~umask()  # not mkstemp's -rw-------
     for a, b in zip(first["logits"], again["logits"]):
         assert torch.equal(a, b)
     with torch.no_grad():  # the stored values are the teacher's own logits, feature by feature (unpadded batches)

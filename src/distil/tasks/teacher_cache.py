@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from distil.checkpoint_io import CheckpointError, verify_archive
 from distil.data.shards import vocabulary_fingerprint
+from distil.output_dirs import umask
 from distil.tasks.batches import HIDDEN, model_inputs, per_feature
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def save(path: Path, fields: dict[str, str], outputs: dict[str, list[torch.Tenso
     os.close(descriptor)
     try:
         torch.save({"fingerprint": fields, "seconds": seconds, "outputs": stored}, temporary)
+        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes it -rw-------
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Run plumbing: what keeps a run's folders to one writer."""
