@@ -167,11 +167,12 @@ def check_devices(devices, num_nodes, accelerator: str) -> None:
 
 def check_trainer_config(cfg: DictConfig) -> None:
     """Precision supported by the accelerator (`trainer.precision`, `trainer.accelerator`) and by the optimizer's
-    clipping, device and node counts, and a run length."""
+    clipping, device and node counts, micro-batches per optimizer step, and a run length."""
     optimizer = cfg.distill.get("optimizer") or {}
     check_fused_optimizer_clipping(optimizer.get("fused"), cfg.trainer.precision, cfg.trainer.get("gradient_clip_val"))
     check_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     check_devices(cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1), cfg.trainer.accelerator)
+    check_integer("trainer.accumulate_grad_batches", cfg.trainer.get("accumulate_grad_batches", 1), 1)
     max_steps = cfg.trainer.get("max_steps")
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(

@@ -25,7 +25,7 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from distil.comparison_table import format_comparison, format_percent, percent
 from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
@@ -33,6 +33,7 @@ from distil.evaluation.masked_lm import held_out_batches, masked_lm_scores, mask
 from distil.evaluation.speed import measure_speed, timed_forward
 from distil.export import hf_model_path
 from distil.families import UnsupportedModelError, masked_lm_parts
+from distil.families.size import ModelTooLargeError, check_model_size
 from distil.quantization import ONNX_FLOAT, ExportedModel, exported_models
 from distil.quiet import quiet_third_party_output
 
@@ -43,9 +44,13 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # weight files of a Hugging Face m
 
 
 def load_masked_lm(key: str, name_or_path: str) -> PreTrainedModel:
-    """Float32 masked-LM model in eval mode; raises naming `key` when it cannot load or has no complete MLM head."""
+    """Float32 masked-LM model in eval mode; raises naming `key` when it cannot load, is larger than this machine's
+    memory (read from its config first) or has no complete MLM head."""
     try:
+        check_model_size(AutoConfig.from_pretrained(name_or_path), f"{key}={name_or_path!r}")
         model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, dtype=torch.float32, output_loading_info=True)
+    except ModelTooLargeError:
+        raise
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={name_or_path!r} could not be loaded as a masked-LM model: {error}") from error
     if info["missing_keys"]:

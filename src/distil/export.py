@@ -32,6 +32,7 @@ from distil.exporting.onnx_model import (
     masked_lm_example,
     onnx_max_abs_diff,
 )
+from distil.families.size import check_model_size
 from distil.output_dirs import replace_output_dir
 from distil.quantization import Int8Settings, check_gate, format_gate, write_int8_variants
 from distil.quiet import quiet_third_party_output
@@ -64,6 +65,7 @@ def student_from_checkpoint(checkpoint: dict) -> PreTrainedModel:
     """The student masked-LM model with the checkpoint's weights, in eval mode on the CPU."""
     student_config = dict(checkpoint["student_config"])
     config = AutoConfig.for_model(student_config.pop("model_type"), **student_config)
+    check_model_size(config, "the checkpoint's student_config")
     model = AutoModelForMaskedLM.from_config(config)
     state = {
         name[len(STUDENT_PREFIX) :]: tensor

@@ -37,6 +37,7 @@ from distil.data.tokenization import check_tokenizer_matches
 from distil.evaluate import count_parameters
 from distil.export import hf_model_path
 from distil.exporting.onnx_model import check_onnx_installed
+from distil.families.size import check_model_size
 from distil.output_dirs import check_replaceable, replace_output_dir
 from distil.quantization import check_gate, format_gate
 from distil.quiet import quiet_third_party_output
@@ -57,14 +58,16 @@ REPORT_FILE = "finetune.json"  # the report in the run directory
 
 
 def check_model_folder(key: str, path: str):
-    """The model's config, after reading its config and tokenizer (small and fast) so that a bad path, or a folder
-    without a tokenizer that fits its embeddings, fails before any model is trained."""
+    """The model's config, after reading its config and tokenizer (small and fast) so that a bad path, a folder
+    without a tokenizer that fits its embeddings, or a config larger than this machine's memory, fails before any
+    model is trained."""
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
     check_tokenizer_matches(tokenizer, path, key, config.vocab_size, "its model")
+    check_model_size(config, f"{key}={path!r}")
     return config
 
 

@@ -42,7 +42,14 @@ from transformers import PreTrainedModel
 from distil.comparison_table import format_comparison
 from distil.evaluation.masked_lm import MaskedLogits, held_out_batches, masked_lm_scores, masked_logits
 from distil.evaluation.speed import Forward, timed_forward
-from distil.exporting.onnx_model import ONNX_FILE, OnnxMaskedLM, graph_input_names, onnx_feed, onnx_file_bytes
+from distil.exporting.onnx_model import (
+    ONNX_FILE,
+    OnnxMaskedLM,
+    check_onnx_installed,
+    graph_input_names,
+    onnx_feed,
+    onnx_file_bytes,
+)
 from distil.families import masked_lm_parts
 
 VARIANT_FILES = {  # INT8 variant -> its file beside model.onnx (None: measured in memory, not written)
@@ -339,6 +346,16 @@ def exported_models(directory: Path, student: PreTrainedModel, with_mlm_head: bo
     path = directory / QUANTIZATION_FILE
     if not path.is_file():
         return {}
-    entries = json.loads(path.read_text(encoding="utf-8"))["int8"]
-    variants = [name for name, entry in entries.items() if entry["passed"]]  # a failing variant's file is deleted
+    check_onnx_installed(f"the int8 export {str(directory)!r} (it holds {QUANTIZATION_FILE})")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["int8"]
+        variants = [name for name, entry in entries.items() if entry["passed"]]  # a failing variant's file is deleted
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path} is not a quantization report of distil.export int8=true ({type(error).__name__}: {error}); "
+            f"export again, or remove {QUANTIZATION_FILE} to score the float model alone"
+        ) from error
+    unknown = [name for name in variants if name not in VARIANT_FILES]
+    if unknown:
+        raise ValueError(f"{path} lists unknown INT8 variants {unknown}; known: {list(VARIANT_FILES)}")
     return variant_models(directory, [ONNX_FLOAT, *variants], student, with_mlm_head)

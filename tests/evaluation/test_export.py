@@ -156,7 +156,7 @@ def test_a_re_export_replaces_the_whole_earlier_export(tmp_path, student_checkpo
     export_checkpoint(student_checkpoint[0], out, dtype="float16")
     assert not (out / "model.onnx").exists()
     assert json.loads((out / MARKER_FILE).read_text())["checkpoint"] == str(student_checkpoint[0])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hf.lock", "hf"]
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason="ONNX extra not installed (pip install -e .[onnx])")

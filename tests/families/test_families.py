@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, GPT2Config, ModernBertConfig, RobertaConfig
 
 from distil.families import FAMILIES, UnsupportedModelError, masked_lm_parts, teacher_family
+from distil.families.size import parameter_count
 from distil.modules.student import build_student
 from distil.modules.teacher import load_teacher, load_teacher_config
 from tests.conftest import FAMILY_TYPES, masked_batch, tiny_masked_lm
@@ -154,3 +155,11 @@ def test_an_unsupported_teacher_is_refused_before_any_weights_load(tmp_path):
             f"{supported}" in str(error.value)
         )
     assert supported == ["bert", "camembert", "modernbert", "roberta", "xlm-roberta"]
+
+
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_the_parameter_count_read_from_a_config_is_the_models_own(model_type):
+    teacher = tiny_masked_lm(model_type, num_layers=4)
+    student = build_student(teacher, num_layers=3)
+    for model in (teacher, student):
+        assert parameter_count(model.config) == sum(p.numel() for p in model.parameters())

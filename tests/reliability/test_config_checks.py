@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,7 @@ BAD_CONFIGS = [
     (["resume=always"], ["resume='always'", "auto"]),
     (["trainer.max_steps=-1"], ["trainer.max_steps=-1", "integer >= 1"]),
     (["trainer.max_steps=0"], ["trainer.max_steps=0", "integer >= 1"]),
+    (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0", "an integer >= 1"]),
     (["callbacks.nonfinite_guard.max_consecutive=0"], ["callbacks.nonfinite_guard.max_consecutive=0", ">= 1"]),
     (["+callbacks.preemption.signals=[SIGTERM,SIGFOO]"], ["callbacks.preemption.signals", "SIGFOO"]),
 ]
@@ -90,6 +93,19 @@ def test_bad_config_fails_before_weights_load_naming_key_value_and_range(
     for phrase in phrases:
         assert phrase in str(error.value)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_teacher_config_larger_than_memory_is_refused_before_any_weights_load(
+    tiny_teacher_dir, tiny_corpus_dir, tmp_path, no_weight_loading
+):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 100_000, "hidden_size": 4096}))
+    cfg = compose_tiny(teacher, tiny_corpus_dir, tmp_path / "run", "student.num_layers=2")
+    with pytest.raises(ValueError, match=rf"teacher.name_or_path='{teacher}': its config \(num_hidden_layers=100000, "):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_refused(tiny_teacher_dir, tiny_corpus_dir, tmp_path, monkeypatch):

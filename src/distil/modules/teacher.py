@@ -8,16 +8,19 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
 from distil.families import teacher_family
+from distil.families.size import check_model_size
 
 
 def load_teacher_config(name_or_path: str, trust_remote_code: bool = False) -> PretrainedConfig:
-    """The teacher's config only (small and fast), of a supported family: used to validate the run before any
-    weights are loaded."""
+    """The teacher's config only (small and fast), of a supported family and of a size this machine can hold: used
+    to validate the run before any weights are loaded."""
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(unreachable_teacher_message(name_or_path, error)) from error
-    teacher_family(config, where=f"teacher.name_or_path={name_or_path!r}")
+    where = f"teacher.name_or_path={name_or_path!r}"
+    teacher_family(config, where=where)
+    check_model_size(config, where)
     return config
 
 
