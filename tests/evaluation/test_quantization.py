@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 import torch
 from hydra.utils import instantiate
+from transformers import AutoModelForMaskedLM
 
 from distil.evaluation.masked_lm import held_out_batches
 from distil.export import export_checkpoint
@@ -219,3 +220,21 @@ def test_evaluate_reads_only_the_variants_that_passed(int8_export, tmp_path):
     (folder / VARIANT_FILES["onnx_dynamic"]).unlink()
     models = exported_models(folder, AutoModelForMaskedLM.from_pretrained(folder), with_mlm_head=False)
     assert list(models) == ["onnx_float", "onnx_static", "torch_dynamic"]
+
+
+def test_a_malformed_quantization_report_or_a_missing_onnx_extra_is_named(int8_export, tmp_path, monkeypatch):
+    from distil import quantization
+    from distil.exporting import onnx_model
+
+    out = tmp_path / "export"
+    shutil.copytree(int8_export[0], out)
+    student = AutoModelForMaskedLM.from_pretrained(out)
+    (out / "quantization.json").write_text(json.dumps({"float": {}}))  # no int8 entries
+    with pytest.raises(ValueError, match=f"{out / 'quantization.json'} is not a quantization report .*KeyError"):
+        quantization.exported_models(out, student, with_mlm_head=True)
+    real_find_spec = onnx_model.importlib.util.find_spec
+    monkeypatch.setattr(
+        onnx_model.importlib.util, "find_spec", lambda n: None if n == "onnxruntime" else real_find_spec(n)
+    )
+    with pytest.raises(ImportError, match=r"the int8 export .* needs \['onnxruntime'\]: install the ONNX extra"):
+        quantization.exported_models(out, student, with_mlm_head=True)
