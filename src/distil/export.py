@@ -20,10 +20,10 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from distil import checkpoint_io
-from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
+from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches, read_tokenizer
 from distil.exporting.hf_model import SAVED_DTYPES, check_saved_dtype, save_model_folder, stored_dtype
 from distil.exporting.onnx_model import (
     ONNX_FILE,
@@ -111,7 +111,7 @@ def checked_tokenizer(checkpoint: dict, student: PreTrainedModel, tokenizer: str
         raise ValueError("the checkpoint's run_config has no teacher.name_or_path; pass tokenizer=PATH to name one")
     source = tokenizer or teacher
     key = "tokenizer" if tokenizer else "teacher.name_or_path of the checkpoint's run config"
-    loaded = AutoTokenizer.from_pretrained(source)
+    loaded = read_tokenizer(source, key)
     check_tokenizer_matches(loaded, source, key, student.config.vocab_size, "the checkpoint's student")
     if tokenizer is not None and teacher is not None:
         check_same_vocabulary(loaded, tokenizer, key, teacher, "the run's teacher.name_or_path")
@@ -121,7 +121,7 @@ def checked_tokenizer(checkpoint: dict, student: PreTrainedModel, tokenizer: str
 def write_onnx(model: PreTrainedModel, directory: Path, opset: int, atol: float) -> float:
     """Write `directory/model.onnx` and check it against PyTorch with the tokenizer saved in `directory`; returns
     the largest absolute logit difference and raises when it exceeds `atol`."""
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = read_tokenizer(str(directory), "out")
     onnx_path = directory / ONNX_FILE
     export_onnx(model, masked_lm_example(tokenizer), onnx_path, opset)
     diff = onnx_max_abs_diff(model, tokenizer, onnx_path)

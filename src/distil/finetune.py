@@ -30,10 +30,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from distil.comparison_table import format_comparison
-from distil.data.tokenization import check_tokenizer_matches
+from distil.data.tokenization import check_tokenizer_matches, read_tokenizer
 from distil.evaluate import count_parameters
 from distil.export import hf_model_path
 from distil.exporting.onnx_model import check_onnx_installed
@@ -63,7 +63,7 @@ def check_model_folder(key: str, path: str):
     model is trained."""
     try:
         config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = read_tokenizer(path, key)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
     check_tokenizer_matches(tokenizer, path, key, config.vocab_size, "its model")
@@ -111,7 +111,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         check_replaceable(out_dir / MODEL_DIR, "hf_model", False, "save_model")
     train = task.examples("train")[: cfg.max_train_examples]
     dev = task.examples("dev")[: cfg.max_dev_examples]
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = read_tokenizer(model_path, "model")
     train_set = task.encode(train, tokenizer, training=True)
     dev_set = task.encode(dev, tokenizer, training=False)
     log.info(

@@ -3,13 +3,15 @@ above a length bound are tokenized in pieces."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 
 import pytest
 from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from distil.data.tokenization import TextEncoder, check_tokenizer_matches, load_tokenizer
+from distil.data.tokenization import TextEncoder, check_tokenizer_matches, load_tokenizer, read_tokenizer
 from tests.tiny_assets import WORDS
 
 
@@ -33,6 +35,25 @@ def test_a_tokenizer_with_ids_beyond_the_embeddings_is_refused_and_a_padded_embe
         check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 100, "the student")
     check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 128, "the student")
     check_tokenizer_matches(tokenizer, str(tiny_teacher_dir), "tokenizer", 136, "the student")  # padded embeddings
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (lambda text: text[: len(text) // 2], "tokenizer.json is not valid JSON"),  # a truncated copy
+        (lambda text: json.dumps({**json.loads(text), "model": {"type": "Nonsense"}}), "Exception: "),
+    ],
+)
+def test_a_tokenizer_file_that_cannot_be_read_is_named_with_its_key(tmp_path, tiny_teacher_dir, content, reason):
+    shutil.copytree(tiny_teacher_dir, tmp_path / "teacher")
+    path = tmp_path / "teacher" / "tokenizer.json"
+    path.write_text(content(path.read_text()))
+    with pytest.raises(
+        ValueError, match=f"data.tokenizer='{tmp_path / 'teacher'}' has a tokenizer that cannot be read.*{reason}"
+    ):
+        load_tokenizer(str(tmp_path / "teacher"))
+    with pytest.raises(ValueError, match=f"model='{tmp_path / 'teacher'}' has a tokenizer that cannot be read"):
+        read_tokenizer(str(tmp_path / "teacher"), "model")
 
 
 class RecordingTokenizer:

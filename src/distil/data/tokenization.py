@@ -8,8 +8,10 @@ tokens alone (5 tokens for BERT), which turns every word into [UNK], and trainin
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from transformers import AutoTokenizer
@@ -93,10 +95,36 @@ def check_same_vocabulary(tokenizer, name: str, key: str, reference: str, refere
         )
 
 
+def read_tokenizer(name_or_path: str, key: str):
+    """`AutoTokenizer.from_pretrained(name_or_path)` (config key `key`); a tokenizer file that cannot be read (cut
+    short, not JSON, not a tokenizer) is named with the key instead of surfacing as a bare JSON or tokenizers error.
+    A folder or hub id that cannot be found raises transformers' OSError as it is."""
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except OSError:
+        raise
+    except Exception as error:  # json.JSONDecodeError, or the tokenizers library's plain Exception
+        reason = invalid_json_file(name_or_path) or f"{type(error).__name__}: {error}"
+        raise ValueError(
+            f"{key}={name_or_path!r} has a tokenizer that cannot be read ({reason}); save the tokenizer again "
+            "(tokenizer.save_pretrained)"
+        ) from error
+
+
+def invalid_json_file(name_or_path: str) -> str | None:
+    """ "<file> is not valid JSON: <why>" for the first JSON file of a local folder that does not parse, else None."""
+    for path in sorted(Path(name_or_path).glob("*.json")) if Path(name_or_path).is_dir() else []:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:
+            return f"{path.name} is not valid JSON: {error}"
+    return None
+
+
 def load_tokenizer(name_or_path: str, key: str = "data.tokenizer"):
     """A fast tokenizer by hub id or local directory (config key `key`), with vocabulary files and the special
     tokens masked-LM packing needs."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = read_tokenizer(name_or_path, key)
     require_vocabulary_files(tokenizer, name_or_path, key)
     missing = [name for name in REQUIRED_SPECIAL_TOKENS if getattr(tokenizer, name, None) is None]
     if missing:

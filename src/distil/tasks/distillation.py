@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
 from distil.data.shards import vocabulary_fingerprint
+from distil.data.tokenization import read_tokenizer
 from distil.output_dirs import MARKER_FILE, output_marker
 from distil.tasks.batches import HIDDEN, TEACHER_PREFIX
 from distil.tasks.task import Task
@@ -70,7 +71,7 @@ def load_fine_tuned_teacher(
     """
     try:
         teacher, info = task.model_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = read_tokenizer(path, "distill_from")
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"distill_from={path!r} could not be loaded: {error}") from error
     if info["missing_keys"]:
