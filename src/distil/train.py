@@ -9,6 +9,7 @@ compared with the one the config builds before training, and the run's checkpoin
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,6 +36,7 @@ from distil.modules.teacher import load_teacher_config
 from distil.output_dirs import replace_output_dir
 from distil.quiet import quiet_third_party_output
 from distil.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
+from distil.run.extras import check_sweeper_installed
 from distil.run.folder_lock import FolderLock
 from distil.wandb_run import finished_wandb_run, log_run_config
 
@@ -151,4 +153,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_sweeper_installed(sys.argv[1:])
     main()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import sys
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
+from distil.run import extras
 from tests.conftest import CONF_DIR, compose_config, run_cli, tiny_run_overrides
 
 SWEEPS = sorted((CONF_DIR / "sweeps").glob("*.yaml"))
@@ -177,3 +179,21 @@ def test_global_batch_of_the_paper_run_on_two_nodes():
     cfg = compose_config("train", "experiment=distilbert", "trainer=ddp_multinode", "trainer.accumulate_grad_batches=8")
     t = cfg.trainer
     assert cfg.data.batch_size * t.devices * t.num_nodes * t.accumulate_grad_batches == 4096
+
+
+@pytest.mark.parametrize(
+    "argument", ["hparams_search=distill_optuna", "hparams_search=demo_recipe", "hydra/sweeper=optuna"]
+)
+def test_a_search_whose_sweeper_is_not_installed_names_the_extra(argument, monkeypatch):
+    monkeypatch.setattr(extras, "module_found", lambda name: name != "optuna")
+    with pytest.raises(ImportError, match=rf"{argument} needs the optuna sweeper, and \['optuna'\] are not installed"):
+        extras.check_sweeper_installed(["-m", argument, "trainer.max_steps=2"])
+    extras.check_sweeper_installed(["-m", "hparams_search=distill_grid"])  # Hydra's own basic sweeper
+
+
+def test_the_training_command_names_the_missing_extra_before_hydra_starts(tmp_path):
+    blocked = "import sys, runpy; sys.modules['optuna'] = None; sys.argv[0] = 'train'; "
+    command = [sys.executable, "-c", blocked + "runpy.run_module('distil.train', run_name='__main__')"]
+    result = run_cli(tmp_path, "-m", "hparams_search=distill_optuna", command=command)
+    assert result.returncode != 0
+    assert 'install the extra with `pip install -c constraints.txt -e ".[optuna]"`' in result.stderr
