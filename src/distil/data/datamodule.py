@@ -24,7 +24,7 @@ from distil.data.masking import MaskingCollator, check_mask_probability
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
-from distil.data.sources import SourceUnavailable, describe_sources, resolve_sources
+from distil.data.sources import SourceUnavailable, describe_sources, prescan_sources, resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
 from distil.data.validation import ValidationBatches
@@ -50,6 +50,9 @@ class CorpusDataModule(pl.LightningDataModule):
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
             compared).
+        prescan: read every document of the text sources once at start, so that a record that cannot be read fails
+            before training, naming its file and line: true, false, or "auto" (local files of at most 1 GiB in
+            all; `distil.data.sources.prescan_sources`).
         shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
         max_length: tokens per row, [CLS] and [SEP] included.
         batch_size: rows per training batch on each device.
@@ -73,6 +76,7 @@ class CorpusDataModule(pl.LightningDataModule):
         validation_sources: Sequence | None = None,
         shards_dir: str | None = None,
         verify_shards: bool = False,
+        prescan: bool | str = "auto",
         shuffle: bool = True,
         max_length: int = 128,
         batch_size: int = 32,
@@ -113,6 +117,7 @@ class CorpusDataModule(pl.LightningDataModule):
         self.active_sources = (  # the sources read, checked now: a bad path fails before any weights load
             resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing) if sources else []
         )
+        prescan_sources(self.active_sources + self.validation_sources, prescan)
         self.shards_dir = shards_dir
         self.shuffle = shuffle
         self.shards_metadata = None

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from distil.data.documents import check_format, expand_paths, file_documents
 
 log = logging.getLogger(__name__)
+
+
+PRESCAN_MODES = (True, False, "auto")
+PRESCAN_AUTO_BYTES = 1 << 30  # prescan="auto" reads local files totalling at most this many bytes (1 GiB)
 
 
 class SourceUnavailable(RuntimeError):
@@ -68,6 +73,34 @@ def resolve_sources(sources: list, fallback_sources: list, fallback_when_missing
         return fallback_sources
 
 
+def prescan_sources(sources: list, prescan: bool | str) -> None:
+    """Read every document of `sources` once, before training, so that a record that cannot be read (invalid JSON,
+    bytes that are not UTF-8, a text that is not a string, a truncated .gz) fails now, naming its file and line,
+    instead of at some step of the run. `prescan`: True, False, or "auto": only when every source is local files
+    and together they hold at most `PRESCAN_AUTO_BYTES` (a hub stream is read as it comes)."""
+    if prescan not in PRESCAN_MODES:
+        raise ValueError(f"data.prescan={prescan!r} is not allowed: use true, false or auto")
+    if prescan is False or not sources:
+        return
+    local = all(isinstance(source, LocalFiles) for source in sources)
+    total = sum(source.bytes_on_disk() for source in sources) if local else None
+    if prescan == "auto" and (total is None or total > PRESCAN_AUTO_BYTES):
+        log.info(
+            "data.prescan=auto: not reading the corpus ahead (%s); a record that cannot be read stops the run when "
+            "it is reached (set data.prescan=true to read everything first)",
+            "a source is not local files" if total is None else f"{total / 2**30:.1f} GiB > 1 GiB",
+        )
+        return
+    started = time.perf_counter()
+    documents = sum(1 for source in sources for _ in source.documents())
+    log.info(
+        "data.prescan: read all %d documents of %s in %.1f s",
+        documents,
+        describe_sources(sources),
+        time.perf_counter() - started,
+    )
+
+
 class LocalFiles:
     """Documents from local `.txt`, `.jsonl`, `.parquet` files (optionally `.gz`), in sorted order per pattern; or,
     with `format="squad"` / `"conll"`, SQuAD JSON paragraphs / CoNLL-2003 documents (`distil.data.documents`).
@@ -104,6 +137,11 @@ class LocalFiles:
             expand_paths(self.patterns, config_key=f"source {self.name} paths", format=self.format)
         except FileNotFoundError as error:
             raise SourceUnavailable(str(error)) from error
+
+    def bytes_on_disk(self) -> int:
+        return sum(
+            path.stat().st_size for path in expand_paths(self.patterns, f"source {self.name} paths", self.format)
+        )
 
     def documents(self) -> Iterator[str]:
         files = expand_paths(self.patterns, config_key=f"source {self.name} paths", format=self.format)
