@@ -16,6 +16,7 @@ numbers, strings, lists, tuples and dicts only). Every failure raises `Checkpoin
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import pickle
@@ -32,6 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 log = logging.getLogger(__name__)
 
 TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")  # the names temp_path_for gives
+FULL_DISK_BYTES = 16 << 20  # less free space than this after a failed write: the disk is full (16 MiB)
 
 
 class CheckpointError(RuntimeError):
@@ -65,7 +67,8 @@ def was_interrupted(error: BaseException | None) -> bool:
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """`write(file)` into a temp file in the same directory, fsync, then an atomic rename to `path`. On any failure
-    the temp file is removed and `path` keeps its previous content; a Ctrl-C surfaces as a plain KeyboardInterrupt."""
+    the temp file is removed and `path` keeps its previous content; a Ctrl-C surfaces as a plain KeyboardInterrupt,
+    a full disk as "No space left on device" naming the file (`full_disk_error`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
@@ -76,12 +79,68 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException as error:
+        written = temp.stat().st_size if temp.exists() else 0
         temp.unlink(missing_ok=True)
         if was_interrupted(error):
             log.warning("interrupted while writing %s: the previous file is intact", path)
             raise KeyboardInterrupt from None
+        full = full_disk_error(path, error, written)
+        if full is not None:
+            raise full from error
         raise
     fsync_directory(path.parent)
+
+
+def is_no_space(error: BaseException | None) -> bool:
+    """True when `error`, or one it was raised from or while handling, is "No space left on device"."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_disk_error(path: Path, error: BaseException, written: int) -> OSError | None:
+    """ "No space left on device" naming `path`, when the write failed for lack of room: ENOSPC in the error's chain,
+    or torch's zip writer's "unexpected pos" (which replaces the ENOSPC of the write under it) while the filesystem
+    has less than `FULL_DISK_BYTES` left. None for any other failure."""
+    free = shutil.disk_usage(path.parent).free
+    hidden_by_torch = isinstance(error, RuntimeError) and "unexpected pos" in str(error) and free < FULL_DISK_BYTES
+    if not (is_no_space(error) or hidden_by_torch):
+        return None
+    return OSError(
+        errno.ENOSPC,
+        f"No space left on device: writing {path} stopped after {written / 1e6:.1f} MB with "
+        f"{free / 1e6:.1f} MB free on its filesystem; the previous file is intact. Free some space (older "
+        "checkpoints, other runs), then continue with resume=auto",
+    )
+
+
+def check_free_space(directory: str | Path, checkpoint_bytes: int, keep: int) -> None:
+    """Before training: refuse when `directory`'s filesystem cannot hold two more checkpoints of `checkpoint_bytes`
+    (a periodic one and last.ckpt, each staged beside the file it replaces); warn when it cannot hold the `keep`
+    checkpoints a run keeps plus those two."""
+    folder = Path(directory)
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < 2 * checkpoint_bytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device for this run's checkpoints: {directory} has {free / 1e6:.1f} MB free, and "
+            f"one save writes two checkpoints of {checkpoint_bytes / 1e6:.1f} MB (a periodic one and last.ckpt). "
+            "Free some space, or point hydra.run.dir at a disk with room",
+        )
+    if free < (keep + 2) * checkpoint_bytes:
+        log.warning(
+            "%s has %.1f MB free: room for %d checkpoints of %.1f MB, fewer than the %d the run keeps plus 2 being "
+            "written; the run may stop with a full disk",
+            directory,
+            free / 1e6,
+            free // checkpoint_bytes,
+            checkpoint_bytes / 1e6,
+            keep,
+        )
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

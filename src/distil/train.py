@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distil.callbacks.run_config import RunConfigInCheckpoint
-from distil.checkpoint_io import AtomicCheckpointIO
+from distil.checkpoint_io import AtomicCheckpointIO, check_free_space
 from distil.comparison_table import format_comparison, format_percent, percent
 from distil.config_checks import (
     check_distill_config,
@@ -94,6 +94,7 @@ def train(cfg: DictConfig) -> float | None:
     )
     log_run_config(trainer.loggers, cfg)
 
+    check_free_space(checkpoint_dir, checkpoint_bytes(module), checkpoints_kept(cfg))
     tidy_checkpoint_folder(checkpoint_dir, ckpt_path)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -104,6 +105,20 @@ def train(cfg: DictConfig) -> float | None:
         export_student(module.student, datamodule.tokenizer, student_dir, stored_dtype(teacher_config))
         print(run_summary(metrics, trainer.global_step, time.perf_counter() - started, student_dir))
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def checkpoint_bytes(module: pl.LightningModule) -> int:
+    """Bytes of one checkpoint of the run: three float32 numbers per trainable parameter (the weight and AdamW's two
+    moments; the frozen teacher is never saved)."""
+    return 3 * 4 * sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def checkpoints_kept(cfg: DictConfig) -> int:
+    """Periodic checkpoints the run keeps on disk (`save_top_k`; -1 keeps one per `every_n_train_steps`)."""
+    model_checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    kept = model_checkpoint.get("save_top_k", 1)
+    every = model_checkpoint.get("every_n_train_steps") or cfg.trainer.max_steps
+    return kept if kept >= 0 else cfg.trainer.max_steps // every
 
 
 def describe_models(teacher, student) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from distil.checkpoint_io import AtomicCheckpointIO, CheckpointError, atomic_torch_save, read_checkpoint
+from distil import checkpoint_io
+from distil.checkpoint_io import AtomicCheckpointIO, CheckpointError, atomic_torch_save, atomic_write, read_checkpoint
+from distil.train import train
+from tests.reliability.test_config_checks import compose_tiny
 
 
 def lightning_like(step: int) -> dict:
@@ -143,3 +147,41 @@ def test_a_file_that_is_not_a_lightning_checkpoint_is_named(tmp_path):
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
         read_checkpoint(path)
+
+
+def test_a_full_disk_is_named_with_the_file_and_the_previous_checkpoint_stays(tmp_path):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"global_step": 1}, path)
+    before = path.read_bytes()
+
+    def onto_a_full_disk(file):
+        with open("/dev/full", "wb") as full:  # every write fails with ENOSPC, as on a full filesystem
+            torch.save({"weights": torch.zeros(100_000)}, full)
+
+    with pytest.raises(OSError, match=f"No space left on device: writing {path} stopped after .* MB free"):
+        atomic_write(path, onto_a_full_disk)
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_torchs_unexpected_pos_is_named_a_full_disk_only_when_the_disk_is_full(tmp_path, monkeypatch):
+    def torch_hides_the_enospc(file):  # torch's zip writer turns the failed write into this
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint_io.shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+    with pytest.raises(OSError, match="No space left on device: writing .*last.ckpt stopped after 0.0 MB with 1.0 MB"):
+        atomic_write(tmp_path / "last.ckpt", torch_hides_the_enospc)
+    monkeypatch.setattr(checkpoint_io.shutil, "disk_usage", lambda path: usage._replace(free=1 << 40))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with room to spare it is another failure
+        atomic_write(tmp_path / "last.ckpt", torch_hides_the_enospc)
+
+
+def test_a_run_without_room_for_its_checkpoints_is_refused_before_training(
+    tiny_teacher_dir, tiny_corpus_dir, tmp_path, monkeypatch
+):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint_io.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, tmp_path / "run", "trainer.max_steps=2")
+    with pytest.raises(OSError, match=r"No space left on device for this run's checkpoints: .* has 0.1 MB free"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -13,7 +13,6 @@ that holds and writing cannot make things worse; otherwise the log says why not:
 
 from __future__ import annotations
 
-import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,9 @@ from typing import Any
 import lightning.pytorch as pl
 
 from distil.callbacks.preemption import Preempted
+from distil.checkpoint_io import is_no_space
 
 log = logging.getLogger(__name__)
-
-
-def disk_is_full(exception: BaseException) -> bool:
-    """True when `exception`, or one it was raised from or while handling, is "No space left on device"."""
-    while exception is not None:
-        if isinstance(exception, OSError) and exception.errno == errno.ENOSPC:
-            return True
-        exception = exception.__cause__ or exception.__context__
-    return False
 
 
 class ExceptionCheckpoint(pl.Callback):
@@ -59,7 +50,7 @@ class ExceptionCheckpoint(pl.Callback):
         """Why no checkpoint may be written now (None: it may)."""
         if isinstance(exception, Preempted):
             return "the preemption wrote its own"
-        if disk_is_full(exception):
+        if is_no_space(exception):
             return "the disk is full"
         if trainer.world_size > 1:
             return f"{trainer.world_size} processes run, and a checkpoint needs all of them"
