@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 
@@ -214,9 +215,24 @@ def test_verify_shards_finds_a_changed_byte_that_keeps_the_size(prepared, tokeni
     data = bytearray(middle.read_bytes())
     data[10] ^= 0xFF
     middle.write_bytes(bytes(data))
-    shard_datamodule(tokenizer_dir, damaged)  # sizes match: only the full check can see it
-    with pytest.raises(ValueError, match=rf"shard {middle} does not match the sha256 that metadata.json records"):
-        shard_datamodule(tokenizer_dir, damaged, verify_shards=True)
+    shard_datamodule(tokenizer_dir, damaged, verify_shards=False)  # sizes match: only the sha256 can see it
+    for verify in (True, "auto"):  # auto: shards of at most 1 GiB in all are verified at start (these: a few KB)
+        with pytest.raises(ValueError, match=rf"shard {middle} does not match the sha256 that metadata.json records"):
+            shard_datamodule(tokenizer_dir, damaged, verify_shards=verify)
+
+
+def test_verify_shards_auto_verifies_up_to_its_limit_and_names_bad_values(prepared, tokenizer_dir, monkeypatch, caplog):
+    from distil.data import shards
+
+    metadata = shards.read_metadata(prepared)
+    total = sum(sum(metadata["splits"][split]["shard_bytes"]) for split in shards.SPLITS)
+    assert shards.verify_at_start("auto", metadata) and not shards.verify_at_start(False, metadata)
+    monkeypatch.setattr(shards, "VERIFY_AUTO_BYTES", total - 1)
+    with caplog.at_level(logging.INFO):
+        assert not shards.verify_at_start("auto", metadata) and shards.verify_at_start(True, metadata)
+    assert f"verify_shards=auto: the shards hold {total} bytes" in caplog.text
+    with pytest.raises(ValueError, match="data.verify_shards='yes' is not allowed: use true, false or auto"):
+        shards.verify_at_start("yes", metadata)
 
 
 class FailingSource:

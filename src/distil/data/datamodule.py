@@ -23,7 +23,15 @@ from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator, check_mask_probability
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
-from distil.data.shards import SPLITS, TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, open_split, read_metadata
+from distil.data.shards import (
+    SPLITS,
+    TOKEN_COUNTS_FILE,
+    check_split_files,
+    check_tokenizer,
+    open_split,
+    read_metadata,
+    verify_at_start,
+)
 from distil.data.sources import SourceUnavailable, describe_sources, prescan_sources, resolve_sources
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
@@ -49,7 +57,7 @@ class CorpusDataModule(pl.LightningDataModule):
             error. The first `val_documents` documents of `sources` still never reach training.
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
-            compared).
+            compared): true, false, or "auto" (shards of at most 1 GiB in all; `distil.data.shards.verify_at_start`).
         prescan: read every document of the text sources once at start, so that a record that cannot be read fails
             before training, naming its file and line: true, false, or "auto" (local files of at most 1 GiB in
             all; `distil.data.sources.prescan_sources`).
@@ -75,7 +83,7 @@ class CorpusDataModule(pl.LightningDataModule):
         fallback_when_missing: str | None = None,
         validation_sources: Sequence | None = None,
         shards_dir: str | None = None,
-        verify_shards: bool = False,
+        verify_shards: bool | str = "auto",
         prescan: bool | str = "auto",
         shuffle: bool = True,
         max_length: int = 128,
@@ -124,8 +132,9 @@ class CorpusDataModule(pl.LightningDataModule):
         if shards_dir:
             self.shards_metadata = read_metadata(shards_dir)
             check_tokenizer(self.shards_metadata, self.tokenizer, tokenizer, shards_dir)
+            verify = verify_at_start(verify_shards, self.shards_metadata)
             for split in SPLITS:
-                check_split_files(shards_dir, self.shards_metadata, split, verify_shards)
+                check_split_files(shards_dir, self.shards_metadata, split, verify)
             if mlm_smoothing is not None and token_counts is None:
                 token_counts = str(Path(shards_dir) / TOKEN_COUNTS_FILE)
         self.max_length = max_length

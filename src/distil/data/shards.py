@@ -9,16 +9,20 @@ A shard directory holds:
 
 The dtype is the smallest unsigned type that holds every id of the vocabulary: uint16 only when the vocabulary has
 at most 65,536 ids, else uint32, so ids are never truncated. Readers compare every shard's size with the metadata
-before reading (a truncated shard is named at once, not found at the end of a pass), and its sha256 on request.
+before reading (a truncated shard is named at once, not found at the end of a pass), and its sha256 too unless the
+shards are large (`verify_at_start`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FORMAT = "distil-token-shards"
 VERSION = 2  # 2: shard sizes and sha256s in metadata.json
@@ -26,6 +30,8 @@ METADATA_FILE = "metadata.json"
 TOKEN_COUNTS_FILE = "token_counts.npy"
 SPLITS = ("train", "validation")
 HASH_BLOCK_BYTES = 1 << 24  # bytes read at a time when hashing a shard
+VERIFY_MODES = (True, False, "auto")
+VERIFY_AUTO_BYTES = 1 << 30  # verify_shards="auto" hashes shards of at most this many bytes in all (1 GiB)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -106,6 +112,25 @@ def check_split_files(directory: str | Path, metadata: dict, split: str, verify:
                 f"shard {path} does not match the sha256 that {METADATA_FILE} records: its bytes changed after "
                 "distil.prepare wrote it; re-run distil.prepare"
             )
+
+
+def verify_at_start(verify: bool | str, metadata: dict) -> bool:
+    """Whether to compare every shard's sha256 with the metadata at start: `verify` True or False, or "auto" when
+    the shards hold at most `VERIFY_AUTO_BYTES` in all (sha256 reads 1.4 GB/s on one core of the development machine:
+    about 0.7 s for 1 GiB, a few percent of the time a run takes to its first step; docs/reliability.md)."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"data.verify_shards={verify!r} is not allowed: use true, false or auto")
+    if verify != "auto":
+        return bool(verify)
+    total = sum(sum(metadata["splits"][split]["shard_bytes"]) for split in SPLITS)
+    if total > VERIFY_AUTO_BYTES:
+        log.info(
+            "verify_shards=auto: the shards hold %d bytes (> 1 GiB), so only their sizes are compared at start; "
+            "set data.verify_shards=true to also compare their sha256 (about 1 s per 1.4 GB)",
+            total,
+        )
+        return False
+    return True
 
 
 def open_split(directory: str | Path, metadata: dict, split: str) -> list[np.ndarray]:
