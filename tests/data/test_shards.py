@@ -216,7 +216,7 @@ def test_verify_shards_finds_a_changed_byte_that_keeps_the_size(prepared, tokeni
     data[10] ^= 0xFF
     middle.write_bytes(bytes(data))
     shard_datamodule(tokenizer_dir, damaged, verify_shards=False)  # sizes match: only the sha256 can see it
-    for verify in (True, "auto"):  # auto: shards of at most 1 GiB in all are verified at start (these: a few KB)
+    for verify in (True, "auto"):  # auto: shards of at most 512 MiB in all are verified at start (these: a few KB)
         with pytest.raises(ValueError, match=rf"shard {middle} does not match the sha256 that metadata.json records"):
             shard_datamodule(tokenizer_dir, damaged, verify_shards=verify)
 

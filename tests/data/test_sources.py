@@ -248,3 +248,21 @@ def test_validation_sources_replace_the_held_out_documents_which_still_stay_out_
     corpus = Corpus([training], val_documents=2, seed=0, validation_sources=[unseen])
     assert list(corpus.validation_documents()) == [f"u{i}" for i in range(5)]  # all of them, in order
     assert sorted(corpus.training_documents(0)) == [f"a{i}" for i in range(2, 6)]  # as without validation_sources
+
+
+def test_prescan_reads_local_files_up_to_its_limit_and_names_a_bad_record(tmp_path, monkeypatch, caplog):
+    from distil.data import sources
+
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}, {"text": 42}])
+    local = [LocalFiles(str(path), name="local")]
+    with pytest.raises(ValueError, match=r"a.jsonl:2: text_field='text' holds a int"):
+        sources.prescan_sources(local, "auto")
+    sources.prescan_sources(local, False)
+    monkeypatch.setattr(sources, "PRESCAN_AUTO_BYTES", path.stat().st_size - 1)
+    with caplog.at_level(logging.INFO):
+        sources.prescan_sources(local, "auto")  # above the limit: read as training reaches it
+    assert "data.prescan=auto: not reading the corpus ahead" in caplog.text
+    with pytest.raises(ValueError, match=r"a.jsonl:2"):
+        sources.prescan_sources(local, True)
+    with pytest.raises(ValueError, match="data.prescan='yes' is not allowed: use true, false or auto"):
+        sources.prescan_sources(local, "yes")

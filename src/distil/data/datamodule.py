@@ -57,7 +57,7 @@ class CorpusDataModule(pl.LightningDataModule):
             error. The first `val_documents` documents of `sources` still never reach training.
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
-            compared): true, false, or "auto" (shards of at most 1 GiB in all; `distil.data.shards.verify_at_start`).
+            compared): true, false, or "auto" (shards of at most 512 MiB in all; `distil.data.shards.verify_at_start`).
         prescan: read every document of the text sources once at start, so that a record that cannot be read fails
             before training, naming its file and line: true, false, or "auto" (local files of at most 1 GiB in
             all; `distil.data.sources.prescan_sources`).
