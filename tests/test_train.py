@@ -11,7 +11,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertFo
 
 from distil.comparison_table import format_percent, percent
 from distil.run.folder_lock import FolderLock
-from distil.train import RUN_LOCK_FILE
+from distil.run.run_dir_lock import RUN_LOCK_FILE
 from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, run_cli, tiny_run_overrides
 
 
@@ -103,13 +103,16 @@ def test_a_run_into_a_run_directory_in_use_is_refused_naming_the_first_before_an
     tmp_path, tiny_teacher_dir, tiny_corpus_dir
 ):
     run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("the first run's config")
     with FolderLock(run_dir / RUN_LOCK_FILE, run_dir, "hydra.run.dir"):  # as the first run holds it
         result = run_cli(
             tmp_path, f"hydra.run.dir={run_dir}", *tiny_run_overrides(tiny_teacher_dir, tiny_corpus_dir), "logger=csv"
         )
     assert result.returncode != 0
     assert f"hydra.run.dir='{run_dir}' is in use by pid {os.getpid()} on " in result.stderr
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".distil.lock", ".hydra"]  # no log, checkpoint or metric
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the first run's config"
 
 
 def test_train_returns_the_optimized_metric_of_the_last_validation(tiny_teacher_dir, tiny_corpus_dir, tmp_path):

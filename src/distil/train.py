@@ -1,7 +1,7 @@
 """`python -m distil.train`: distil a teacher into a student with the composed Hydra config, then export it.
 
-compose -> lock the run directory -> validate (no weights loaded yet) -> data, teacher, student, module, trainer ->
-fit -> export student/.
+compose (the run directory locked: `distil.run.run_dir_lock`) -> validate (no weights loaded yet) -> data, teacher,
+student, module, trainer -> fit -> export student/.
 The checkpoint to resume from is chosen and checked first (`distil.resume`: one run per folder), its student is
 compared with the one the config builds before training, and the run's checkpoint folder is tidied just before fit.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -30,19 +29,16 @@ from distil.config_checks import (
     check_trainer_config,
     check_vocabulary,
 )
-from distil.distributed_launch import is_launched_rank_zero, pinned_job
+from distil.distributed_launch import pinned_job
 from distil.exporting.hf_model import save_model_folder, stored_dtype
 from distil.modules.teacher import load_teacher_config
 from distil.output_dirs import replace_output_dir
 from distil.quiet import quiet_third_party_output
 from distil.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
 from distil.run.extras import check_sweeper_installed
-from distil.run.folder_lock import FolderLock
 from distil.wandb_run import finished_wandb_run, log_run_config
 
 log = logging.getLogger(__name__)
-
-RUN_LOCK_FILE = ".distil.lock"  # in the run directory: held while a run writes it
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -149,21 +145,12 @@ def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_d
     return format_comparison(rows, ("", "teacher", "student", "student/teacher")) + "\n" + footer
 
 
-def run_dir_lock(run_dir: Path):
-    """The lock of the run directory, held by the launched process of rank 0 for the whole run: a second run into the
-    same directory is refused, naming the first's pid (processes a launcher starts for other ranks take none)."""
-    if not is_launched_rank_zero():
-        return nullcontext()
-    return FolderLock(run_dir / RUN_LOCK_FILE, run_dir, "hydra.run.dir")
-
-
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     quiet_third_party_output()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    log.info("run directory: %s", run_dir)
+    log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    with run_dir_lock(run_dir), finished_wandb_run(), pinned_job():
+    with finished_wandb_run(), pinned_job():
         return train(cfg)
 
 
