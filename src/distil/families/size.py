@@ -21,14 +21,16 @@ class ModelTooLargeError(ValueError):
     """A model config asks for more parameters than this machine's memory holds."""
 
 
-def parameter_count(config: PretrainedConfig) -> int:
-    """Parameters of the masked-LM model `config` describes (tied weights counted once), allocating none."""
+def parameter_count(config: PretrainedConfig, trust_remote_code: bool = False) -> int:
+    """Parameters of the masked-LM model `config` describes (tied weights counted once), allocating none. A config
+    that names code of its own builds its own class only with `trust_remote_code`, else the library's class."""
     counts = []
     for layers in (1, 2):
         shallow = copy.deepcopy(config)
         shallow.num_hidden_layers = layers
         with torch.device("meta"):
-            counts.append(sum(p.numel() for p in AutoModelForMaskedLM.from_config(shallow).parameters()))
+            model = AutoModelForMaskedLM.from_config(shallow, trust_remote_code=trust_remote_code)
+            counts.append(sum(p.numel() for p in model.parameters()))
     return counts[0] + (config.num_hidden_layers - 1) * (counts[1] - counts[0])
 
 
@@ -37,10 +39,10 @@ def memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_model_size(config: PretrainedConfig, where: str) -> None:
+def check_model_size(config: PretrainedConfig, where: str, trust_remote_code: bool = False) -> None:
     """Raise, naming `where` and the config's sizes, when the model's float32 weights alone would exceed this
     machine's memory."""
-    parameters = parameter_count(config)
+    parameters = parameter_count(config, trust_remote_code)
     needed, available = FLOAT32_BYTES * parameters, memory_bytes()
     if needed > available:
         shape = ", ".join(

@@ -20,7 +20,7 @@ def load_teacher_config(name_or_path: str, trust_remote_code: bool = False) -> P
         raise FileNotFoundError(unreachable_teacher_message(name_or_path, error)) from error
     where = f"teacher.name_or_path={name_or_path!r}"
     teacher_family(config, where=where)
-    check_model_size(config, where)
+    check_model_size(config, where, trust_remote_code)
     return config
 
 
