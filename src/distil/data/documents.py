@@ -89,36 +89,49 @@ def text_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
 
 
 def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Iterator[str]:
-    """The `text_field` of each JSON line. A missing field is an error naming the fields that exist, a value that is
-    not a string (a number, a list) an error naming the file and line; a null is skipped, counted and logged."""
+    """The `text_field` of each JSON line (`record_texts`); a line that is not a JSON object is an error naming the
+    file and line."""
+
+    def records() -> Iterator[tuple[str, dict]]:
+        with open_text(path, decode_errors) as file:
+            for line_number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{line_number} is not valid JSON ({error})") from error
+                if not isinstance(record, dict):
+                    raise KeyError(f"{path}:{line_number} is a JSON {type(record).__name__}, not an object")
+                yield f"{path}:{line_number}", record
+
+    yield from record_texts(records(), text_field, str(path))
+
+
+def record_texts(records: Iterable[tuple[str, dict]], text_field: str, source: str) -> Iterator[str]:
+    """The `text_field` of each (where it is, record) pair. A missing field is an error naming the fields that exist,
+    a value that is neither a string nor null (a number, a list) an error naming where the record is; a null is
+    skipped, counted and logged under `source` once the records end."""
     nulls = 0
-    with open_text(path, decode_errors) as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON ({error})") from error
-            if not isinstance(record, dict) or text_field not in record:
-                fields = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise KeyError(f"{path}:{line_number} has no field text_field={text_field!r}; fields: {fields}")
-            text = record[text_field]
-            if text is None:
-                nulls += 1
-            elif isinstance(text, str):
-                yield text
-            else:
-                raise ValueError(
-                    f"{path}:{line_number}: text_field={text_field!r} holds a {type(text).__name__}, not a string; "
-                    "fix the record (a null is skipped)"
-                )
-    log_skipped_nulls(path, nulls, text_field)
+    for where, record in records:
+        if text_field not in record:
+            raise KeyError(f"{where} has no field text_field={text_field!r}; fields: {sorted(record)}")
+        text = record[text_field]
+        if text is None:
+            nulls += 1
+        elif isinstance(text, str):
+            yield text
+        else:
+            raise ValueError(
+                f"{where}: text_field={text_field!r} holds a {type(text).__name__}, not a string; fix the record "
+                "(a null is skipped)"
+            )
+    log_skipped_nulls(source, nulls, text_field)
 
 
-def log_skipped_nulls(path: Path, count: int, text_field: str) -> None:
+def log_skipped_nulls(source: str, count: int, text_field: str) -> None:
     if count:
-        log.warning("%s: skipped %d records whose text_field=%r is null", path, count, text_field)
+        log.warning("%s: skipped %d records whose text_field=%r is null", source, count, text_field)
 
 
 SQUAD_LAYOUT = 'SQuAD\'s {"data": [{"paragraphs": [{"context": "...", "qas": [...]}]}]}'
@@ -202,7 +215,7 @@ def parquet_file_documents(path: Path, text_field: str) -> Iterator[str]:
                 nulls += 1
             else:
                 yield text
-    log_skipped_nulls(path, nulls, text_field)
+    log_skipped_nulls(str(path), nulls, text_field)
 
 
 def file_documents(

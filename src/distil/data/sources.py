@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from distil.data.documents import check_format, expand_paths, file_documents
+from distil.data.documents import check_format, expand_paths, file_documents, record_texts
 
 log = logging.getLogger(__name__)
 
@@ -223,24 +223,10 @@ class HubDataset:
             raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {list(features)}")
 
     def texts(self) -> Iterator[str]:
-        """The text of each record; a null is skipped (counted and logged at the end of the pass), another value
-        that is not a string is an error naming the record."""
-        nulls = 0
-        for index, record in enumerate(self.load()):
-            if self.text_field not in record:
-                raise KeyError(f"source {self.name}: no field text_field={self.text_field!r}; fields: {sorted(record)}")
-            text = record[self.text_field]
-            if text is None:
-                nulls += 1
-            elif isinstance(text, str):
-                yield text
-            else:
-                raise ValueError(
-                    f"source {self.name}: record {index} has text_field={self.text_field!r} holding a "
-                    f"{type(text).__name__}, not a string"
-                )
-        if nulls:
-            log.warning("source %s: skipped %d records whose text_field=%r is null", self.name, nulls, self.text_field)
+        """The text of each record (`distil.data.documents.record_texts`: a null is skipped and counted, another value
+        that is not a string is an error naming the record)."""
+        records = ((f"source {self.name}: record {index}", record) for index, record in enumerate(self.load()))
+        yield from record_texts(records, self.text_field, f"source {self.name}")
 
     def documents(self) -> Iterator[str]:
         texts = self.texts()
