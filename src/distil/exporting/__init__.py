@@ -1,1 +1,2 @@
-"""Exported models: the ONNX graph of a Hugging Face model (its inputs, the parity check, running it)."""
+"""Exported models: a Hugging Face folder in its teacher's dtype (`hf_model`), and the ONNX graph of a model (its
+inputs, the parity check, running it on the CPU: `onnx_model`)."""

@@ -1,1 +1,2 @@
-"""Run plumbing: what keeps a run's folders to one writer."""
+"""Run plumbing: one writer per folder (`folder_lock`, `run_dir_lock`), and the optional extras a command line needs
+(`extras`)."""
