@@ -69,6 +69,7 @@ def test_run_is_finished_with_exit_code_1_when_the_job_raises(no_wandb_env, tmp_
         wandb.init(project="p", dir=str(tmp_path))
         raise RuntimeError("boom")
     assert wandb.run is None  # finished: the next job would start a run of its own
+    wandb.teardown()  # W&B's core process writes the run file asynchronously: let it flush before reading the file
     exits = [
         r.exit.exit_code
         for r in wandb_files.read_records(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))
