@@ -8,7 +8,7 @@
 #   profile  kernel table of 3 steps of the compiled step (bench_opt=all, masked) -> profile.txt, profile.jsonl
 #   tests    the GPU tests (loss curves against the fp32 reference, no host sync) -> <test>.json, gpu_tests.txt
 # BENCH_ARGS (default empty) is appended to every benchmark command, so it overrides the part's own settings, e.g.
-#   BENCH_ARGS="bench_model=tiny trainer.accelerator=cpu seq_length=16 tokens_per_step=64" ... ladder   # CPU, 1 min
+#   BENCH_ARGS="bench_model=tiny trainer.accelerator=cpu max_length=16 tokens_per_step=64" ... ladder   # CPU, 1 min
 set -euo pipefail
 out=$(realpath -m "${1:?usage: scripts/perf_report.sh OUT_DIR [ladder] [targets] [profile] [tests]}")
 shift
@@ -33,7 +33,7 @@ mkdir -p "$out"
 for part in "${parts[@]}"; do
   case $part in
     ladder) bench -m bench_opt=$LADDER distill.kl_positions=masked results_file="$out/ladder.jsonl" ;;
-    targets) bench -m bench_opt=all seq_length=128,512 distill.kl_positions=masked,all \
+    targets) bench -m bench_opt=all max_length=128,512 distill.kl_positions=masked,all \
       results_file="$out/targets.jsonl" ;;
     profile) bench bench_opt=all distill.kl_positions=masked timed_steps=20 profile_file="$out/profile.txt" \
       results_file="$out/profile.jsonl" ;;

@@ -22,6 +22,8 @@ from transformers import (
     XLMRobertaConfig,
 )
 
+pytest_plugins = ["tests.model_fixtures"]  # tiny models, checkpoints, task folders and runs, as fixtures
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"  # the Hydra config tree
 
@@ -145,7 +147,17 @@ def assert_fill_mask_is_the_models_own(model_dir: Path, text: str) -> None:
 
 
 # files of end-to-end runs, run first
-LONG_RUNNING_FIRST = ("reliability", "scaling", "families", "evaluation", "test_train.py", "test_shared_demo.py")
+LONG_RUNNING_FIRST = (
+    "reliability",
+    "scaling",
+    "families",
+    "exporting",
+    "evaluation",
+    "tasks",
+    "test_train.py",
+    "test_shared_demo.py",
+    "test_ablation.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

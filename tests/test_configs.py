@@ -4,8 +4,8 @@ import pytest
 from hydra.utils import instantiate
 from transformers import BertConfig, ModernBertConfig, RobertaConfig, XLMRobertaConfig
 
-from distil.config_checks import check_distill_config, check_sequence_length, check_student_config
 from distil.modules.distillation import DistillationModule
+from distil.run.config_checks import check_distill_config, check_sequence_length, check_student_config
 from tests.conftest import CONF_DIR, compose_config, masked_batch, tiny_masked_lm
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -55,8 +55,8 @@ def test_an_extra_loss_term_in_the_config_reaches_the_objective():
     teacher = tiny_masked_lm()
     module = instantiate(cfg.distill)(teacher=teacher, student=instantiate(cfg.student)(teacher=teacher))
     assert [(term.name, term.weight) for term in module.logits_terms] == [
-        ("ce", 5.0),
-        ("mlm", 2.0),
+        ("kl", 5.0),
+        ("label", 2.0),
         ("reverse_kl", 0.5),
     ]
     assert "extra_terms" not in module.hparams  # functions stay out of the checkpoint's plain hyperparameters

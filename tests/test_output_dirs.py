@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from distil.output_dirs import MARKER_FILE, replace_output_dir
 from distil.run.folder_lock import FolderInUseError, FolderLock
+from distil.run.output_dirs import MARKER_FILE, replace_output_dir
 from tests.reliability.runs import file_digests
 
 

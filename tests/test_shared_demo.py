@@ -16,7 +16,7 @@ from transformers import AutoModelForMaskedLM
 from distil.evaluate import evaluate
 from distil.exporting.onnx_model import graph_input_names
 from tests.conftest import compose_config, run_cli, shared_assets_dir
-from tests.evaluation.conftest import FAST_SPEED
+from tests.model_fixtures import FAST_SPEED
 
 pytestmark = pytest.mark.shared
 SMALL_DATA = ["data.val_documents=5", "data.val_batch_size=8", "data.num_workers=0"]  # a few held-out rows

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
-from distil.comparison_table import format_percent, percent
+from distil.evaluation.tables import format_percent, percent
 from distil.run.folder_lock import FolderLock
 from distil.run.run_dir_lock import RUN_LOCK_FILE
 from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, run_cli, tiny_run_overrides
@@ -32,8 +32,8 @@ def test_two_step_run_logs_every_loss_term_and_held_out_metrics(tiny_run):
     train_rows = [r for r in rows if r.get("train/loss")]
     assert [int(r["step"]) for r in train_rows] == [0, 1]
     for row in train_rows:
-        terms = {k: float(row[f"train/loss_{k}"]) for k in ("ce", "mlm", "cos")}
-        weighted = 5.0 * terms["ce"] + 2.0 * terms["mlm"] + terms["cos"]
+        terms = {k: float(row[f"train/loss_{k}"]) for k in ("kl", "label", "cos")}
+        weighted = 5.0 * terms["kl"] + 2.0 * terms["label"] + terms["cos"]
         assert float(row["train/loss"]) == pytest.approx(weighted, rel=1e-4)
     assert [bool(r.get("train/tokens_per_s")) for r in train_rows] == [False, True]  # a rate needs two batches
     assert float(train_rows[1]["train/tokens_per_s"]) > 0

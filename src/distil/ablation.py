@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distil.comparison_table import format_comparison, format_percent, percent
+from distil.evaluation.tables import format_comparison, format_percent, percent
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def check_variants(variants: Mapping[str, Sequence[str]]) -> None:
         if name == TEACHER or not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"variants.{name}: the name must be letters, digits, - or _ and not {TEACHER!r}")
         if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
-            raise ValueError(f"variants.{name}={overrides!r}: give a list of overrides such as [distill.alpha_ce=0]")
+            raise ValueError(f"variants.{name}={overrides!r}: give a list of overrides such as [distill.alpha_kl=0]")
 
 
 def teacher_of_run(run_dir: Path) -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distil.comparison_table import format_comparison
-from distil.finetune import MODEL_DIR, REPORT_FILE, finetune_and_report
-from distil.quiet import quiet_third_party_output
+from distil.evaluation.tables import format_comparison
+from distil.run.quiet import quiet_third_party_output
+from distil.tasks.finetuning import MODEL_DIR, REPORT_FILE, finetune_and_report
 from distil.tasks.score_table import mean_and_std, run_values, score_rows
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ from omegaconf import DictConfig
 from distil.data.corpus import Corpus
 from distil.data.packing import concatenate_documents
 from distil.data.shard_writer import ShardWriter
-from distil.data.shards import FORMAT, TOKEN_COUNTS_FILE, VERSION, token_dtype, vocabulary_fingerprint, write_metadata
+from distil.data.shards import FORMAT, TOKEN_COUNTS_FILE, VERSION, token_dtype, write_metadata
 from distil.data.sources import resolve_sources
 from distil.data.text_rows import batched
 from distil.data.throughput import measure_shard_loader
-from distil.data.tokenization import TextEncoder, load_tokenizer
-from distil.output_dirs import replace_output_dir
+from distil.data.tokenization import TextEncoder, load_tokenizer, vocabulary_fingerprint
+from distil.run.output_dirs import replace_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def prepare(
     overwrite: bool = False,
     fallback_when_missing: str | None = None,
 ) -> dict:
-    """Writes the shard directory whole (a staging folder renamed into place when complete, `distil.output_dirs`:
+    """Writes the shard directory whole (a staging folder renamed into place when complete, `distil.run.output_dirs`:
     an earlier shard directory is replaced, any other non-empty folder refused unless `overwrite`); returns its
     metadata (with `tokens_per_second` of the tokenization)."""
     if num_proc < 1 or documents_per_chunk < 1:

@@ -2,7 +2,7 @@
 
 compose (the run directory locked: `distil.run.run_dir_lock`) -> validate (no weights loaded yet) -> data, teacher,
 student, module, trainer -> fit -> export student/.
-The checkpoint to resume from is chosen and checked first (`distil.resume`: one run per folder), its student is
+The checkpoint to resume from is chosen and checked first (`distil.run.resume`: one run per folder), its student is
 compared with the one the config builds before training, and the run's checkpoint folder is tidied just before fit.
 """
 
@@ -19,24 +19,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distil.callbacks.run_config import RunConfigInCheckpoint
-from distil.checkpoint_io import AtomicCheckpointIO, check_free_space
-from distil.comparison_table import format_comparison, format_percent, percent
-from distil.config_checks import (
+from distil.evaluation.tables import format_comparison, format_percent, percent
+from distil.exporting.hf_model import save_model_folder, stored_dtype
+from distil.modules.teacher import load_teacher_config
+from distil.run.callbacks.run_config import RunConfigInCheckpoint
+from distil.run.checkpoint_io import AtomicCheckpointIO, check_free_space
+from distil.run.config_checks import (
     check_distill_config,
     check_sequence_length,
     check_student_config,
     check_trainer_config,
     check_vocabulary,
 )
-from distil.distributed_launch import pinned_job
-from distil.exporting.hf_model import save_model_folder, stored_dtype
-from distil.modules.teacher import load_teacher_config
-from distil.output_dirs import replace_output_dir
-from distil.quiet import quiet_third_party_output
-from distil.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
 from distil.run.extras import check_sweeper_installed
-from distil.wandb_run import finished_wandb_run, log_run_config
+from distil.run.launch import pinned_job
+from distil.run.output_dirs import replace_output_dir
+from distil.run.quiet import quiet_third_party_output
+from distil.run.resume import check_resumed_student, resolve_ckpt_path, run_checkpoint_dir, tidy_checkpoint_folder
+from distil.run.wandb_run import finished_wandb_run, log_run_config
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def export_student(student, tokenizer, out_dir: Path, dtype: str) -> None:
     """Write the student in Hugging Face format (config, weights in `dtype`, tokenizer) to the run's own `student/`
-    folder, whole, replacing an earlier export (`distil.output_dirs`)."""
+    folder, whole, replacing an earlier export (`distil.run.output_dirs`)."""
 
     def write(directory: Path) -> None:
         save_model_folder(student, tokenizer, directory, dtype)

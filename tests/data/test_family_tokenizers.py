@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from distil.config_checks import check_vocabulary
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
 from distil.data.sources import LocalFiles
+from distil.run.config_checks import check_vocabulary
 from tests.conftest import FAMILY_TYPES
 from tests.tiny_assets import family_tokenizer, training_text
 

@@ -14,7 +14,7 @@ def test_documents_are_joined_by_sep():
 
 def test_rows_are_framed_full_and_the_tail_is_dropped():
     flat = concatenate_documents([[10, 11, 12], [20], [30, 31]], SEP)  # 9 tokens
-    rows = pack_rows(flat, row_length=5, cls_id=CLS, sep_id=SEP)  # 3 content tokens per row
+    rows = pack_rows(flat, max_length=5, cls_id=CLS, sep_id=SEP)  # 3 content tokens per row
     assert rows.dtype == np.int64
     assert rows.tolist() == [
         [CLS, 10, 11, 12, SEP],
@@ -25,4 +25,4 @@ def test_rows_are_framed_full_and_the_tail_is_dropped():
 
 
 def test_fewer_tokens_than_a_row_give_no_row():
-    assert pack_rows(np.arange(5), row_length=8, cls_id=CLS, sep_id=SEP).shape == (0, 8)
+    assert pack_rows(np.arange(5), max_length=8, cls_id=CLS, sep_id=SEP).shape == (0, 8)

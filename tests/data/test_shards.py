@@ -25,9 +25,9 @@ from distil.data.shard_writer import ShardWriter
 from distil.data.shards import read_metadata, token_dtype
 from distil.data.sources import LocalFiles
 from distil.data.throughput import measure_tokens_per_second
-from distil.output_dirs import MARKER_FILE
 from distil.prepare import prepare
 from distil.run.folder_lock import FolderInUseError, FolderLock
+from distil.run.output_dirs import MARKER_FILE
 from tests.data.conftest import WORDS, random_documents, write_text_file, write_tokenizer
 from tests.reliability.runs import file_digests
 

@@ -9,16 +9,14 @@ from hydra.utils import instantiate
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distil import evaluate as evaluate_module
-from distil.comparison_table import format_comparison
-from distil.evaluate import (
-    evaluate,
-    report_rows,
-    speed_devices,
-    timed_forward,
-)
+from distil.evaluate import evaluate
+from distil.evaluation.report import report_rows
+from distil.evaluation.speed import timed_forward
+from distil.evaluation.tables import format_comparison
 from distil.modules.student import build_student
+from distil.run.devices import present_devices
 from tests.conftest import compose_config, tiny_data_overrides
-from tests.evaluation.conftest import FAST_SPEED, save_with_tokenizer
+from tests.model_fixtures import FAST_SPEED, save_with_tokenizer
 
 
 def evaluate_config(tmp_path, student, teacher, corpus_dir, *extra):
@@ -144,7 +142,7 @@ def test_a_teacher_folder_without_tokenizer_files_is_named_before_scoring(
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without a GPU")
 def test_cuda_timing_is_dropped_without_a_gpu():
-    assert speed_devices(["cpu", "cuda"]) == [torch.device("cpu")]
+    assert present_devices(["cpu", "cuda"], "speed.devices") == [torch.device("cpu")]
 
 
 def test_timed_forward_is_the_encoder_unless_the_head_is_asked_for(fresh_teacher_dir):

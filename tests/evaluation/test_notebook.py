@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from distil.comparison_table import format_comparison
 from distil.evaluate import report_rows
+from distil.evaluation.tables import format_comparison
 from tests.conftest import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore_run.ipynb"

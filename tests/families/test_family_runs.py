@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 from distil.evaluate import evaluate
 from distil.export import export_checkpoint
 from tests.conftest import assert_fill_mask_is_the_models_own, compose_config, tiny_data_overrides
-from tests.evaluation.conftest import FAST_SPEED
+from tests.model_fixtures import FAST_SPEED
 from tests.reliability.runs import MAX_STEPS, run_in_dir, start_in_dir, tiny_overrides, train_losses
 from tests.tiny_assets import write_tiny_teacher
 

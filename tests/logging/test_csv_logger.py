@@ -2,7 +2,7 @@
 
 import csv
 
-from distil.csv_logger import AppendingCSVLogger
+from distil.run.csv_logger import AppendingCSVLogger
 
 
 def read_rows(path):

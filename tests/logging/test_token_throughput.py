@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distil.callbacks import token_throughput
-from distil.callbacks.token_throughput import TokenThroughput
+from distil.run.callbacks import token_throughput
+from distil.run.callbacks.token_throughput import TokenThroughput
 
 
 class LogRecorder:

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import get_scheduler
 
-from distil.callbacks.progress_bar import StepProgressBar
+from distil.run.callbacks.progress_bar import StepProgressBar
 from tests.conftest import masked_batch
 from tests.modules.test_distillation import make_module
 

@@ -33,8 +33,8 @@ def reference_losses(module: DistillationModule, batch, kl_positions: str) -> di
     kl_rows = real if kl_positions == "all" else masked
     temperature = module.hparams.temperature
     return {
-        "ce": soft_target_loss(s_out.logits[kl_rows], t_out.logits[kl_rows], temperature).mean().item(),
-        "mlm": mlm_loss(s_out.logits[masked], batch["labels"][masked]).mean().item(),
+        "kl": soft_target_loss(s_out.logits[kl_rows], t_out.logits[kl_rows], temperature).mean().item(),
+        "label": mlm_loss(s_out.logits[masked], batch["labels"][masked]).mean().item(),
         "cos": cosine_hidden_loss(s_out.hidden_states[-1][real], t_out.hidden_states[-1][real]).mean().item(),
     }
 
@@ -46,25 +46,25 @@ def test_losses_equal_full_logits_reference(kl_positions):
     with torch.no_grad():
         losses = module.distillation_losses(batch)
     expected = reference_losses(module, batch, kl_positions)
-    for name in ("ce", "mlm", "cos"):
+    for name in ("kl", "label", "cos"):
         assert losses[name].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
-    weighted = 5.0 * expected["ce"] + 2.0 * expected["mlm"] + 1.0 * expected["cos"]
+    weighted = 5.0 * expected["kl"] + 2.0 * expected["label"] + 1.0 * expected["cos"]
     assert losses["loss"].item() == pytest.approx(weighted, rel=1e-5)
     assert "mse" not in losses  # alpha_mse = 0: not computed
 
 
 def test_kl_positions_change_the_soft_target_term():
     batch = masked_batch()
-    all_positions = make_module(kl_positions="all").eval().distillation_losses(batch)["ce"]
-    masked_only = make_module(kl_positions="masked").eval().distillation_losses(batch)["ce"]
+    all_positions = make_module(kl_positions="all").eval().distillation_losses(batch)["kl"]
+    masked_only = make_module(kl_positions="masked").eval().distillation_losses(batch)["kl"]
     assert not torch.isclose(all_positions, masked_only)
 
 
 def test_zero_alpha_terms_are_left_out_of_the_sum():
-    module = make_module(alpha_ce=0.0, alpha_mlm=1.0, alpha_cos=0.0).eval()
+    module = make_module(alpha_kl=0.0, alpha_label=1.0, alpha_cos=0.0).eval()
     losses = module.distillation_losses(masked_batch())
-    assert "ce" not in losses
-    assert losses["loss"].item() == pytest.approx(losses["mlm"].item())
+    assert "kl" not in losses
+    assert losses["loss"].item() == pytest.approx(losses["label"].item())
 
 
 def test_teacher_frozen_in_eval_mode_and_unchanged_by_training():
@@ -107,9 +107,9 @@ def test_checkpoint_leaves_out_the_teacher_and_restores_strictly():
         ({"temperature": -1.0}, r"distill.temperature=-1.0"),
         ({"temperature": float("inf")}, r"distill.temperature=inf is not allowed: it must be a finite number > 0"),
         ({"temperature": "abc"}, r"distill.temperature='abc' is not allowed: it must be a finite number > 0"),
-        ({"alpha_ce": -0.5}, r"distill.alpha_ce=-0.5 is not allowed: loss weights must be finite numbers >= 0"),
+        ({"alpha_kl": -0.5}, r"distill.alpha_kl=-0.5 is not allowed: loss weights must be finite numbers >= 0"),
         ({"alpha_cos": float("nan")}, r"distill.alpha_cos=nan is not allowed"),
-        ({"alpha_ce": 0.0, "alpha_mlm": 0.0, "alpha_cos": 0.0}, r"loss weights are all zero"),
+        ({"alpha_kl": 0.0, "alpha_label": 0.0, "alpha_cos": 0.0}, r"loss weights are all zero"),
         ({"kl_positions": "some"}, r"distill.kl_positions='some' is not allowed"),
         ({"warmup_fraction": 1.0}, r"distill.warmup_fraction=1.0 is not allowed: a number in \[0, 1\)"),
     ],

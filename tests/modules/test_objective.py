@@ -8,10 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from distil.modules.distillation import DistillationModule
-from distil.modules.objective import LogitsTerm, weighted_logits_loss
+from distil.modules.objective import (
+    OBJECTIVE_KEYS,
+    RENAMED_KEYS,
+    TERMS,
+    LogitsTerm,
+    objective_weights,
+    weighted_logits_loss,
+)
 from distil.modules.student import build_student
 from distil.perf.step_speed import StepSpeed
-from tests.conftest import masked_batch, tiny_masked_lm
+from tests.conftest import compose_config, masked_batch, tiny_masked_lm
 
 
 def reverse_kl(student_logits, teacher_logits, labels):
@@ -59,7 +66,7 @@ def test_a_new_term_trains_equally_through_the_plain_and_the_chunked_path(kl_pos
             losses.append(module.distillation_losses(batch))
             optimizer.zero_grad()
             losses[-1]["loss"].backward()
-        for name in ("reverse_kl", "ce", "mlm", "cos", "loss"):
+        for name in ("reverse_kl", "kl", "label", "cos", "loss"):
             assert losses[1][name].item() == pytest.approx(losses[0][name].item(), rel=1e-5), (step, name)
         for (name, got), expected in zip(chunked.student.named_parameters(), plain.student.parameters()):
             torch.testing.assert_close(got.grad, expected.grad, rtol=1e-4, atol=1e-6, msg=f"step {step}: {name}")
@@ -69,7 +76,7 @@ def test_a_new_term_trains_equally_through_the_plain_and_the_chunked_path(kl_pos
 
 
 def test_the_new_term_is_its_weighted_mean_over_the_kl_rows():
-    module = make_module(None, kl_positions="all", alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=0.0).eval()
+    module = make_module(None, kl_positions="all", alpha_kl=0.0, alpha_label=0.0, alpha_cos=0.0).eval()
     batch = masked_batch()
     with torch.no_grad():
         losses = module.distillation_losses(batch)
@@ -79,3 +86,33 @@ def test_the_new_term_is_its_weighted_mean_over_the_kl_rows():
     assert set(losses) == {"reverse_kl", "cos", "loss"}
     assert losses["reverse_kl"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert losses["loss"].item() == pytest.approx(1.5 * expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("section", "old", "new"),
+    [
+        ("distill", "alpha_ce", "alpha_kl"),
+        ("distill", "alpha_mlm", "alpha_label"),
+        ("task_distillation", "alpha_soft", "alpha_kl"),
+        ("task_distillation", "alpha_hard", "alpha_label"),
+        ("task_distillation", "alpha_hidden", "alpha_cos"),
+    ],
+)
+def test_a_key_of_the_previous_release_is_taken_under_its_new_name_with_a_warning(section, old, new):
+    config = "train" if section == "distill" else "finetune"
+    cfg = compose_config(config, f"{section}.{old}=0.25", *(["model=x"] if config == "finetune" else []))
+    weights = {key: cfg[section][key] for key in (*OBJECTIVE_KEYS, *RENAMED_KEYS) if key in cfg[section]}
+    with pytest.warns(FutureWarning, match=rf"{section}.{old} is renamed {section}.{new} .* this run uses {new}=0.25"):
+        built = objective_weights(section, **weights)
+    assert built.weight(new.removeprefix("alpha_")) == 0.25
+
+
+def test_both_entry_points_name_the_terms_alike():
+    """Pretraining and task distillation weigh and log the same terms under the same names."""
+    train, finetune = compose_config("train").distill, compose_config("finetune", "model=x").task_distillation
+    assert {key for key in train if key.startswith("alpha_")} >= {f"alpha_{name}" for name in TERMS}
+    assert {key for key in finetune if key.startswith("alpha_")} - set(RENAMED_KEYS) == {
+        "alpha_kl",
+        "alpha_label",
+        "alpha_cos",
+    }

@@ -8,7 +8,7 @@ import sys
 import pytest
 from transformers import BertConfig
 
-from distil.perf.bench import SyntheticBatches, masked_count, model_flops_per_step, run_setting
+from distil.perf.bench import MASK_ID, SyntheticBatches, masked_count, model_flops_per_step, run_setting, teacher_config
 from tests.conftest import REPO_ROOT, compose_config
 
 TINY = [
@@ -16,7 +16,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "warmup_steps=1",
     "timed_steps=2",
-    "seq_length=16",
+    "max_length=16",
     "tokens_per_step=64",
     "count_syncs=false",
 ]
@@ -38,12 +38,12 @@ def test_bert_base_flops_per_token_match_the_issue():
 
 
 def test_synthetic_batches_mask_exactly_the_collator_count():
-    batch = next(iter(SyntheticBatches(batch_size=4, seq_length=16, vocab_size=1100, mlm_probability=0.15)))
+    batch = next(iter(SyntheticBatches(batch_size=4, max_length=16, vocab_size=1100, mlm_probability=0.15)))
     masked = batch["labels"] != -100
     assert int(masked.sum()) == masked_count(4, 16, 0.15) == 9
     assert not masked[:, 0].any() and not masked[:, -1].any()  # never [CLS] or [SEP]
     assert batch["attention_mask"].all()
-    assert bool((batch["input_ids"][masked] == 103).any())  # most masked positions show [MASK]
+    assert bool((batch["input_ids"][masked] == MASK_ID).any())  # most masked positions show [MASK]
 
 
 @pytest.mark.parametrize("opt", ["reference", "fused_adamw"])
@@ -51,15 +51,27 @@ def test_tiny_cpu_setting_reports_throughput(opt, tmp_path):
     curve = tmp_path / "curve.json"
     result = run_setting(bench_config([*TINY, f"bench_opt={opt}", f"loss_curve_file={curve}"]))
     assert result["setting"] == opt and result["device"] == "cpu" and result["compile"] is False
-    assert (result["batch_size"], result["seq_length"]) == (4, 16)
+    assert (result["batch_size"], result["max_length"]) == (4, 16)
     assert result["tokens_per_s"] == pytest.approx(64 * 1000 / result["step_ms"], rel=0.03)  # 64 tokens a step
-    flops = model_flops_per_step(BertConfig(**bench_config(TINY).bench_model), 1, 4, 16, masked_count(4, 16, 0.15))
+    flops = model_flops_per_step(teacher_config(bench_config(TINY).bench_model), 1, 4, 16, masked_count(4, 16, 0.15))
     assert result["model_tflop_per_step"] == pytest.approx(flops / 1e12, abs=5e-4)
     achieved = flops / (result["step_ms"] / 1000) / 1e12  # the step's model FLOPs over its measured time
     assert result["achieved_tflops"] == pytest.approx(achieved, rel=0.05, abs=0.06)
     assert result["mfu"] == pytest.approx(result["achieved_tflops"] / 989.0, rel=0.05, abs=1e-4)
     losses = json.loads(curve.read_text())["losses"]
     assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "modernbert"])
+def test_any_family_benches_with_the_objectives_extra_terms(model_type):
+    loss = "{_target_:tests.modules.test_objective.reverse_kl,_partial_:true}"
+    term = f"{{_target_:distil.modules.objective.LogitsTerm,name:reverse_kl,weight:0.5,loss:{loss}}}"
+    settings = [*TINY, "bench_opt=reference", f"bench_model.model_type={model_type}", f"distill.extra_terms=[{term}]"]
+    result = run_setting(bench_config(settings))
+    assert result["loss_terms"] == ["kl", "label", "reverse_kl", "cos"]
+    assert result["tokens_per_s"] > 0 and math.isfinite(result["final_loss"])
+    with pytest.raises(ValueError, match="bench_model: the teacher's model_type is 'gpt2'"):
+        teacher_config(bench_config([*TINY, "bench_model.model_type=gpt2"]).bench_model)
 
 
 def test_command_line_prints_one_json_line(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distil.modules.objective import distilbert_terms, weighted_logits_loss
+from distil.modules.objective import ObjectiveWeights, logits_terms, weighted_logits_loss
 from distil.perf.chunked_vocab_loss import chunked_logits_loss
 
 ROWS, HIDDEN, VOCAB = 37, 16, 50
@@ -27,8 +27,9 @@ def random_inputs(seed: int, dtype=torch.float32):
     return student, teacher, labels
 
 
-def objective_of(alpha_ce: float, alpha_mlm: float, alpha_mse: float, temperature: float = 2.5):
-    terms = [term for term in distilbert_terms(temperature, alpha_ce, alpha_mlm, alpha_mse) if term.weight]
+def objective_of(alpha_kl: float, alpha_label: float, alpha_mse: float, temperature: float = 2.5):
+    weights = ObjectiveWeights(temperature, alpha_kl=alpha_kl, alpha_label=alpha_label, alpha_mse=alpha_mse)
+    terms = [term for term in logits_terms(weights) if term.weight]
     return functools.partial(weighted_logits_loss, terms)
 
 
@@ -43,10 +44,10 @@ def chunked(student, teacher, labels, objective, chunk_rows):
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 8, 37, 100])
-@pytest.mark.parametrize(("alpha_ce", "alpha_mlm", "alpha_mse"), [(5.0, 2.0, 0.0), (0.0, 1.0, 0.0), (1.0, 0.5, 0.3)])
-def test_values_and_gradients_equal_the_objective_on_all_logits(chunk_rows, alpha_ce, alpha_mlm, alpha_mse):
+@pytest.mark.parametrize(("alpha_kl", "alpha_label", "alpha_mse"), [(5.0, 2.0, 0.0), (0.0, 1.0, 0.0), (1.0, 0.5, 0.3)])
+def test_values_and_gradients_equal_the_objective_on_all_logits(chunk_rows, alpha_kl, alpha_label, alpha_mse):
     student, teacher, labels = random_inputs(seed=chunk_rows)
-    objective = objective_of(alpha_ce, alpha_mlm, alpha_mse)
+    objective = objective_of(alpha_kl, alpha_label, alpha_mse)
     total, contributions = chunked(student, teacher, labels, objective, chunk_rows)
     grads = torch.autograd.grad(3.0 * total, student)
 

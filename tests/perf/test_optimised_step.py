@@ -33,9 +33,9 @@ def test_fast_step_losses_equal_full_logits_reference(model_type, kl_positions, 
     with torch.no_grad():
         losses = module.distillation_losses(batch, RowIndex.of(batch))
     expected = reference_losses(module, batch, kl_positions)
-    for name in ("ce", "mlm", "cos"):
+    for name in ("kl", "label", "cos"):
         assert losses[name].item() == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
-    weighted = 5.0 * expected["ce"] + 2.0 * expected["mlm"] + 1.0 * expected["cos"]
+    weighted = 5.0 * expected["kl"] + 2.0 * expected["label"] + 1.0 * expected["cos"]
     assert losses["loss"].item() == pytest.approx(weighted, rel=1e-5)
 
 
@@ -103,7 +103,7 @@ def test_compiled_step_equals_eager(model_type, monkeypatch):
     for batch in (masked_batch(seed=4), full_rows_batch(seed=5)):
         with torch.no_grad():
             got, expected = compiled.distillation_losses(batch), eager.distillation_losses(batch)
-        for name in ("ce", "mlm", "cos", "loss"):
+        for name in ("kl", "label", "cos", "loss"):
             assert got[name].item() == pytest.approx(expected[name].item(), rel=1e-5), name
         got_grads, expected_grads = student_gradients(compiled, batch), student_gradients(eager, batch)
         for name, grad in expected_grads.items():

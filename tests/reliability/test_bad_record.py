@@ -9,7 +9,7 @@ import random
 import pytest
 from hydra.errors import InstantiationException
 
-from distil.checkpoint_io import read_checkpoint
+from distil.run.checkpoint_io import read_checkpoint
 from distil.train import train
 from tests.reliability.runs import run_in_dir, train_losses
 from tests.reliability.test_config_checks import compose_tiny

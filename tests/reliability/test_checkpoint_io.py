@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from distil import checkpoint_io
-from distil.checkpoint_io import AtomicCheckpointIO, CheckpointError, atomic_torch_save, atomic_write, read_checkpoint
+from distil.run import checkpoint_io
+from distil.run.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write,
+    read_checkpoint,
+)
 from distil.train import train
 from tests.reliability.test_config_checks import compose_tiny
 

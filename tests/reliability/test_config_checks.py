@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hydra.errors import InstantiationException
 
-from distil import config_checks
 from distil.modules import teacher as teacher_module
+from distil.run import config_checks, devices
 from distil.train import train
 from tests.conftest import compose_config, tiny_data_overrides
 
@@ -23,8 +23,11 @@ BAD_CONFIGS = [
     (["distill.speed.vocab_chunk_rows=0"], ["distill.speed.vocab_chunk_rows=0", "null or an integer >= 1"]),
     (["distill.speed.teacher_dtype=float16"], ["distill.speed.teacher_dtype='float16'", "float32"]),
     (["distill.warmup_fraction=1.5"], ["distill.warmup_fraction=1.5", "[0, 1)"]),
-    (["distill.alpha_mlm=-1"], ["distill.alpha_mlm=-1", ">= 0"]),
-    (["distill.alpha_ce=0", "distill.alpha_mlm=0", "distill.alpha_cos=0", "distill.alpha_mse=0"], ["all zero", "> 0"]),
+    (["distill.alpha_label=-1"], ["distill.alpha_label=-1", ">= 0"]),
+    (
+        ["distill.alpha_kl=0", "distill.alpha_label=0", "distill.alpha_cos=0", "distill.alpha_mse=0"],
+        ["all zero", "> 0"],
+    ),
     (["student.num_layers=0"], ["student.num_layers=0", "1..4"]),
     (["student.num_layers=5"], ["student.num_layers=5", "1..4"]),
     (["student.num_layers=2", "student.layer_map=[0,4]"], ["student.layer_map=[0, 4]", "0..3"]),
@@ -109,7 +112,7 @@ def test_a_teacher_config_larger_than_memory_is_refused_before_any_weights_load(
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_refused(tiny_teacher_dir, tiny_corpus_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(config_checks, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
     cfg = compose_tiny(tiny_teacher_dir, tiny_corpus_dir, tmp_path, "trainer.precision=bf16-mixed")
     with pytest.raises(ValueError, match=r"trainer.precision='bf16-mixed' needs native bf16 on the CPU.*use 32-true"):
         config_checks.check_trainer_config(cfg)
@@ -117,22 +120,22 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused(tiny_teacher_dir, tiny_cor
 
 @pytest.mark.parametrize("precision", ["32-true", "32", 32, "bf16-mixed"])
 def test_supported_cpu_precisions_pass(precision, monkeypatch):
-    monkeypatch.setattr(config_checks, "cpu_supports_bf16", lambda: True)
-    config_checks.check_precision(precision, "cpu")
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: True)
+    devices.check_precision(precision, "cpu")
 
 
 def test_a_gpu_accelerator_without_a_visible_gpu_is_refused(monkeypatch):
-    monkeypatch.setattr(config_checks.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="trainer.accelerator='gpu' but no CUDA GPU is visible"):
-        config_checks.check_precision("bf16-mixed", "gpu")
+        devices.check_precision("bf16-mixed", "gpu")
 
 
 def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch):
-    cuda = config_checks.torch.cuda
+    cuda = devices.torch.cuda
     monkeypatch.setattr(cuda, "is_available", lambda: True)
     monkeypatch.setattr(cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(cuda, "get_device_capability", lambda: (7, 0))
     monkeypatch.setattr(cuda, "get_device_name", lambda: "Tesla V100")
     with pytest.raises(ValueError, match=r"trainer.precision='bf16-mixed' needs a GPU with bf16.*V100 has 7.0"):
-        config_checks.check_precision("bf16-mixed", "gpu")
-    config_checks.check_precision("16-mixed", "gpu")
+        devices.check_precision("bf16-mixed", "gpu")
+    devices.check_precision("16-mixed", "gpu")

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from distil.resume import find_resume_checkpoint
+from distil.run.resume import find_resume_checkpoint
 from tests.conftest import compose_config, tiny_run_overrides
 from tests.reliability.runs import MAX_STEPS, run_in_dir, train_losses
 

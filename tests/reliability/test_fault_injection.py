@@ -15,9 +15,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
-from distil.checkpoint_io import CheckpointError, atomic_torch_save, read_checkpoint
-from distil.resume import find_resume_checkpoint
+from distil.run.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from distil.run.checkpoint_io import CheckpointError, atomic_torch_save, read_checkpoint
+from distil.run.resume import find_resume_checkpoint
 from distil.train import train
 from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, file_digests, run_in_dir, train_losses
 from tests.reliability.test_checkpoint_io import corrupt, lightning_like

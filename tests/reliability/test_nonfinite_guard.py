@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distil.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
 from distil.modules.distillation import DistillationModule
+from distil.run.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
 from distil.train import train
 from tests.reliability.test_config_checks import compose_tiny
 from tests.reliability.toy import OnStep, ToyRegression, WeightsPerStep, toy_loader, toy_trainer

@@ -9,8 +9,8 @@ import signal
 import pytest
 import torch
 
-from distil.callbacks import preemption
-from distil.callbacks.preemption import Preempted, PreemptionCheckpoint
+from distil.run.callbacks import preemption
+from distil.run.callbacks.preemption import Preempted, PreemptionCheckpoint
 from tests.reliability.runs import CHECKPOINT_EVERY, MAX_STEPS, train_losses
 from tests.reliability.toy import OnStep, ToyRegression, toy_loader, toy_trainer
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from distil.checkpoint_io import CheckpointError, atomic_torch_save, peek_checkpoint
-from distil.resume import (
+from distil.run.checkpoint_io import CheckpointError, atomic_torch_save, peek_checkpoint
+from distil.run.resume import (
     check_resumed_student,
     find_resume_checkpoint,
     resolve_ckpt_path,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from distil.checkpoint_io import peek_checkpoint
-from distil.resume import tidy_checkpoint_folder
+from distil.run.checkpoint_io import peek_checkpoint
+from distil.run.resume import tidy_checkpoint_folder
 from tests.conftest import compose_config
 from tests.reliability.toy import ToyRegression, toy_loader, toy_trainer
 

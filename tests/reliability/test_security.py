@@ -12,12 +12,12 @@ import pytest
 import torch
 import transformers.dynamic_module_utils
 
-from distil.callbacks.run_config import REDACTED, redact_secrets
-from distil.checkpoint_io import CheckpointError, read_checkpoint
 from distil.data.datamodule import CorpusDataModule
 from distil.data.sources import LocalFiles
 from distil.data.tokenization import load_tokenizer
 from distil.modules.teacher import load_teacher, load_teacher_config
+from distil.run.callbacks.run_config import REDACTED, redact_secrets
+from distil.run.checkpoint_io import CheckpointError, read_checkpoint
 from tests.reliability.conftest import WANDB_KEY_SENTINEL
 
 SRC_DIR = Path(__file__).resolve().parents[2] / "src" / "distil"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from distil.checkpoint_io import AtomicCheckpointIO
+from distil.run.checkpoint_io import AtomicCheckpointIO
 
 
 class ToyRegression(pl.LightningModule):

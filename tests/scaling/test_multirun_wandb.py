@@ -69,6 +69,6 @@ def test_summaries_hold_the_final_metrics(multirun):
         summary = wandb_files.summary(wandb_files.offline_runs(multirun / job)[0])
         logged = last_csv_values(multirun / job)
         assert summary["trainer/global_step"] == 1  # the last of the 2 optimizer steps (steps count from 0)
-        for key in ("train/loss", "train/loss_ce", "val/student_mlm_loss", "val/student_mlm_acc", "val/top1_agreement"):
+        for key in ("train/loss", "train/loss_kl", "val/student_mlm_loss", "val/student_mlm_acc", "val/top1_agreement"):
             assert summary[key] == pytest.approx(logged[key], rel=1e-6), key
         assert 0.0 <= summary["val/student_mlm_acc"] <= 1.0 and summary["val/student_mlm_loss"] > 0.0

@@ -63,7 +63,7 @@ def test_grid_search_space_names_existing_keys():
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
     assert {name: str(values) for name, values in params.items()} == {
         "distill.temperature": "1.0,2.0,4.0,8.0",
-        "distill.alpha_ce": "2.0,5.0",
+        "distill.alpha_kl": "2.0,5.0",
         "distill.optimizer.lr": "1.0e-4,5.0e-4",
     }
     for name in params:
@@ -84,8 +84,8 @@ def test_optuna_search_space_names_existing_keys():
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize" and sweeper.n_trials == 24
     assert set(sweeper.params) == {
         "distill.temperature",
-        "distill.alpha_ce",
-        "distill.alpha_mlm",
+        "distill.alpha_kl",
+        "distill.alpha_label",
         "distill.alpha_cos",
         "distill.optimizer.lr",
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distil import wandb_run
+from distil.run import wandb_run
 from tests.scaling import wandb_files
 
 

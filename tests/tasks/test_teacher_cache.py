@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from distil.output_dirs import umask
+from distil.run.output_dirs import umask
 from distil.tasks.batches import Collator
 from distil.tasks.teacher_cache import fingerprint, run_teacher, teacher_outputs
 from tests.conftest import tiny_config

@@ -15,13 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distil.data.masking import MaskingCollator
-
-
-def seeded_generator(*numbers: int) -> torch.Generator:
-    """A torch generator whose seed is a hash of the numbers (independent streams for different tuples)."""
-    seed = int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
+from distil.data.masking import MaskingCollator, seeded_generator
 
 
 class BatchStream(IterableDataset):

@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
+from distil.modules.losses import IGNORE_INDEX
 from distil.value_checks import is_number
 
-IGNORE_INDEX = -100
 REPLACEMENT_PROBABILITIES = (0.8, 0.1, 0.1)  # [MASK], random token, unchanged
 
 
@@ -31,6 +31,12 @@ def check_mask_probability(mlm_probability: float) -> None:
         )
 
 
+def seeded_generator(*numbers: int) -> torch.Generator:
+    """A torch generator whose seed is a hash of the numbers (independent streams for different tuples)."""
+    seed = int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
 class MaskingCollator:
     """Turns rows of token ids into a masked-LM batch: input_ids, attention_mask, labels (all int64, (B, L))."""
 
@@ -40,7 +46,7 @@ class MaskingCollator:
         mask_id: int,
         pad_id: int,
         special_ids: list[int],
-        row_length: int,
+        max_length: int,
         mlm_probability: float = 0.15,
         mlm_smoothing: float | None = None,
         token_counts: np.ndarray | None = None,
@@ -62,7 +68,7 @@ class MaskingCollator:
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.pad_id = pad_id
-        self.row_length = row_length
+        self.max_length = max_length
         self.mlm_probability = mlm_probability
         is_special = torch.zeros(vocab_size, dtype=torch.bool)
         is_special[torch.tensor(sorted(set(special_ids)), dtype=torch.long)] = True
@@ -75,24 +81,24 @@ class MaskingCollator:
         self.replacement_probabilities = torch.tensor(REPLACEMENT_PROBABILITIES)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, row_length: int, **kwargs) -> MaskingCollator:
+    def from_tokenizer(cls, tokenizer, max_length: int, **kwargs) -> MaskingCollator:
         return cls(
             vocab_size=len(tokenizer),
             mask_id=tokenizer.mask_token_id,
             pad_id=tokenizer.pad_token_id,
             special_ids=list(tokenizer.all_special_ids),
-            row_length=row_length,
+            max_length=max_length,
             **kwargs,
         )
 
     def pad(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows stacked into (B, row_length) ids and attention mask; rows shorter than row_length are padded."""
-        if all(len(row) == self.row_length for row in rows):
+        """Rows stacked into (B, max_length) ids and attention mask; rows shorter than max_length are padded."""
+        if all(len(row) == self.max_length for row in rows):
             return torch.from_numpy(np.stack(rows).astype(np.int64, copy=False)), torch.ones(
-                (len(rows), self.row_length), dtype=torch.long
+                (len(rows), self.max_length), dtype=torch.long
             )
-        input_ids = torch.full((len(rows), self.row_length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), self.row_length), dtype=torch.long)
+        input_ids = torch.full((len(rows), self.max_length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), self.max_length), dtype=torch.long)
         for i, row in enumerate(rows):
             input_ids[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
             attention_mask[i, : len(row)] = 1

@@ -24,20 +24,20 @@ class ShardRows:
     initial_position: Position = (0, 0)
 
     def __init__(
-        self, directory: str, metadata: dict, row_length: int, cls_id: int, sep_id: int, shuffle: bool, seed: int
+        self, directory: str, metadata: dict, max_length: int, cls_id: int, sep_id: int, shuffle: bool, seed: int
     ) -> None:
         self.directory = directory
         self.metadata = metadata
-        self.row_length = row_length
+        self.max_length = max_length
         self.cls_id = cls_id
         self.sep_id = sep_id
         self.shuffle = shuffle
         self.seed = seed
-        self.num_rows = metadata["splits"]["train"]["tokens"] // (row_length - 2)
+        self.num_rows = metadata["splits"]["train"]["tokens"] // (max_length - 2)
         if self.num_rows == 0:
             raise ValueError(
                 f"shards in {directory} hold {metadata['splits']['train']['tokens']} training tokens, "
-                f"less than one row of max_length={row_length}"
+                f"less than one row of max_length={max_length}"
             )
         self.shards: list[np.ndarray] | None = None  # memory maps, opened in the process that reads them
 
@@ -53,10 +53,10 @@ class ShardRows:
         return np.random.default_rng([self.seed, pass_index]).permutation(self.num_rows)
 
     def read_rows(self, row_indices: np.ndarray) -> np.ndarray:
-        """Rows (n, row_length) int64 for global row indices."""
+        """Rows (n, max_length) int64 for global row indices."""
         shards, starts = self.open()
-        content = self.row_length - 2
-        rows = np.empty((len(row_indices), self.row_length), dtype=np.int64)
+        content = self.max_length - 2
+        rows = np.empty((len(row_indices), self.max_length), dtype=np.int64)
         rows[:, 0] = self.cls_id
         rows[:, -1] = self.sep_id
         for i, row_index in enumerate(row_indices):
@@ -79,7 +79,7 @@ class ShardRows:
         if self.num_rows < num_slots:
             raise RuntimeError(
                 f"reader slot {slot} of {num_slots} (ranks x dataloader workers) gets no row: shards "
-                f"hold only {self.num_rows} rows of {self.row_length} tokens; lower num_workers"
+                f"hold only {self.num_rows} rows of {self.max_length} tokens; lower num_workers"
             )
         chunk = 256
         for pass_index in itertools.count(start[0]):

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distil.data.tokenization import vocabulary_fingerprint
+
 log = logging.getLogger(__name__)
 
 FORMAT = "distil-token-shards"
@@ -41,12 +43,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     if vocab_size > 2**32:
         raise ValueError(f"vocab_size={vocab_size} does not fit uint32 ids (allowed: <= {2**32})")
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-def vocabulary_fingerprint(tokenizer) -> str:
-    """sha256 of the tokenizer's (token, id) pairs: equal only for tokenizers producing the same ids."""
-    items = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def shard_name(split: str, index: int) -> str:

@@ -41,21 +41,21 @@ class TextRows:
         self,
         corpus: Corpus,
         encode: Callable[[list[str]], list[list[int]]],
-        row_length: int,
+        max_length: int,
         cls_id: int,
         sep_id: int,
         documents_per_block: int,
     ) -> None:
         self.corpus = corpus
         self.encode = encode
-        self.row_length = row_length
+        self.max_length = max_length
         self.cls_id = cls_id
         self.sep_id = sep_id
         self.documents_per_block = documents_per_block
 
     def block_rows(self, documents: list[str]) -> np.ndarray:
         tokens = concatenate_documents(self.encode(documents), self.sep_id)
-        return pack_rows(tokens, self.row_length, self.cls_id, self.sep_id)
+        return pack_rows(tokens, self.max_length, self.cls_id, self.sep_id)
 
     def pass_rows(
         self, pass_index: int, slot: int, num_slots: int, start: Position
@@ -80,6 +80,6 @@ class TextRows:
             if produced == 0 and (pass_index > start[0] or start == (pass_index, 0, 0)):
                 raise EmptySlotError(
                     f"reader slot {slot} of {num_slots} (ranks x dataloader workers) got no row of "
-                    f"{self.row_length} tokens in a whole pass: the training text is too small for this many readers. "
+                    f"{self.max_length} tokens in a whole pass: the training text is too small for this many readers. "
                     f"Lower documents_per_block ({self.documents_per_block}) or num_workers, or add text"
                 )

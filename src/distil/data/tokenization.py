@@ -8,6 +8,7 @@ tokens alone (5 tokens for BERT), which turns every word into [UNK], and trainin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -17,13 +18,17 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
-from distil.data.shards import vocabulary_fingerprint
-
 log = logging.getLogger(__name__)
 
 REQUIRED_SPECIAL_TOKENS = ("cls_token", "sep_token", "mask_token", "pad_token")
 MAX_DOCUMENT_CHARACTERS = 100_000  # longer documents are tokenized in pieces of at most this many characters
 SERIALIZED_TOKENIZER = "tokenizer.json"  # the `tokenizers` library's file: a complete tokenizer of any kind
+
+
+def vocabulary_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's (token, id) pairs: equal only for tokenizers producing the same ids."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def vocabulary_file_names(tokenizer) -> list[str]:

@@ -16,14 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from distil.data.batch_stream import seeded_generator
-from distil.data.masking import MaskingCollator
+from distil.data.masking import MaskingCollator, seeded_generator
 
 VALIDATION_STREAM_ID = 2**31 - 1  # keeps validation masks independent of every training slot's
 
 
 class ValidationBatches(Dataset):
-    """Masked batches over `rows` (n, row_length); the last batch may hold fewer rows."""
+    """Masked batches over `rows` (n, max_length); the last batch may hold fewer rows."""
 
     def __init__(self, rows: np.ndarray, collator: MaskingCollator, batch_size: int, seed: int) -> None:
         self.rows = rows

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel
 
 from distil.families import masked_lm_parts
+from distil.modules.losses import IGNORE_INDEX
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
 
 MaskedLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,7 +41,7 @@ def masked_lm_scores(
     agreements = {name: Top1Agreement().to(device) for name in agreement}
     for batch in batches:
         input_ids, attention_mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-        masked = labels != -100
+        masked = labels != IGNORE_INDEX
         logits = {name: model_logits(input_ids, attention_mask, masked) for name, model_logits in models.items()}
         for name, metric in metrics.items():
             metric.update(logits[name], labels[masked])

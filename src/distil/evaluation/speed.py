@@ -30,19 +30,19 @@ def median_forward_seconds(
     forward: Forward,
     device: torch.device,
     batch_size: int,
-    seq_len: int,
+    max_length: int,
     vocab_size: int,
     min_run_time: float,
     seed: int = 0,
 ) -> float:
-    """Median wall-clock seconds of `forward(input_ids, attention_mask)` on a (batch_size, seq_len) batch; its
+    """Median wall-clock seconds of `forward(input_ids, attention_mask)` on a (batch_size, max_length) batch; its
     parameters must already live on `device`."""
-    if batch_size < 1 or seq_len < 1 or not min_run_time > 0:
+    if batch_size < 1 or max_length < 1 or not min_run_time > 0:
         raise ValueError(
-            f"batch_size={batch_size} and seq_len={seq_len} must be >= 1 and min_run_time={min_run_time} > 0"
+            f"batch_size={batch_size} and max_length={max_length} must be >= 1 and min_run_time={min_run_time} > 0"
         )
     generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator).to(device)
+    input_ids = torch.randint(0, vocab_size, (batch_size, max_length), generator=generator).to(device)
     timer = benchmark.Timer(
         stmt="forward(input_ids, attention_mask)",
         globals={"forward": forward, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)},
@@ -55,14 +55,14 @@ def measure_speed(
     forward: Forward,
     device: torch.device,
     vocab_size: int,
-    seq_len: int,
+    max_length: int,
     latency_batch: int,
     throughput_batch: int,
     min_run_time: float,
 ) -> dict[str, float]:
     """{"latency_ms": median ms per forward at `latency_batch`, "throughput_seq_per_s": sequences per second at
     `throughput_batch`} for `forward` on `device`."""
-    timing = {"device": device, "seq_len": seq_len, "vocab_size": vocab_size, "min_run_time": min_run_time}
+    timing = {"device": device, "max_length": max_length, "vocab_size": vocab_size, "min_run_time": min_run_time}
     latency = median_forward_seconds(forward, batch_size=latency_batch, **timing)
     per_batch = median_forward_seconds(forward, batch_size=throughput_batch, **timing)
     return {"latency_ms": 1000.0 * latency, "throughput_seq_per_s": throughput_batch / per_batch}

@@ -101,6 +101,17 @@ def export_onnx(
     return names
 
 
+def write_checked_onnx(model: PreTrainedModel, tokenizer, directory: Path, opset: int, atol: float) -> float:
+    """Write `directory/model.onnx` of a masked LM and check it against PyTorch with `tokenizer` (the one saved
+    beside it); returns the largest absolute logit difference and raises when it exceeds `atol`."""
+    path = directory / ONNX_FILE
+    export_onnx(model, masked_lm_example(tokenizer), path, opset)
+    diff = onnx_max_abs_diff(model, tokenizer, path)
+    if not diff <= atol:
+        raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={atol}")
+    return diff
+
+
 def masked_lm_example(tokenizer) -> dict[str, torch.Tensor]:
     """A masked sentence as the tokenizer encodes it (every input it returns): the example of a masked LM's export."""
     return tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")

@@ -3,9 +3,9 @@
 One training step:
     teacher encoder (no_grad) and student encoder over the batch
     -> vocabulary heads of both, only at the positions a loss covers (the row index, found on the host)
-    -> the objective (`objective.py`): soft-target KL (x T^2), masked-LM cross-entropy, optional logits MSE and any
-       extra term, plus the hidden-state cosine
-    -> weighted sum (alphas), each term logged on its own.
+    -> the objective (`objective.py`): soft-target KL (x T^2, `kl`), masked-LM cross-entropy (`label`), optional
+       logits MSE (`mse`) and any extra term, plus the hidden-state cosine (`cos`)
+    -> weighted sum (the alphas of `ObjectiveWeights`), each term logged on its own as `train/loss_<name>`.
 
 The model family (`distil.families`) splits both models into encoder, head features and output projection; nothing
 here depends on which family they are. How the step is made fast lives beside it, in `distil.perf`, and is reached
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from distil.families import masked_lm_parts
 from distil.modules.losses import cosine_hidden_loss
 from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
-from distil.modules.objective import LogitsTerm, distilbert_terms, weighted_logits_loss
+from distil.modules.objective import LogitsTerm, logits_terms, objective_weights, weighted_logits_loss
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.perf.step_speed import StepSpeed
 from distil.value_checks import is_number
@@ -50,8 +49,8 @@ class DistillationModule(pl.LightningModule):
             (a partial of `transformers.get_scheduler`); None for a constant LR.
         warmup_fraction: fraction of all optimizer steps the schedule warms up for.
         temperature: softmax temperature T of the soft targets (> 0).
-        alpha_ce: weight of the soft-target KL term.
-        alpha_mlm: weight of the supervised masked-LM cross-entropy.
+        alpha_kl: weight of the soft-target KL term.
+        alpha_label: weight of the supervised masked-LM cross-entropy.
         alpha_cos: weight of the cosine loss between last hidden states.
         alpha_mse: weight of the MSE between logits.
         kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper): the rows of
@@ -59,6 +58,7 @@ class DistillationModule(pl.LightningModule):
         extra_terms: further loss terms on the vocabulary logits (`objective.LogitsTerm`), added to the total and
             logged as `train/loss_<name>`; both the plain and the chunked path compute them.
         speed: how the step runs fast without changing what it computes (`distil.perf.step_speed.StepSpeed`).
+        alpha_ce, alpha_mlm: the names of alpha_kl and alpha_label before (taken with a warning; one release).
     """
 
     def __init__(
@@ -69,24 +69,28 @@ class DistillationModule(pl.LightningModule):
         scheduler: Callable[..., LRScheduler] | None = None,
         warmup_fraction: float = 0.05,
         temperature: float = 2.0,
-        alpha_ce: float = 5.0,
-        alpha_mlm: float = 2.0,
+        alpha_kl: float = 5.0,
+        alpha_label: float = 2.0,
         alpha_cos: float = 1.0,
         alpha_mse: float = 0.0,
         kl_positions: Literal["all", "masked"] = "all",
         extra_terms: Sequence[LogitsTerm] = (),
         speed: StepSpeed = StepSpeed(),
+        alpha_ce: float | None = None,
+        alpha_mlm: float | None = None,
     ) -> None:
         super().__init__()
-        check_objective(
-            temperature,
-            alpha_ce,
-            alpha_mlm,
-            alpha_cos,
-            alpha_mse,
-            kl_positions,
-            warmup_fraction,
-            [term.weight for term in extra_terms],
+        check_module_settings(kl_positions, warmup_fraction)
+        weights = objective_weights(
+            "distill",
+            temperature=temperature,
+            alpha_kl=alpha_kl,
+            alpha_label=alpha_label,
+            alpha_cos=alpha_cos,
+            alpha_mse=alpha_mse,
+            extra_weights=tuple(term.weight for term in extra_terms),
+            alpha_ce=alpha_ce,
+            alpha_mlm=alpha_mlm,
         )
         self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler", "extra_terms", "speed"])
         self.speed = speed
@@ -95,12 +99,8 @@ class DistillationModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_fraction = warmup_fraction
-        self.alpha_cos = alpha_cos
-        self.logits_terms = [
-            term
-            for term in [*distilbert_terms(temperature, alpha_ce, alpha_mlm, alpha_mse), *extra_terms]
-            if term.weight
-        ]
+        self.alpha_cos = weights.alpha_cos
+        self.logits_terms = [term for term in [*logits_terms(weights), *extra_terms] if term.weight]
         self.needs_teacher_logits = any(term.needs_teacher for term in self.logits_terms)
         self.logits_on_all_rows = kl_positions == "all" and any(not term.masked_only for term in self.logits_terms)
         self.teacher_parts = masked_lm_parts(teacher, "teacher")
@@ -285,26 +285,9 @@ def mean_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor)
     return cosine_hidden_loss(student_hidden, teacher_hidden).mean()
 
 
-def check_objective(
-    temperature: float,
-    alpha_ce: float,
-    alpha_mlm: float,
-    alpha_cos: float,
-    alpha_mse: float,
-    kl_positions: str,
-    warmup_fraction: float,
-    extra_term_weights: Sequence[float] = (),
-) -> None:
-    """Raise ValueError naming the `distill.*` key, its value and the allowed range."""
-    if not is_number(temperature) or not (0 < temperature < math.inf):
-        raise ValueError(f"distill.temperature={temperature!r} is not allowed: it must be a finite number > 0")
-    alphas = {"alpha_ce": alpha_ce, "alpha_mlm": alpha_mlm, "alpha_cos": alpha_cos, "alpha_mse": alpha_mse}
-    alphas |= {f"extra_terms[{i}].weight": weight for i, weight in enumerate(extra_term_weights)}
-    for key, value in alphas.items():
-        if not is_number(value) or not (0 <= value < math.inf):
-            raise ValueError(f"distill.{key}={value!r} is not allowed: loss weights must be finite numbers >= 0")
-    if not any(value > 0 for value in alphas.values()):
-        raise ValueError(f"distill loss weights are all zero ({alphas}): at least one must be > 0")
+def check_module_settings(kl_positions: str, warmup_fraction: float) -> None:
+    """Raise ValueError naming the `distill.*` key, its value and what is allowed (the weights and the temperature
+    are `ObjectiveWeights`' to check)."""
     if kl_positions not in ("all", "masked"):
         raise ValueError(f"distill.kl_positions={kl_positions!r} is not allowed: use 'all' or 'masked'")
     if not is_number(warmup_fraction) or not 0 <= warmup_fraction < 1:

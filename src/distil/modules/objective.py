@@ -1,4 +1,12 @@
-"""The distillation objective on vocabulary logits: which loss terms, with what weight, averaged over which rows.
+"""The distillation objective: one vocabulary of weighted terms for pretraining and task distillation, and how the
+terms on vocabulary logits are averaged over the rows they cover.
+
+`ObjectiveWeights` names the terms once, with the one check of the temperature and the weights: `alpha_kl` weighs the
+soft targets (KL(teacher || student) at temperature T, x T^2), `alpha_label` the loss on the labels (the masked-LM
+cross-entropy of pretraining; the task's own loss on its gold labels), `alpha_cos` 1 - cos of the last hidden
+states, `alpha_mse` the squared error between logits (pretraining). Each term is logged as `train/loss_<name>` under
+the names of `TERMS`. `objective_weights` builds them from a config section and maps the keys of the previous release
+(`alpha_ce`, `alpha_mlm`; `alpha_hard`, `alpha_soft`, `alpha_hidden`) to these, with a warning naming the new key.
 
 One function, `weighted_logits_loss`, turns the per-row losses of `losses.py` into the weighted total. The plain path
 calls it once on the logits of all selected rows; the memory-saving path (`chunked_vocab_loss.py`) calls it on one
@@ -7,17 +15,82 @@ code. Each term is averaged over the rows it covers in the whole batch (all sele
 which is why the function takes those counts rather than counting the rows it is given: chunks then add up exactly.
 
 A new term is a function `(student_logits (N, V), teacher_logits (N, V) or None, labels (N,)) -> per-row loss (N,)`
-wrapped in a `LogitsTerm` and passed to `DistillationModule(extra_terms=[...])`, or added to `distilbert_terms`.
+wrapped in a `LogitsTerm` and passed to `DistillationModule(extra_terms=[...])`, or added to `logits_terms`.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from distil.modules.losses import IGNORE_INDEX, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.value_checks import is_number
+
+TERMS = ("kl", "label", "cos", "mse")  # the terms' names: alpha_<name> weighs train/loss_<name>
+OBJECTIVE_KEYS = ("temperature", "alpha_kl", "alpha_label", "alpha_cos", "alpha_mse")  # ObjectiveWeights' keys
+RENAMED_KEYS = {  # a key of the previous release -> its name now (accepted with a warning for one release)
+    "alpha_ce": "alpha_kl",
+    "alpha_mlm": "alpha_label",
+    "alpha_soft": "alpha_kl",
+    "alpha_hard": "alpha_label",
+    "alpha_hidden": "alpha_cos",
+}
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """The temperature of the soft targets and the weight of each term (module docstring), checked on construction.
+
+    Args:
+        temperature: T > 0 of the softened distributions; the KL term is multiplied by T^2.
+        alpha_kl, alpha_label, alpha_cos, alpha_mse: the terms' weights, finite and >= 0 (0 leaves a term out).
+        extra_weights: weights of further terms (pretraining's `extra_terms`), checked the same way.
+        key: the config section whose keys the errors name (`distill`, `task_distillation`).
+    """
+
+    temperature: float
+    alpha_kl: float = 0.0
+    alpha_label: float = 0.0
+    alpha_cos: float = 0.0
+    alpha_mse: float = 0.0
+    extra_weights: tuple[float, ...] = ()
+    key: str = field(default="distill", compare=False)
+
+    def __post_init__(self) -> None:
+        if not is_number(self.temperature) or not (0 < self.temperature < math.inf):
+            raise ValueError(
+                f"{self.key}.temperature={self.temperature!r} is not allowed: it must be a finite number > 0"
+            )
+        weights = {f"alpha_{name}": self.weight(name) for name in TERMS}
+        weights |= {f"extra_terms[{i}].weight": weight for i, weight in enumerate(self.extra_weights)}
+        for name, value in weights.items():
+            if not is_number(value) or not (0 <= value < math.inf):
+                raise ValueError(
+                    f"{self.key}.{name}={value!r} is not allowed: loss weights must be finite numbers >= 0"
+                )
+        if not any(value > 0 for value in weights.values()):
+            raise ValueError(f"{self.key} loss weights are all zero ({weights}): at least one must be > 0")
+
+    def weight(self, term: str) -> float:
+        """The weight of the term named `term` (one of `TERMS`)."""
+        return getattr(self, f"alpha_{term}")
+
+
+def objective_weights(key: str = "distill", **values) -> ObjectiveWeights:
+    """`ObjectiveWeights(**values)`, with the keys of the previous release (`RENAMED_KEYS`) taken under their new name
+    and a warning; a renamed key that is None (its config default) is ignored."""
+    for old, new in RENAMED_KEYS.items():
+        value = values.pop(old, None)
+        if value is not None:
+            message = f"{key}.{old} is renamed {key}.{new} and goes in the next release: this run uses {new}={value}"
+            warnings.warn(message, FutureWarning, stacklevel=2)  # once, also when the early check builds them first
+            values[new] = value
+    return ObjectiveWeights(**values, key=key)
+
 
 RowLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
@@ -43,18 +116,22 @@ class LogitsTerm:
     needs_teacher: bool = True
 
 
-def distilbert_terms(temperature: float, alpha_ce: float, alpha_mlm: float, alpha_mse: float) -> list[LogitsTerm]:
-    """The published run's logit-level terms: soft-target KL x T^2, masked-LM cross-entropy and logits MSE."""
+def logits_terms(weights: ObjectiveWeights) -> list[LogitsTerm]:
+    """The terms of `weights` on vocabulary logits, by their names: soft-target KL x T^2 (`kl`), masked-LM
+    cross-entropy (`label`) and logits MSE (`mse`); the cosine term is on hidden states."""
+    temperature = weights.temperature
     return [
-        LogitsTerm("ce", alpha_ce, lambda student, teacher, labels: soft_target_loss(student, teacher, temperature)),
         LogitsTerm(
-            "mlm",
-            alpha_mlm,
+            "kl", weights.alpha_kl, lambda student, teacher, labels: soft_target_loss(student, teacher, temperature)
+        ),
+        LogitsTerm(
+            "label",
+            weights.alpha_label,
             lambda student, teacher, labels: mlm_loss(student, labels),
             masked_only=True,
             needs_teacher=False,
         ),
-        LogitsTerm("mse", alpha_mse, lambda student, teacher, labels: logits_mse_loss(student, teacher)),
+        LogitsTerm("mse", weights.alpha_mse, lambda student, teacher, labels: logits_mse_loss(student, teacher)),
     ]
 
 

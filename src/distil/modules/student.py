@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 INITS = ("teacher", "random")
 
 
+def check_init(init: str) -> None:
+    """Raise naming `student.init` unless it is one of `INITS`."""
+    if init not in INITS:
+        raise ValueError(f"student.init={init!r} is not allowed: use one of {list(INITS)}")
+
+
 def check_num_layers(num_layers: int, teacher_layers: int) -> None:
     """Raise naming `student.num_layers` unless it is an integer in 1..teacher layers."""
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= teacher_layers:
@@ -81,8 +87,7 @@ def build_student(
         init: "teacher" copies embeddings, masked-LM head and mapped layers; "random" keeps the fresh
             initialisation (the paper's ablation), with the same architecture.
     """
-    if init not in INITS:
-        raise ValueError(f"student.init={init!r} is not allowed: use one of {list(INITS)}")
+    check_init(init)
     family = teacher_family(teacher.config)
     layers = resolve_layer_map(teacher.config, num_layers, layer_map)
     student = AutoModelForMaskedLM.from_config(family.student_config(teacher.config, layers))

@@ -1,16 +1,17 @@
 """`python -m distil.perf.bench`: tokens/s of the real distillation training step, one JSON line per setting.
 
-Builds a BERT-shaped teacher with random weights from `bench_model` (no download), the student from `student`, and
-`DistillationModule` from `distill` exactly as `distil.train` does, then runs the Lightning Trainer's training loop
-(forward, loss, backward, gradient clipping, optimizer and LR-scheduler step) for `warmup_steps + timed_steps`
-steps. The timed window runs from the end of the last warm-up step to the end of the last step, with a device
-synchronisation at both ends. Batches come from the host like in training: random full rows with exactly
-ceil(15% x content tokens) masked positions (`batches=synthetic`), or the real `CorpusDataModule` over pre-tokenized
-shards (`batches=shards`), which shows whether the loader keeps up.
+Builds a teacher of any family the template distils with random weights from `bench_model` (its `model_type` and
+shape; no download), the student from `student`, and `DistillationModule` from `distill` (its extra terms included)
+exactly as `distil.train` does, then runs the Lightning Trainer's training loop (forward, loss, backward, gradient
+clipping, optimizer and LR-scheduler step) for `warmup_steps + timed_steps` steps. The timed window runs from the
+end of the last warm-up step to the end of the last step, with a device synchronisation at both ends. Batches come
+from the host like in training: random full rows masked by the data module's `MaskingCollator`
+(`batches=synthetic`), or the real `CorpusDataModule` over pre-tokenized shards (`batches=shards`), which shows
+whether the loader keeps up.
 
 Examples:
     python -m distil.perf.bench                                      # all optimisations, 256 x 128 tokens
-    python -m distil.perf.bench -m seq_length=128,512 distill.kl_positions=masked,all
+    python -m distil.perf.bench -m max_length=128,512 distill.kl_positions=masked,all
     python -m distil.perf.bench -m bench_opt=reference,bf16_student,bf16_teacher,chunked_vocab_loss,fused_adamw,all
     python -m distil.perf.bench batches=shards shards_dir=DIR tokenizer=DIR
     python -m distil.perf.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
@@ -32,21 +33,23 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import BertConfig, BertForMaskedLM
+from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
-from distil.quiet import quiet_third_party_output
+from distil.data.masking import MaskingCollator
+from distil.families import teacher_family
+from distil.run.quiet import quiet_third_party_output
 
-IGNORE_INDEX = -100
-CLS_ID, SEP_ID, MASK_ID, FIRST_WORD_ID = 101, 102, 103, 1000  # BERT-uncased ids; [unused*] and specials below 1000
+SPECIAL_IDS = (0, 1, 2, 3)  # [PAD], [CLS], [SEP], [MASK] of the synthetic rows: the first ids of the vocabulary
+PAD_ID, CLS_ID, SEP_ID, MASK_ID = SPECIAL_IDS
 
 
-def masked_count(batch_size: int, seq_length: int, mlm_probability: float) -> int:
-    """Positions the collator masks in a batch of full rows: ceil(p x content tokens), [CLS]/[SEP] excluded."""
-    return math.ceil(mlm_probability * batch_size * (seq_length - 2))
+def masked_count(batch_size: int, max_length: int, mlm_probability: float) -> int:
+    """Positions `MaskingCollator` masks in a batch of full rows: ceil(p x content tokens), [CLS]/[SEP] excluded."""
+    return math.ceil(mlm_probability * batch_size * (max_length - 2))
 
 
 class SyntheticBatches(IterableDataset):
-    """Endless host batches of full rows ([CLS] random words [SEP]) masked like `MaskingCollator` (80/10/10).
+    """Endless host batches of full rows ([CLS] random ids [SEP]) masked by the data module's own `MaskingCollator`.
 
     `distinct` batches are drawn once and then cycled, so generating them costs nothing during timing.
     """
@@ -54,34 +57,19 @@ class SyntheticBatches(IterableDataset):
     def __init__(
         self,
         batch_size: int,
-        seq_length: int,
+        max_length: int,
         vocab_size: int,
         mlm_probability: float,
         distinct: int = 8,
         seed: int = 0,
     ) -> None:
+        collator = MaskingCollator(vocab_size, MASK_ID, PAD_ID, list(SPECIAL_IDS), max_length, mlm_probability)
         generator = torch.Generator().manual_seed(seed)
-        count = masked_count(batch_size, seq_length, mlm_probability)
-        self.batches = [self.draw(batch_size, seq_length, vocab_size, count, generator) for _ in range(distinct)]
-
-    @staticmethod
-    def draw(batch_size: int, seq_length: int, vocab_size: int, count: int, generator: torch.Generator) -> dict:
-        input_ids = torch.randint(FIRST_WORD_ID, vocab_size, (batch_size, seq_length), generator=generator)
-        input_ids[:, 0], input_ids[:, -1] = CLS_ID, SEP_ID
-        content = torch.arange(batch_size * seq_length).view(batch_size, seq_length)[:, 1:-1].flatten()
-        chosen = content[torch.randperm(content.numel(), generator=generator)[:count]]
-        labels = torch.full((batch_size * seq_length,), IGNORE_INDEX)
-        flat_ids = input_ids.flatten()
-        labels[chosen] = flat_ids[chosen]
-        kind = torch.rand(count, generator=generator)
-        flat_ids[chosen[kind < 0.8]] = MASK_ID
-        random_ids = chosen[(kind >= 0.8) & (kind < 0.9)]
-        flat_ids[random_ids] = torch.randint(FIRST_WORD_ID, vocab_size, (random_ids.numel(),), generator=generator)
-        return {
-            "input_ids": flat_ids.view(batch_size, seq_length),
-            "attention_mask": torch.ones(batch_size, seq_length, dtype=torch.long),
-            "labels": labels.view(batch_size, seq_length),
-        }
+        self.batches = []
+        for _ in range(distinct):
+            rows = torch.randint(len(SPECIAL_IDS), vocab_size, (batch_size, max_length), generator=generator)
+            rows[:, 0], rows[:, -1] = CLS_ID, SEP_ID
+            self.batches.append(collator(list(rows.numpy()), generator))
 
     def __iter__(self):
         while True:
@@ -168,27 +156,36 @@ def synchronize() -> None:
 
 
 def model_flops_per_step(
-    teacher: BertConfig, student_layers: int, batch_size: int, seq_length: int, vocab_rows: int
+    teacher: PretrainedConfig, student_layers: int, batch_size: int, max_length: int, vocab_rows: int
 ) -> float:
     """Matrix FLOPs the step must do: teacher forward, student forward + backward (x3), both MLM heads on
     `vocab_rows` rows (teacher forward, student x3). Elementwise work, embeddings and recomputation are not counted.
     """
     hidden, ffn, vocab = teacher.hidden_size, teacher.intermediate_size, teacher.vocab_size
-    per_layer_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_length * hidden  # matmuls + attention
-    encoders = batch_size * seq_length * per_layer_token * (teacher.num_hidden_layers + 3 * student_layers)
+    per_layer_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * max_length * hidden  # matmuls + attention
+    encoders = batch_size * max_length * per_layer_token * (teacher.num_hidden_layers + 3 * student_layers)
     heads = vocab_rows * 2 * hidden * (hidden + vocab) * (1 + 3)
     return float(encoders + heads)
 
 
-def build_teacher(model_cfg: DictConfig, seed: int) -> BertForMaskedLM:
-    """A BertForMaskedLM of the configured shape with random weights."""
+def teacher_config(model_cfg: DictConfig) -> PretrainedConfig:
+    """The config `bench_model` describes (its `model_type` and that type's config keys), of a family the template
+    distils (`distil.families`)."""
+    settings = OmegaConf.to_container(model_cfg, resolve=True)
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    teacher_family(config, where="bench_model")
+    return config
+
+
+def build_teacher(model_cfg: DictConfig, seed: int) -> PreTrainedModel:
+    """A masked LM of the configured family and shape with random weights."""
     torch.manual_seed(seed)
-    return BertForMaskedLM(BertConfig(**OmegaConf.to_container(model_cfg, resolve=True)))
+    return AutoModelForMaskedLM.from_config(teacher_config(model_cfg))
 
 
 def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataLoader | pl.LightningDataModule:
     if cfg.batches == "synthetic":
-        batches = SyntheticBatches(batch_size, cfg.seq_length, vocab_size, cfg.mlm_probability, seed=cfg.seed)
+        batches = SyntheticBatches(batch_size, cfg.max_length, vocab_size, cfg.mlm_probability, seed=cfg.seed)
         return DataLoader(batches, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())
     if cfg.batches == "shards":
         from distil.data.datamodule import CorpusDataModule
@@ -196,7 +193,7 @@ def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataL
         return CorpusDataModule(
             tokenizer=cfg.tokenizer,
             shards_dir=cfg.shards_dir,
-            max_length=cfg.seq_length,
+            max_length=cfg.max_length,
             batch_size=batch_size,
             num_workers=cfg.num_workers,
             mlm_probability=cfg.mlm_probability,
@@ -209,7 +206,7 @@ def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataL
 def run_setting(cfg: DictConfig) -> dict[str, Any]:
     """Build teacher, student, module and trainer from `cfg`, run the steps, and return the measurements."""
     torch._dynamo.reset()
-    batch_size = cfg.batch_size or cfg.tokens_per_step // cfg.seq_length
+    batch_size = cfg.batch_size or cfg.tokens_per_step // cfg.max_length
     teacher = build_teacher(cfg.bench_model, cfg.seed)
     student = instantiate(cfg.student)(teacher=teacher)
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
@@ -227,12 +224,11 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         else:
             trainer.fit(module, train_dataloaders=data)
 
-    tokens = batch_size * cfg.seq_length * cfg.timed_steps
-    masked = masked_count(batch_size, cfg.seq_length, cfg.mlm_probability)
-    kl_on_all = cfg.distill.kl_positions == "all" and (cfg.distill.alpha_ce > 0 or cfg.distill.alpha_mse > 0)
-    vocab_rows = batch_size * cfg.seq_length if kl_on_all else masked
+    tokens = batch_size * cfg.max_length * cfg.timed_steps
+    masked = masked_count(batch_size, cfg.max_length, cfg.mlm_probability)
+    vocab_rows = batch_size * cfg.max_length if module.logits_on_all_rows else masked  # the module's own terms
     flops = model_flops_per_step(
-        teacher.config, student.config.num_hidden_layers, batch_size, cfg.seq_length, vocab_rows
+        teacher.config, student.config.num_hidden_layers, batch_size, cfg.max_length, vocab_rows
     )
     achieved = flops * cfg.timed_steps / timer.seconds
     on_cuda = trainer.strategy.root_device.type == "cuda"
@@ -241,8 +237,9 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "setting": cfg.name,
         "device": torch.cuda.get_device_name() if on_cuda else "cpu",
         "batch_size": batch_size,
-        "seq_length": cfg.seq_length,
+        "max_length": cfg.max_length,
         "kl_positions": cfg.distill.kl_positions,
+        "loss_terms": [term.name for term in module.logits_terms] + (["cos"] if module.alpha_cos > 0 else []),
         "precision": str(cfg.trainer.precision),
         "teacher_dtype": cfg.distill.speed.teacher_dtype,
         "compile": cfg.distill.speed.compile,

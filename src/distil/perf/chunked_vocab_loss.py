@@ -99,14 +99,12 @@ def chunked_logits_loss(
         student_projection, teacher_projection: (weight (V, H), bias (V,)) of each output projection.
         labels: (N,) original ids at the masked rows among the N, -100 elsewhere.
         masked_rows: number of masked rows among the N (a host int, so no device sync is needed).
-        chunk_rows: rows projected at a time.
+        chunk_rows: rows projected at a time (>= 1: `StepSpeed.vocab_chunk_rows`, checked there).
         objective: `weighted_logits_loss` with its terms bound (or a compiled version of it).
 
     Returns (total, contributions) as the objective returns them for all N rows at once; only the total is
     differentiable.
     """
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows={chunk_rows} is not allowed: use an integer >= 1")
     return ChunkedLogitsLoss.apply(
         student_features,
         *student_projection,

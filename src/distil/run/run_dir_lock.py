@@ -16,8 +16,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from distil.distributed_launch import is_launched_rank_zero
 from distil.run.folder_lock import FolderInUseError, FolderLock
+from distil.run.launch import is_launched_rank_zero
 
 RUN_LOCK_FILE = ".distil.lock"  # in the run directory: held while a run writes it
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from distil.tasks.losses import class_soft_loss, regression_soft_loss
 from distil.tasks.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_metric_names
+from distil.tasks.soft_targets import class_soft_loss, regression_soft_loss
 from distil.tasks.task import Encoded, Task
 
 

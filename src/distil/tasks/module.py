@@ -10,9 +10,9 @@ import lightning.pytorch as pl
 import torch
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from distil.modules.objective import ObjectiveWeights
 from distil.tasks.batches import HIDDEN, TEACHER_PREFIX, model_inputs, per_feature
-from distil.tasks.distillation import TaskDistillation
-from distil.tasks.losses import hidden_soft_loss
+from distil.tasks.soft_targets import hidden_soft_loss
 from distil.tasks.task import Encoded, Task
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # parameters kept out of weight decay (as in BERT)
@@ -28,8 +28,9 @@ class TaskModule(pl.LightningModule):
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_fraction: fraction of the optimizer steps spent warming the LR up from 0.
-        distillation: the loss weights when the batches carry the teacher's outputs (`teacher_<name>`); None trains
-            on the gold labels alone.
+        distillation: the objective's weights when the batches carry the teacher's outputs (`teacher_<name>`): the
+            terms `label` (the head's loss on the gold labels), `kl` (the task's soft-target loss) and `cos` (hidden
+            states), as in pretraining; None trains on the gold labels alone.
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class TaskModule(pl.LightningModule):
         learning_rate: float,
         weight_decay: float,
         warmup_fraction: float,
-        distillation: TaskDistillation | None = None,
+        distillation: ObjectiveWeights | None = None,
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; dropout is part of fine-tuning
@@ -55,29 +56,24 @@ class TaskModule(pl.LightningModule):
         self.dev_scores: dict[str, float] = {}
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The loss terms of a training batch: `hard` (the head's own loss on the gold labels) and, with the
-        teacher's outputs in the batch, `soft` and `hidden` (when its weight is > 0)."""
+        """The loss terms of a training batch by the objective's names: `label` (the head's own loss on the gold
+        labels) and, with the teacher's outputs in the batch, `kl` and `cos` (when its weight is > 0)."""
         teacher = {k.removeprefix(TEACHER_PREFIX): v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
         hidden = HIDDEN in teacher
         output = self.model(**model_inputs(batch, self.accepted), output_hidden_states=hidden)
-        terms = {"hard": output.loss}
+        terms = {"label": output.loss}
         if teacher:
-            terms["soft"] = self.task.soft_loss(output, teacher, batch, self.distillation.temperature)
+            terms["kl"] = self.task.soft_loss(output, teacher, batch, self.distillation.temperature)
         if hidden:
-            terms["hidden"] = hidden_soft_loss(output.hidden_states[-1], teacher[HIDDEN], batch["attention_mask"])
+            terms["cos"] = hidden_soft_loss(output.hidden_states[-1], teacher[HIDDEN], batch["attention_mask"])
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.losses(batch)
         if self.distillation is None:
-            loss = terms["hard"]
+            loss = terms["label"]
         else:
-            weights = {
-                "hard": self.distillation.alpha_hard,
-                "soft": self.distillation.alpha_soft,
-                "hidden": self.distillation.alpha_hidden,
-            }
-            loss = sum(weights[name] * term for name, term in terms.items())
+            loss = sum(self.distillation.weight(name) * term for name, term in terms.items())
             for name, term in terms.items():
                 self.log(f"train/loss_{name}", term)
         self.log("train/loss", loss, prog_bar=True)

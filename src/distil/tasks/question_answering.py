@@ -25,8 +25,8 @@ import torch
 from transformers import AutoModelForQuestionAnswering
 
 from distil.data.documents import squad_paragraphs
-from distil.tasks.losses import span_soft_loss
 from distil.tasks.metrics import SQUAD_METRICS, check_metric_names, squad_scores
+from distil.tasks.soft_targets import span_soft_loss
 from distil.tasks.task import Encoded, Task
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
-"""Fine-tuning results as rows of the comparison table (`distil.comparison_table`): each dev metric, the parameters
+"""Fine-tuning results as rows of the comparison table (`distil.evaluation.tables`): each dev metric, the parameters
 and the training time of each model, as the mean and sample standard deviation over its runs (seeds)."""
 
 from __future__ import annotations
 
 import statistics
 
-from distil.comparison_table import format_percent, percent
+from distil.evaluation.tables import format_percent, percent
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float]:

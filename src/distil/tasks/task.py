@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from distil.value_checks import check_integer
+
 LOCAL_PATH_PREFIXES = ("/", "./", "../", "~")  # a source starting so names a local folder, never a hub id
 
 
@@ -70,6 +72,7 @@ class Task(ABC):
         self.hub_config = hub_config
         self.hub_splits = {"train": train_split, "dev": dev_split}
         self.metrics = list(metrics)
+        check_integer("task.max_length", max_length, 8)
         self.max_length = max_length
 
     @property

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from distil.checkpoint_io import CheckpointError, verify_archive
-from distil.data.shards import vocabulary_fingerprint
-from distil.output_dirs import umask
+from distil.data.tokenization import vocabulary_fingerprint
+from distil.run.checkpoint_io import CheckpointError, verify_archive
+from distil.run.output_dirs import umask
 from distil.tasks.batches import HIDDEN, model_inputs, per_feature
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from transformers import AutoModelForTokenClassification
 
 from distil.data.documents import conll_sentences
 from distil.modules.losses import IGNORE_INDEX
-from distil.tasks.losses import token_soft_loss
 from distil.tasks.metrics import ENTITY_METRICS, check_metric_names, entity_scores
+from distil.tasks.soft_targets import token_soft_loss
 from distil.tasks.task import Encoded, Task
 
 log = logging.getLogger(__name__)

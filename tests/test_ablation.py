@@ -55,7 +55,7 @@ def ablation_config(variants=None):
     """conf/ablation.yaml with `variants` in place of its own (default: the whole objective and no KL)."""
     cfg = compose_config("ablation")
     with open_dict(cfg):
-        cfg.variants = {"full": [], "no_kl": ["distill.alpha_ce=0"]} if variants is None else variants
+        cfg.variants = {"full": [], "no_kl": ["distill.alpha_kl=0"]} if variants is None else variants
     return cfg
 
 
@@ -68,7 +68,7 @@ def test_every_variant_is_trained_scored_and_fine_tuned_once_and_the_teacher_fin
         "distil.finetune",
     ]
     train_no_kl = runner.calls[4][1]
-    assert train_no_kl == ["experiment=demo", "logger=csv", "distill.alpha_ce=0", f"hydra.run.dir={tmp_path / 'no_kl'}"]
+    assert train_no_kl == ["experiment=demo", "logger=csv", "distill.alpha_kl=0", f"hydra.run.dir={tmp_path / 'no_kl'}"]
     evaluate = runner.calls[1][1]
     assert evaluate[:3] == [
         f"student_model={tmp_path / 'full' / 'student'}",
@@ -76,7 +76,7 @@ def test_every_variant_is_trained_scored_and_fine_tuned_once_and_the_teacher_fin
         "data=unseen_text",
     ]
     assert runner.calls[-1][1][:2] == ["model=/models/teacher", "task=sst2"]
-    assert results["variants"]["no_kl"]["overrides"] == ["distill.alpha_ce=0"]
+    assert results["variants"]["no_kl"]["overrides"] == ["distill.alpha_kl=0"]
 
     again = RecordingRunner(tmp_path)
     assert run_ablation(ablation_config(), tmp_path, again) == results

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from distil.data.datamodule import MIN_MAX_LENGTH
 from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
 from distil.families import teacher_family
-from distil.modules.distillation import check_objective
-from distil.modules.student import INITS, resolve_layer_map
+from distil.modules.distillation import check_module_settings
+from distil.modules.objective import OBJECTIVE_KEYS, RENAMED_KEYS, objective_weights
+from distil.modules.student import check_init, resolve_layer_map
+from distil.run.devices import check_precision, precision_name, training_device
 from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
@@ -26,17 +28,10 @@ def check_distill_config(cfg: DictConfig) -> None:
     """Temperature, loss weights, KL positions, warm-up and the speed options (`distill.*`), by the checks of the
     module's constructor and of `StepSpeed`'s."""
     d = cfg.distill
-    extra_weights = [term.get("weight") for term in d.get("extra_terms") or []]
-    check_objective(
-        d.temperature,
-        d.alpha_ce,
-        d.alpha_mlm,
-        d.alpha_cos,
-        d.alpha_mse,
-        d.kl_positions,
-        d.warmup_fraction,
-        extra_weights,
-    )
+    weights = {key: d[key] for key in (*OBJECTIVE_KEYS, *RENAMED_KEYS) if key in d}
+    extra_weights = tuple(term.get("weight") for term in d.get("extra_terms") or [])
+    objective_weights("distill", **weights, extra_weights=extra_weights)
+    check_module_settings(d.kl_positions, d.warmup_fraction)
     instantiate(d.speed)
 
 
@@ -44,8 +39,7 @@ def check_student_config(cfg: DictConfig, teacher_config) -> None:
     """Student depth within 1..teacher layers, a layer map of in-range, strictly increasing integer indices, and a
     known initialisation."""
     resolve_layer_map(teacher_config, cfg.student.num_layers, cfg.student.layer_map)
-    if cfg.student.init not in INITS:
-        raise ValueError(f"student.init={cfg.student.init!r} is not allowed: use one of {list(INITS)}")
+    check_init(cfg.student.init)
 
 
 def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_name: str) -> None:
@@ -58,68 +52,13 @@ def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_nam
 
 
 def check_sequence_length(max_length: int, teacher_config) -> None:
-    """`data.max_length` within 8..the longest row the teacher's positions allow (its family says how many)."""
+    """`data.max_length` within the data module's shortest row (`MIN_MAX_LENGTH`) and the longest row the teacher's
+    positions allow (its family says how many)."""
     longest = teacher_family(teacher_config).max_length(teacher_config)
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 8 <= max_length <= longest:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not MIN_MAX_LENGTH <= max_length <= longest:
         raise ValueError(
-            f"data.max_length={max_length!r} is out of range: allowed an integer in 8..{longest} (the longest row "
-            f"the teacher's max_position_embeddings={teacher_config.max_position_embeddings} allow)"
-        )
-
-
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
-PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
-FP16_PRECISIONS = ("16-mixed", "16-true")
-BF16_PRECISIONS = ("bf16-mixed", "bf16-true")
-
-
-def precision_name(precision: str | int) -> str:
-    """Lightning's full name of a `trainer.precision` value (`16` -> `16-mixed`, `bf16` -> `bf16-mixed`, ...)."""
-    return PRECISION_ALIASES.get(str(precision), str(precision))
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX); without it bf16 is emulated, many times slower."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
-def training_device(accelerator: str) -> str | None:
-    """ "cpu" or "cuda" for the accelerators this project checks; None for others (mps, tpu: left to Lightning)."""
-    if accelerator == "cpu":
-        return "cpu"
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"trainer.accelerator={accelerator!r} but no CUDA GPU is visible here: use trainer=cpu, or run on a "
-                "machine with a GPU"
-            )
-        return "cuda"
-    if accelerator == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return None
-
-
-def check_precision(precision: str | int, accelerator: str) -> None:
-    """`trainer.precision` must be a Lightning precision the chosen accelerator runs natively."""
-    name = precision_name(precision)
-    if name not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r} is not allowed: use one of {list(PRECISIONS)}")
-    device = training_device(str(accelerator))
-    if device == "cpu" and name in FP16_PRECISIONS:
-        raise ValueError(
-            f"trainer.precision={precision!r} is not supported on the CPU (trainer.accelerator={accelerator!r}; "
-            "Lightning would silently switch to bf16-mixed): use 32-true, or bf16-mixed on a CPU with native bf16"
-        )
-    if device == "cpu" and name in BF16_PRECISIONS and not cpu_supports_bf16():
-        raise ValueError(
-            f"trainer.precision={precision!r} needs native bf16 on the CPU (AVX512-BF16 or AMX), which this CPU "
-            f"lacks (trainer.accelerator={accelerator!r}): use 32-true"
-        )
-    if device == "cuda" and name in BF16_PRECISIONS and not torch.cuda.is_bf16_supported():
-        major, minor = torch.cuda.get_device_capability()
-        raise ValueError(
-            f"trainer.precision={precision!r} needs a GPU with bf16 (compute capability >= 8.0); "
-            f"{torch.cuda.get_device_name()} has {major}.{minor}: use 16-mixed or 32-true"
+            f"data.max_length={max_length!r} is out of range: allowed an integer in {MIN_MAX_LENGTH}..{longest} (the "
+            f"longest row the teacher's max_position_embeddings={teacher_config.max_position_embeddings} allow)"
         )
 
 

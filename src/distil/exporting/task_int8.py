@@ -1,13 +1,12 @@
 """INT8 variants of a fine-tuned model (`distil.finetune ... save_model=true int8=true`), gated on its dev metric.
 
 The fine-tuned model is exported to `model.onnx` (its task outputs, e.g. `logits`; inputs `input_ids`,
-`attention_mask` and `token_type_ids` where the model takes them and the tokenizer returns them,
-`distil.exporting.onnx_model`) beside its Hugging Face files, and quantized with
-the functions of `distil.quantization` (`onnx_dynamic`, `onnx_static` calibrated on the first `calibration_rows`
-training features of the task, `torch_dynamic` in memory). The float PyTorch model and every variant are scored on
-the dev features with the task's own `score`, the code that scores fine-tuning; the gate compares the task's main
-metric (its first). Every task kind goes through the same code (its `outputs`, e.g. QA's start and end logits, are
-the ONNX outputs); the tests cover sequence classification.
+`attention_mask` and `token_type_ids` where the model takes them and the tokenizer returns them, `onnx_model`)
+beside its Hugging Face files, and quantized with the functions of `int8_files` (`onnx_dynamic`, `onnx_static`
+calibrated on the first `calibration_rows` training features of the task, `torch_dynamic` in memory). The float
+PyTorch model and every variant are scored on the dev features with the task's own `score`, the code that scores
+fine-tuning; the gate compares the task's main metric (its first). Every task kind goes through the same code (its
+`outputs`, e.g. QA's start and end logits, are the ONNX outputs); the tests cover sequence classification.
 """
 
 from __future__ import annotations
@@ -22,6 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
+from distil.exporting.int8_files import (
+    VARIANT_FILES,
+    limit_rows,
+    state_dict_bytes,
+    torch_dynamic_int8,
+    write_onnx_int8_files,
+)
+from distil.exporting.int8_gate import FLOAT, check_int8_settings, write_gate_report
 from distil.exporting.onnx_model import (
     ONNX_FILE,
     cpu_session,
@@ -29,16 +36,6 @@ from distil.exporting.onnx_model import (
     onnx_feed,
     onnx_file_bytes,
     session_input_names,
-)
-from distil.quantization import (
-    FLOAT,
-    VARIANT_FILES,
-    check_int8_settings,
-    limit_rows,
-    state_dict_bytes,
-    torch_dynamic_int8,
-    write_gate_report,
-    write_onnx_int8_files,
 )
 from distil.tasks.batches import Collator, model_inputs, per_feature
 from distil.tasks.task import Encoded, Task
@@ -51,7 +48,7 @@ class TaskInt8Settings:
     """What `distil.finetune ... int8=true` quantizes and how it is gated (its `quantization` keys).
 
     Args:
-        variants: names among `distil.quantization.VARIANTS`.
+        variants: names among `distil.exporting.int8_files.VARIANTS`.
         max_drop_points: largest allowed drop of the task's main dev metric, in points (metric x 100).
         calibration_rows: training features whose activations calibrate `onnx_static`.
         onnx_opset: ONNX opset of `model.onnx`.
@@ -112,7 +109,7 @@ def write_task_int8(
 ) -> dict:
     """Write `directory/model.onnx` of the fine-tuned `model` and its ONNX INT8 variants, score the float model and
     every variant on `dev` with the task's metrics, and write `directory/quantization.json` (as
-    `distil.quantization.write_gate_report`); returns its content. Does not apply the gate (`check_gate`)."""
+    `int8_gate.write_gate_report`); returns its content. Does not apply the gate (`check_gate`)."""
     model = model.float().cpu().eval()
     dev_batches = DataLoader(dev.features, batch_size=batch_size, collate_fn=collate)
     export_onnx(model, next(iter(dev_batches)), directory / ONNX_FILE, settings.onnx_opset, outputs=task.outputs)

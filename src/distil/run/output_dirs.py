@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from distil.checkpoint_io import fsync_directory
+from distil.run.checkpoint_io import fsync_directory
 from distil.run.folder_lock import FolderLock
 
 log = logging.getLogger(__name__)

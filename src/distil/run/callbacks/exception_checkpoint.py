@@ -19,8 +19,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from distil.callbacks.preemption import Preempted
-from distil.checkpoint_io import is_no_space
+from distil.run.callbacks.preemption import Preempted
+from distil.run.checkpoint_io import is_no_space
 
 log = logging.getLogger(__name__)
 

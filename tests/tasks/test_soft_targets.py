@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distil.tasks.losses import (
+from distil.tasks.soft_targets import (
     class_soft_loss,
     hidden_soft_loss,
     regression_soft_loss,

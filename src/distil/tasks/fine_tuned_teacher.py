@@ -1,50 +1,23 @@
-"""Task distillation: the loss weights, and the fine-tuned teacher whose soft targets the student learns.
+"""The fine-tuned teacher of task distillation, whose soft targets the student learns (`distil.tasks.module`).
 
-The student's loss is `alpha_hard x` the task's own loss on the gold labels `+ alpha_soft x` the task's soft-target
-loss against the teacher (`Task.soft_loss`: KL x T^2 of classes, tokens or answer spans; squared error for
-regression) `+ alpha_hidden x` 1 - cos of the last hidden states (only where student and teacher have the same width).
-The teacher is loaded with the task's head, checked, frozen and in eval mode; it runs once over the training
-features (`teacher_cache`), so it is never part of the trained module and never saved with the student.
+The teacher is loaded with the task's head, checked (its task, head, vocabulary and width), frozen and in eval mode;
+it runs once over the training features (`teacher_cache`), so it is never part of the trained module and never saved
+with the student.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
 
-from distil.data.shards import vocabulary_fingerprint
-from distil.data.tokenization import read_tokenizer
-from distil.output_dirs import MARKER_FILE, output_marker
+from distil.data.tokenization import read_tokenizer, vocabulary_fingerprint
+from distil.modules.objective import ObjectiveWeights
+from distil.run.output_dirs import MARKER_FILE, output_marker
 from distil.tasks.batches import HIDDEN, TEACHER_PREFIX
 from distil.tasks.task import Task
 from distil.tasks.teacher_cache import fingerprint, run_teacher, teacher_outputs
-
-
-@dataclass(frozen=True)
-class TaskDistillation:
-    """The weights and temperature of the distilled student's loss (module docstring).
-
-    Args:
-        temperature: T of the softened distributions (the KL terms are multiplied by T^2).
-        alpha_hard: weight of the task loss on the gold labels.
-        alpha_soft: weight of the soft-target loss against the teacher.
-        alpha_hidden: weight of the hidden-state cosine loss; 0 = off.
-    """
-
-    temperature: float = 2.0
-    alpha_hard: float = 0.5
-    alpha_soft: float = 0.5
-    alpha_hidden: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"task_distillation.temperature={self.temperature} must be > 0")
-        weights = {"alpha_hard": self.alpha_hard, "alpha_soft": self.alpha_soft, "alpha_hidden": self.alpha_hidden}
-        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
-            raise ValueError(f"task_distillation weights {weights} must be >= 0, one of them > 0")
 
 
 def check_fine_tuned_on(path: str, task: Task) -> None:
@@ -60,7 +33,7 @@ def check_fine_tuned_on(path: str, task: Task) -> None:
 
 
 def load_fine_tuned_teacher(
-    path: str, task: Task, student_tokenizer, student_hidden_size: int, distillation: TaskDistillation
+    path: str, task: Task, student_tokenizer, student_hidden_size: int, weights: ObjectiveWeights
 ) -> PreTrainedModel:
     """The teacher at `path` (`distill_from`) with its fine-tuned task head, frozen, in eval mode.
 
@@ -91,10 +64,10 @@ def load_fine_tuned_teacher(
             f"{len(student_tokenizer)} tokens): its outputs would be for other tokens; use a teacher of the same "
             "vocabulary"
         )
-    if distillation.alpha_hidden > 0 and teacher.config.hidden_size != student_hidden_size:
+    if weights.alpha_cos > 0 and teacher.config.hidden_size != student_hidden_size:
         raise ValueError(
-            f"task_distillation.alpha_hidden={distillation.alpha_hidden} needs equal widths, but distill_from={path!r} "
-            f"has hidden size {teacher.config.hidden_size} and the student {student_hidden_size}: set alpha_hidden=0"
+            f"task_distillation.alpha_cos={weights.alpha_cos} needs equal widths, but distill_from={path!r} "
+            f"has hidden size {teacher.config.hidden_size} and the student {student_hidden_size}: set alpha_cos=0"
         )
     return teacher.eval().requires_grad_(False)
 
@@ -104,7 +77,7 @@ def attach_teacher_outputs(
     task: Task,
     tokenizer,
     student_hidden_size: int,
-    distillation: TaskDistillation,
+    weights: ObjectiveWeights,
     features: list[dict],
     collate,
     batch_size: int,
@@ -113,8 +86,8 @@ def attach_teacher_outputs(
 ) -> dict:
     """Put the outputs of the teacher at `path` on each training feature (`teacher_<name>`), from the cache or
     computed once (`teacher_cache`); returns the cache report with the teacher's path."""
-    teacher = load_fine_tuned_teacher(path, task, tokenizer, student_hidden_size, distillation)
-    names = task.outputs + ((HIDDEN,) if distillation.alpha_hidden > 0 else ())
+    teacher = load_fine_tuned_teacher(path, task, tokenizer, student_hidden_size, weights)
+    names = task.outputs + ((HIDDEN,) if weights.alpha_cos > 0 else ())
     fields = fingerprint(teacher, tokenizer, task.max_length, task.data_identity("train"), features, names)
 
     def compute() -> dict[str, list[torch.Tensor]]:

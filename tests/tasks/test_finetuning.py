@@ -13,12 +13,13 @@ from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distil.callbacks.nonfinite_guard import NonFiniteLossError
-from distil.comparison_table import format_comparison
-from distil.finetune import finetune, finetune_and_report
+from distil.evaluation.tables import format_comparison
 from distil.finetune_comparison import HEADER, earlier_teacher
-from distil.output_dirs import MARKER_FILE
-from distil.tasks.distillation import TaskDistillation, load_fine_tuned_teacher
+from distil.modules.objective import ObjectiveWeights
+from distil.run.callbacks.nonfinite_guard import NonFiniteLossError
+from distil.run.output_dirs import MARKER_FILE
+from distil.tasks.fine_tuned_teacher import load_fine_tuned_teacher
+from distil.tasks.finetuning import finetune, finetune_and_report
 from distil.tasks.score_table import score_rows
 from tests.conftest import CONF_DIR, compose_config, run_cli
 from tests.tiny_assets import tiny_tokenizer
@@ -87,14 +88,15 @@ def test_saved_model_reloads_with_its_dev_score_and_distillation_reuses_the_cach
         logits = model(**tokenizer([e.texts[0] for e in dev], padding=True, return_tensors="pt")).logits
     accuracy = (logits.argmax(-1) == torch.tensor([e.label for e in dev])).float().mean().item()
     assert accuracy == pytest.approx(teacher["model"]["dev"]["accuracy"])  # the saved model is the scored model
-    frozen = load_fine_tuned_teacher(saved, task, tokenizer, 32, TaskDistillation(alpha_hidden=1.0))
+    with_cos = ObjectiveWeights(2.0, alpha_kl=0.5, alpha_label=0.5, alpha_cos=1.0, key="task_distillation")
+    frozen = load_fine_tuned_teacher(saved, task, tokenizer, 32, with_cos)
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
     with pytest.raises(
-        ValueError, match=r"alpha_hidden=1.0 needs equal widths, but distill_from=.* has hidden size 32"
+        ValueError, match=r"task_distillation.alpha_cos=1.0 needs equal widths, but distill_from=.* has hidden size 32"
     ):
-        load_fine_tuned_teacher(saved, task, tokenizer, 64, TaskDistillation(alpha_hidden=1.0))
+        load_fine_tuned_teacher(saved, task, tokenizer, 64, with_cos)
     with pytest.raises(ValueError, match=r"has a tokenizer with another vocabulary than the student's \(128 vs 127"):
-        load_fine_tuned_teacher(saved, task, tiny_tokenizer(vocab_size=127), 32, TaskDistillation())
+        load_fine_tuned_teacher(saved, task, tiny_tokenizer(vocab_size=127), 32, with_cos)
     runs = [
         finetune_in_process(tmp_path / f"distilled{i}", *data, f"model={fresh_student_dir}", f"distill_from={saved}")
         for i in range(2)
@@ -113,7 +115,9 @@ def test_bad_inputs_are_named_before_training(tmp_path, sentiment_task_dir, fres
     data = ["task=sst2", f"task.source={sentiment_task_dir}", f"model={fresh_student_dir}"]
     with pytest.raises(ValueError, match=r"distill_from=.*has no fine-tuned AutoModelForSequenceClassification head"):
         finetune_in_process(tmp_path / "a", *data, f"distill_from={fresh_teacher_dir}")  # a masked LM, no head
-    with pytest.raises(InstantiationException, match=r"task_distillation.temperature=0 must be > 0"):
+    with pytest.raises(
+        InstantiationException, match=r"task_distillation.temperature=0 is not allowed: it must be a finite number > 0"
+    ):
         finetune_in_process(
             tmp_path / "b", *data, f"distill_from={fresh_teacher_dir}", "task_distillation.temperature=0"
         )

@@ -20,8 +20,8 @@ def not_a_tip(record: logging.LogRecord) -> bool:
 
 def not_quantization_chatter(record: logging.LogRecord) -> bool:
     """False for the info and warning lines of ONNX Runtime's quantization tool, logged on the root logger: a line per
-    tensor it skips, and advice to pre-process the graph (shape inference and fusions) that `distil.quantization`
-    does not take (it quantizes the exported graph as checked against PyTorch)."""
+    tensor it skips, and advice to pre-process the graph (shape inference and fusions) that
+    `distil.exporting.int8_files` does not take (it quantizes the exported graph as checked against PyTorch)."""
     return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
@@ -37,7 +37,7 @@ def quiet_third_party_output() -> None:
     logging.getLogger(LIGHTNING_INFO_LOGGER).addFilter(not_a_tip)
     logging.getLogger().addFilter(not_quantization_chatter)
     # PyTorch's eager-mode quantization (the torch_dynamic INT8 variant) warns on every quantized weight that its
-    # quantized tensors are deprecated (in favour of torchao); distil.quantization documents the variant as such.
+    # quantized tensors are deprecated (in favour of torchao); distil.exporting.int8_files documents the variant so.
     warnings.filterwarnings("ignore", message=r"torch.quantize_per_tensor, torch.quantize_per_channel")
     # transformers' bars for loading and saving the weights of a model take a line each and finish in a blink.
     transformers_logging.disable_progress_bar()

@@ -8,12 +8,13 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from distil.checkpoint_io import CheckpointError
-from distil.export import export_checkpoint, hf_model_path, read_checkpoint
+from distil.export import export_checkpoint
+from distil.exporting.checkpoint_export import hf_model_path, read_checkpoint
 from distil.exporting.onnx_model import cpu_session, graph_input_names, onnx_max_abs_diff
-from distil.output_dirs import MARKER_FILE
+from distil.run.checkpoint_io import CheckpointError
+from distil.run.output_dirs import MARKER_FILE
 from tests.conftest import assert_fill_mask_is_the_models_own, masked_batch, run_cli, tiny_masked_lm
-from tests.evaluation.conftest import checkpoint_like_training, save_with_tokenizer
+from tests.model_fixtures import checkpoint_like_training, save_with_tokenizer
 from tests.reliability.runs import file_digests
 from tests.tiny_assets import PLAIN_INPUTS, TOKEN_TYPE_INPUTS, VOCAB_SIZE, WORDS, tiny_tokenizer
 

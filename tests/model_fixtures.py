@@ -1,4 +1,5 @@
-"""Fixtures of the evaluate / finetune / export / notebook tests: tiny models, checkpoints, TSV tasks, a tiny run.
+"""Fixtures of the evaluation, export, fine-tuning and notebook tests (registered by tests/conftest.py): tiny models,
+checkpoints, TSV tasks, a tiny run.
 
 Everything is built from the tiny WordPiece vocabulary of tests/tiny_assets.py, so no test needs ../shared or the
 hub (tests marked `shared` use ../shared and skip without it).
@@ -114,7 +115,7 @@ def tiny_run_dir(tmp_path_factory, tiny_teacher_dir, tiny_corpus_dir) -> Path:
 
 
 FAST_SPEED = [  # timing settings small enough for tests: 16-token rows, batch 4, 20 ms of timing, CPU only
-    "speed.seq_len=16",
+    "speed.max_length=16",
     "speed.throughput_batch=4",
     "speed.min_run_time=0.02",
     "speed.devices=[cpu]",

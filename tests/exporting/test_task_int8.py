@@ -18,14 +18,15 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from distil.exporting.int8_files import VARIANT_FILES
+from distil.exporting.int8_gate import QualityGateError, check_gate, format_gate
 from distil.exporting.onnx_model import cpu_session
-from distil.finetune import finetune_and_report
-from distil.quantization import VARIANT_FILES, QualityGateError, check_gate, format_gate
+from distil.exporting.task_int8 import TaskInt8Settings, write_task_int8
 from distil.tasks.batches import Collator
 from distil.tasks.classification import SequenceClassificationTask
-from distil.tasks.int8 import TaskInt8Settings, write_task_int8
+from distil.tasks.finetuning import finetune_and_report
 from tests.conftest import compose_config
-from tests.evaluation.test_finetune import QUICK
+from tests.tasks.test_finetuning import QUICK
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 pytestmark = pytest.mark.skipif(not HAS_ONNX, reason="ONNX extra not installed (pip install -e .[onnx])")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from distil.checkpoint_io import (
+from distil.run.checkpoint_io import (
     CheckpointError,
     atomic_copy,
     check_checkpoint,

@@ -1,0 +1,174 @@
+"""The report of `distil.evaluate` and its tables: for the teacher and the student their parameters, weights on
+disk, held-out scores and speed, the student's numbers as a share of the teacher's and the speed-ups; for an
+`int8=true` export, its float ONNX and INT8 models beside them."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
+
+from distil.evaluation.models import count_parameters, disk_bytes, weights_dir
+from distil.evaluation.speed import measure_speed, timed_forward
+from distil.evaluation.tables import format_percent, percent
+
+MODELS = ("teacher", "student")  # column order of the table and keys of the report
+
+
+def build_report(
+    models: dict[str, PreTrainedModel],
+    paths: dict[str, str],
+    scores: dict,
+    exported: dict,
+    speed: DictConfig,
+    speed_on: list[torch.device],
+) -> dict:
+    """The report of `models` (teacher and student, at `paths`) scored with `scores` (`masked_lm_scores`), timed on
+    `speed_on` with the `speed` settings, and of the `exported` models of the student's export (`ExportedModel`s)."""
+    report = {"top1_agreement": scores["student"].pop("top1_agreement")}
+    for name, model in models.items():
+        entry = {
+            "path": paths[name],
+            "parameters": count_parameters(model),
+            "disk_bytes": disk_bytes(weights_dir(paths[name])),
+            **scores[name],
+        }
+        entry["disk_bytes_per_parameter"] = entry["disk_bytes"] / entry["parameters"]  # shows the stored dtype
+        for device in speed_on:
+            timing = (speed.max_length, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
+            forward = timed_forward(model.to(device), speed.with_mlm_head)
+            measured = measure_speed(forward, device, model.config.vocab_size, *timing)
+            entry.update({f"{device.type}_{key}": value for key, value in measured.items()})
+        report[name] = entry
+    teacher, student = report["teacher"], report["student"]
+    report["student_pct_of_teacher"] = {
+        key: percent(student[key], value) for key, value in teacher.items() if isinstance(value, (int, float))
+    }
+    report["speedup"] = {
+        d.type: {
+            "latency": teacher[f"{d.type}_latency_ms"] / student[f"{d.type}_latency_ms"],
+            "throughput": student[f"{d.type}_throughput_seq_per_s"] / teacher[f"{d.type}_throughput_seq_per_s"],
+        }
+        for d in speed_on
+    }
+    if exported:
+        time_cpu = torch.device("cpu") in speed_on
+        vocab_size = models["student"].config.vocab_size
+        report["exported"] = exported_entries(exported, scores, student["disk_bytes"], speed, vocab_size, time_cpu)
+    report["masked_tokens"] = scores["masked_tokens"]
+    report["settings"] = {"speed": OmegaConf.to_container(speed), "cpu_threads": torch.get_num_threads()}
+    return report
+
+
+def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """The table of an evaluate report: label | teacher | student | student as % of teacher (or the speed-up)."""
+    teacher, student, pct = report["teacher"], report["student"], report["student_pct_of_teacher"]
+    speed = report["settings"]["speed"]
+
+    def row(label: str, key: str, fmt: str, scale: float = 1.0) -> tuple[str, str, str, str]:
+        cells = (format(teacher[key] * scale, fmt), format(student[key] * scale, fmt))
+        return (label, *cells, format_percent(pct[key]))
+
+    rows = [
+        row("parameters (M)", "parameters", ".2f", 1e-6),
+        row("weights on disk (MB)", "disk_bytes", ".1f", 1e-6),
+        row("bytes on disk per parameter (4 = float32)", "disk_bytes_per_parameter", ".2f"),
+        row("masked-LM accuracy (%)", "mlm_acc", ".2f", 100.0),
+        row("masked-LM loss (nats)", "mlm_loss", ".3f"),
+        row("perplexity", "ppl", ".2f"),
+    ]
+    for device, speedup in report["speedup"].items():
+        name = device.upper()
+        rows += [
+            row(
+                f"{name} latency, batch {speed['latency_batch']} x {speed['max_length']} (ms)",
+                f"{device}_latency_ms",
+                ".2f",
+            ),
+            row(
+                f"{name} throughput, batch {speed['throughput_batch']} x {speed['max_length']} (seq/s)",
+                f"{device}_throughput_seq_per_s",
+                ".1f",
+            ),
+            (
+                f"{name} speed-up: latency, throughput",
+                "",
+                "",
+                f"{speedup['latency']:.2f}x, {speedup['throughput']:.2f}x",
+            ),
+        ]
+    rows.append(("top-1 agreement with the teacher (%)", "", f"{100 * report['top1_agreement']:.2f}", ""))
+    return rows
+
+
+def exported_entries(
+    exported: dict,
+    scores: dict,
+    student_bytes: int,
+    speed: DictConfig,
+    vocab_size: int,
+    time_cpu: bool,
+) -> dict:
+    """Report entries of the float ONNX and INT8 models of the student's export (`ExportedModel`s): size on disk (and
+    as % of the student's weights), held-out scores with top-1 agreement with the PyTorch student, and CPU latency
+    and throughput when `time_cpu`."""
+    entries = {}
+    for name, model in exported.items():
+        entry = {
+            "label": model.label,
+            "file": model.file,
+            "disk_bytes": model.disk_bytes,
+            "disk_pct_of_student": percent(model.disk_bytes, student_bytes),
+            **scores[name],
+            "timed_with_mlm_head": model.with_mlm_head,
+        }
+        if time_cpu:
+            timing = (speed.max_length, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
+            cpu_speed = measure_speed(model.forward, torch.device("cpu"), vocab_size, *timing)
+            entry.update({f"cpu_{key}": value for key, value in cpu_speed.items()})
+        entries[name] = entry
+    return entries
+
+
+def exported_rows(report: dict) -> list[tuple[str, ...]]:
+    """The size/speed table of the student's export: teacher and student (PyTorch, float32), then the float ONNX and
+    INT8 models; CPU columns are "n/a" when the CPU was not timed."""
+    speed = report["settings"]["speed"]
+
+    def cells(entry: dict, agreement: str) -> tuple[str, ...]:
+        timed = "cpu_latency_ms" in entry
+        return (
+            f"{entry['disk_bytes'] / 1e6:.1f}",
+            f"{100 * entry['mlm_acc']:.2f}",
+            agreement,
+            f"{entry['cpu_latency_ms']:.2f}" if timed else "n/a",
+            f"{entry['cpu_throughput_seq_per_s']:.1f}" if timed else "n/a",
+        )
+
+    torch_head = "with" if speed["with_mlm_head"] else "without"
+    rows = [
+        (f"teacher fp32 (PyTorch, {torch_head} MLM head)", *cells(report["teacher"], "")),
+        (f"student fp32 (PyTorch, {torch_head} MLM head)", *cells(report["student"], "100.00")),
+    ]
+    for entry in report["exported"].values():
+        head = "with" if entry["timed_with_mlm_head"] else "without"
+        rows.append(
+            (
+                f"{entry['label']} ({entry['file'] or 'in memory'}, {head} MLM head)",
+                *cells(entry, f"{100 * entry['top1_agreement']:.2f}"),
+            )
+        )
+    return rows
+
+
+def exported_header(report: dict) -> tuple[str, ...]:
+    """Column titles of `exported_rows`, with the timed batch shapes."""
+    speed = report["settings"]["speed"]
+    return (
+        "",
+        "on disk (MB)",
+        "masked-LM acc (%)",
+        "top-1 = student (%)",
+        f"CPU latency, batch {speed['latency_batch']} x {speed['max_length']} (ms)",
+        f"CPU seq/s, batch {speed['throughput_batch']}",
+    )
