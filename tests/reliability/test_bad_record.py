@@ -11,7 +11,8 @@ from hydra.errors import InstantiationException
 
 from distil.run.checkpoint_io import read_checkpoint
 from distil.train import train
-from tests.reliability.runs import run_in_dir, train_losses
+from tests.conftest import compose_config
+from tests.reliability.runs import train_losses
 from tests.reliability.test_config_checks import compose_tiny
 from tests.tiny_assets import WORDS
 
@@ -64,11 +65,16 @@ def test_the_prescan_names_the_bad_record_before_any_weights_load(tiny_teacher_d
 
 
 def test_without_prescan_the_run_saves_the_step_it_reached_and_resumes_exactly_once_fixed(tiny_teacher_dir, tmp_path):
+    """The runs are `distil.train`'s `train` in this process, as the 2000-step resume test runs them."""
     corpus = tmp_path / "corpus.jsonl"
     write_corpus(corpus, with_bad_record=True)
     run_dir = tmp_path / "run"
-    failed = run_in_dir(run_dir, overrides(tiny_teacher_dir, corpus, "data.prescan=false"))
-    assert failed.returncode != 0 and f"corpus.jsonl:{BAD_LINE} is not valid JSON" in failed.stderr
+
+    def run(directory, *extra: str) -> None:
+        train(compose_config("train", *overrides(tiny_teacher_dir, corpus, *extra), f"paths.output_dir={directory}"))
+
+    with pytest.raises(ValueError, match=rf"corpus.jsonl:{BAD_LINE} is not valid JSON"):
+        run(run_dir, "data.prescan=false")
     reached = max(train_losses(run_dir)) + 1  # steps completed (logged steps count from 0)
     assert 0 < reached < STEPS, reached
     saved = read_checkpoint(run_dir / "checkpoints" / "on_exception.ckpt")
@@ -76,9 +82,6 @@ def test_without_prescan_the_run_saves_the_step_it_reached_and_resumes_exactly_o
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["on_exception.ckpt"]
 
     write_corpus(corpus, with_bad_record=False)  # the same documents: the broken line held none
-    resumed = run_in_dir(run_dir, overrides(tiny_teacher_dir, corpus, "data.prescan=false", "resume=auto"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    reference_dir = tmp_path / "reference"
-    reference = run_in_dir(reference_dir, overrides(tiny_teacher_dir, corpus))
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    assert train_losses(run_dir) == pytest.approx(train_losses(reference_dir), rel=1e-6)
+    run(run_dir, "data.prescan=false", "resume=auto")
+    run(tmp_path / "reference")
+    assert train_losses(run_dir) == pytest.approx(train_losses(tmp_path / "reference"), rel=1e-6)
