@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from transformers import (
     AutoModelForMaskedLM,
     BertConfig,
+    ElectraConfig,
     ModernBertConfig,
     PreTrainedModel,
     RobertaConfig,
@@ -157,6 +158,7 @@ LONG_RUNNING_FIRST = (
     "test_train.py",
     "test_shared_demo.py",
     "test_ablation.py",
+    "test_extending.py",
 )
 
 
@@ -185,7 +187,7 @@ def shared_dir() -> Path:
     return path
 
 
-FAMILY_TYPES = ("bert", "roberta", "xlm-roberta", "modernbert")  # a teacher model_type of each family (XLM-R twice)
+FAMILY_TYPES = ("bert", "roberta", "xlm-roberta", "modernbert", "electra")  # a teacher model_type of each family
 
 
 def tiny_config(model_type: str = "bert", num_layers: int = 4, vocab_size: int = 64, special_ids=None):
@@ -211,6 +213,8 @@ def tiny_config(model_type: str = "bert", num_layers: int = 4, vocab_size: int =
     if model_type == "modernbert":
         ids = dict(bos_token_id=start, cls_token_id=start, eos_token_id=end, sep_token_id=end)
         return ModernBertConfig(**shape, **ids, max_position_embeddings=64, local_attention=8)
+    if model_type == "electra":  # embeddings narrower than the layers, as ELECTRA generators have them
+        return ElectraConfig(**shape, embedding_size=16, max_position_embeddings=64)
     raise ValueError(f"no tiny config for model_type {model_type!r}")
 
 

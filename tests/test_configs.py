@@ -49,7 +49,7 @@ def test_an_extra_loss_term_in_the_config_reaches_the_objective():
             "_target_": "distil.modules.objective.LogitsTerm",
             "name": "reverse_kl",
             "weight": 0.5,
-            "loss": {"_target_": "tests.modules.test_objective.reverse_kl", "_partial_": True},
+            "loss": {"_target_": "distil.modules.losses.reverse_kl_loss", "_partial_": True},
         }
     ]
     teacher = tiny_masked_lm()

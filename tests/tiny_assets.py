@@ -124,6 +124,7 @@ def family_tokenizer(model_type: str):
         "roberta": roberta_tokenizer,
         "xlm-roberta": xlm_roberta_tokenizer,
         "modernbert": modernbert_tokenizer,
+        "electra": tiny_tokenizer,  # ELECTRA uses BERT's WordPiece vocabulary
     }
     return builders[model_type]()
 

@@ -21,8 +21,9 @@ FRAMING = {  # (first, last) token of every row, as each family's pre-training f
     "roberta": ("<s>", "</s>"),
     "xlm-roberta": ("<s>", "</s>"),
     "modernbert": ("[CLS]", "[SEP]"),
+    "electra": ("[CLS]", "[SEP]"),
 }
-UNKNOWN = {"bert": "[UNK]", "roberta": "<unk>", "xlm-roberta": "<unk>", "modernbert": "[UNK]"}
+UNKNOWN = {"bert": "[UNK]", "roberta": "<unk>", "xlm-roberta": "<unk>", "modernbert": "[UNK]", "electra": "[UNK]"}
 
 
 @pytest.fixture(scope="module")

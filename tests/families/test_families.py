@@ -17,6 +17,7 @@ LAYERS = {  # where each family keeps its transformer layers (the test's own sta
     "roberta": lambda model: model.roberta.encoder.layer,
     "xlm-roberta": lambda model: model.roberta.encoder.layer,
     "modernbert": lambda model: model.model.layers,
+    "electra": lambda model: model.electra.encoder.layer,
 }
 BERT_LAYER_PAIRS = {  # DistilBERT layer tensor -> BERT layer tensor
     "attention.q_lin": "attention.self.query",

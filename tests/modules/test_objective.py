@@ -5,9 +5,9 @@ import functools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from distil.modules.distillation import DistillationModule
+from distil.modules.losses import reverse_kl_loss
 from distil.modules.objective import (
     OBJECTIVE_KEYS,
     RENAMED_KEYS,
@@ -19,13 +19,6 @@ from distil.modules.objective import (
 from distil.modules.student import build_student
 from distil.perf.step_speed import StepSpeed
 from tests.conftest import compose_config, masked_batch, tiny_masked_lm
-
-
-def reverse_kl(student_logits, teacher_logits, labels):
-    """KL(student || teacher) per row: a term this project does not ship."""
-    student_log_probs = F.log_softmax(student_logits.float(), dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float(), dim=-1)
-    return (student_log_probs.exp() * (student_log_probs - teacher_log_probs)).sum(dim=-1)
 
 
 def test_terms_are_averaged_over_the_rows_they_cover_then_weighted():
@@ -47,7 +40,7 @@ def make_module(vocab_chunk_rows, **kwargs) -> DistillationModule:
         teacher=teacher,
         student=build_student(teacher),
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-2),
-        extra_terms=[LogitsTerm("reverse_kl", 1.5, reverse_kl)],
+        extra_terms=[LogitsTerm("reverse_kl", 1.5, reverse_kl_loss)],
         speed=StepSpeed(vocab_chunk_rows=vocab_chunk_rows),
         **kwargs,
     )
@@ -82,7 +75,9 @@ def test_the_new_term_is_its_weighted_mean_over_the_kl_rows():
         losses = module.distillation_losses(batch)
         real = batch["attention_mask"].bool()
         args = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        expected = reverse_kl(module.student(**args).logits[real], module.teacher(**args).logits[real], None).mean()
+        expected = reverse_kl_loss(
+            module.student(**args).logits[real], module.teacher(**args).logits[real], None
+        ).mean()
     assert set(losses) == {"reverse_kl", "cos", "loss"}
     assert losses["reverse_kl"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert losses["loss"].item() == pytest.approx(1.5 * expected.item(), rel=1e-5)

@@ -64,7 +64,7 @@ def test_tiny_cpu_setting_reports_throughput(opt, tmp_path):
 
 @pytest.mark.parametrize("model_type", ["roberta", "modernbert"])
 def test_any_family_benches_with_the_objectives_extra_terms(model_type):
-    loss = "{_target_:tests.modules.test_objective.reverse_kl,_partial_:true}"
+    loss = "{_target_:distil.modules.losses.reverse_kl_loss,_partial_:true}"
     term = f"{{_target_:distil.modules.objective.LogitsTerm,name:reverse_kl,weight:0.5,loss:{loss}}}"
     settings = [*TINY, "bench_opt=reference", f"bench_model.model_type={model_type}", f"distill.extra_terms=[{term}]"]
     result = run_setting(bench_config(settings))

@@ -11,11 +11,12 @@ from __future__ import annotations
 from transformers import PretrainedConfig, PreTrainedModel
 
 from distil.families.bert import BertFamily
+from distil.families.electra import ElectraFamily
 from distil.families.family import MaskedLMParts, ModelFamily
 from distil.families.modernbert import ModernBertFamily
 from distil.families.roberta import RobertaFamily
 
-FAMILIES: tuple[ModelFamily, ...] = (BertFamily(), RobertaFamily(), ModernBertFamily())
+FAMILIES: tuple[ModelFamily, ...] = (BertFamily(), RobertaFamily(), ModernBertFamily(), ElectraFamily())
 TEACHER_TYPES = {model_type: family for family in FAMILIES for model_type in family.teacher_types}
 MODEL_TYPES = {model_type: family for family in FAMILIES for model_type in family.model_types}
 

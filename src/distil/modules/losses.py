@@ -28,6 +28,21 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return kl.sum(dim=-1) * temperature**2
 
 
+def reverse_kl_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(student || teacher) between softmax(z / T) distributions, times T^2, per row: mode-seeking (the student
+    puts its mass where the teacher's is high), where the forward KL of `soft_target_loss` covers all of the
+    teacher's distribution. `labels` is taken and not read, so that a `LogitsTerm` holds the function as it is."""
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True)
+    return kl.sum(dim=-1) * temperature**2
+
+
 def mlm_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the student's predictions against the original tokens, per row (0 where the label is -100).
 
