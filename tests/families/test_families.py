@@ -155,7 +155,7 @@ def test_an_unsupported_teacher_is_refused_before_any_weights_load(tmp_path):
             f"the teacher's model_type is 'gpt2'; supported teachers are masked language models of model_type "
             f"{supported}" in str(error.value)
         )
-    assert supported == ["bert", "camembert", "modernbert", "roberta", "xlm-roberta"]
+    assert supported == ["bert", "camembert", "electra", "modernbert", "roberta", "xlm-roberta"]
 
 
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)
