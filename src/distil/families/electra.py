@@ -9,28 +9,15 @@ outside the layers is the teacher's (embeddings, their projection, the head), an
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+from transformers import PreTrainedModel
 
-from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-
-from distil.families.family import HeadFeatures, ModelFamily, renumbered_layer_names
-
-LAYER_PREFIX = "electra.encoder.layer."
+from distil.families.family import HeadFeatures, SameClassFamily
 
 
-class ElectraFamily(ModelFamily):
+class ElectraFamily(SameClassFamily):
     name = "electra"
     teacher_types = ("electra",)
-
-    def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
-        config = copy.deepcopy(teacher_config)
-        config.num_hidden_layers = len(layer_map)
-        return config
-
-    def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
-        return renumbered_layer_names(student, LAYER_PREFIX, layer_map)
+    layer_prefix = "electra.encoder.layer."
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         return model.generator_predictions  # dense -> activation -> LayerNorm; generator_lm_head is the projection

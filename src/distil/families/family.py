@@ -19,6 +19,7 @@ tokenizer's special tokens.
 
 from __future__ import annotations
 
+import copy
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -123,6 +124,23 @@ class ModelFamily(ABC):
         unmapped = sorted(set(student_params) - set(names) - self.fold_embeddings(student, teacher))
         if unmapped:
             raise KeyError(f"{self.name} family: no teacher tensor for the student parameters {unmapped[:5]}")
+
+
+class SameClassFamily(ModelFamily):
+    """A family whose student is the teacher's own class with fewer layers: every tensor outside the layers is the
+    teacher's, and student layer i is teacher layer `layer_map[i]` (`layer_prefix` is where the layers sit, e.g.
+    "roberta.encoder.layer."). Subclasses set `name`, `teacher_types` and `layer_prefix` and say where the
+    vocabulary head splits (`head_features`)."""
+
+    layer_prefix: str = ""
+
+    def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
+        config = copy.deepcopy(teacher_config)
+        config.num_hidden_layers = len(layer_map)
+        return config
+
+    def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
+        return renumbered_layer_names(student, self.layer_prefix, layer_map)
 
 
 def renumbered_layer_names(student: nn.Module, layer_prefix: str, layer_map: Sequence[int]) -> dict[str, str]:

@@ -16,29 +16,22 @@ teacher layer 0 leaves that teacher layer's attention norm out.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
-from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from distil.families.family import HeadFeatures, ModelFamily, renumbered_layer_names
-
-LAYER_PREFIX = "model.layers."
+from distil.families.family import HeadFeatures, SameClassFamily
 
 
-class ModernBertFamily(ModelFamily):
+class ModernBertFamily(SameClassFamily):
     name = "modernbert"
     teacher_types = ("modernbert",)
+    layer_prefix = "model.layers."
 
     def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
-        config = copy.deepcopy(teacher_config)
-        config.num_hidden_layers = len(layer_map)
-        config.layer_types = [teacher_config.layer_types[i] for i in layer_map]
+        config = super().student_config(teacher_config, layer_map)
+        config.layer_types = [teacher_config.layer_types[i] for i in layer_map]  # each layer keeps its attention kind
         return config
-
-    def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
-        return renumbered_layer_names(student, LAYER_PREFIX, layer_map)
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         return lambda hidden: model.head(hidden)  # dense -> activation -> norm; `decoder` is the output projection

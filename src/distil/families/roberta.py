@@ -10,29 +10,16 @@ Positions start after the padding id (`padding_idx + 1`): roberta-base's 514 pos
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-
 import torch.nn.functional as F
-from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from distil.families.family import HeadFeatures, ModelFamily, renumbered_layer_names
-
-LAYER_PREFIX = "roberta.encoder.layer."
+from distil.families.family import HeadFeatures, SameClassFamily
 
 
-class RobertaFamily(ModelFamily):
+class RobertaFamily(SameClassFamily):
     name = "roberta"
     teacher_types = ("roberta", "xlm-roberta", "camembert")
-
-    def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
-        config = copy.deepcopy(teacher_config)
-        config.num_hidden_layers = len(layer_map)
-        return config
-
-    def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:
-        return renumbered_layer_names(student, LAYER_PREFIX, layer_map)
+    layer_prefix = "roberta.encoder.layer."
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         head = model.lm_head  # dense -> gelu -> layer_norm -> decoder (the output projection)
