@@ -43,8 +43,10 @@ def commands(text: str, program: str) -> list[list[str]]:
     return [shlex.split(line, comments=True)[3:] for line in lines if line.startswith(f"python -m {program} ")]
 
 
-def tiny_training(teacher_dir, corpus_dir, output_dir) -> list[str]:
-    overrides = [o for o in tiny_run_overrides(teacher_dir, corpus_dir) if not o.startswith("teacher.name_or_path")]
+def tiny_training(teacher_dir, corpus_dir, output_dir, with_teacher: bool = True) -> list[str]:
+    """A tiny run's overrides (2 steps) into `output_dir`; without its teacher when the command shown names one."""
+    overrides = tiny_run_overrides(teacher_dir, corpus_dir)
+    overrides = [o for o in overrides if with_teacher or not o.startswith("teacher.name_or_path=")]
     return [*overrides, "logger=csv", f"paths.output_dir={output_dir}"]
 
 
