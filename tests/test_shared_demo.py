@@ -81,3 +81,28 @@ def test_the_export_commands_write_onnx_and_int8_files_of_the_demo_student_and_e
     assert report["student_pct_of_teacher"]["disk_bytes"] == pytest.approx(
         report["student_pct_of_teacher"]["parameters"], rel=0.01
     )
+
+
+def test_the_comparison_command_fine_tunes_teacher_student_and_distilled_student_on_shared_sst2(demo_run, tmp_path):
+    """The README's `distil.finetune_comparison task=sst2` on the shared teacher, SST-2 files and the demo's student
+    (a few sentences, one seed: the command's path on real shapes, not its scores)."""
+    teacher = shared_assets_dir() / "models" / "bert-teacher-12x256"
+    result = run_cli(
+        tmp_path,
+        "task=sst2",
+        f"teacher_model={teacher}",
+        f"student_model={demo_run}/student",
+        "seeds=[1]",
+        "max_train_examples=32",
+        "max_dev_examples=16",
+        "batch_size=16",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'comparison'}",
+        f"paths.shared_dir={shared_assets_dir()}",
+        module="distil.finetune_comparison",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert report["task"] == "sst2" and report["train_examples"] == 32
+    for name in ("teacher", "student", "distilled"):
+        assert 0 <= report["runs"][name][0]["model"]["dev"]["accuracy"] <= 1, name
