@@ -24,9 +24,7 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distil.data.tokenization import vocabulary_fingerprint
-from distil.run.checkpoint_io import CheckpointError, verify_archive
-from distil.run.output_dirs import umask
+from distil.run.checkpoint_io import CheckpointError, atomic_torch_save, verify_archive
 from distil.tasks.batches import HIDDEN, model_inputs, per_feature
 
 log = logging.getLogger(__name__)
@@ -143,15 +140,7 @@ def save(path: Path, fields: dict[str, str], outputs: dict[str, list[torch.Tenso
         }
         for name, tensors in outputs.items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        torch.save({"fingerprint": fields, "seconds": seconds, "outputs": stored}, temporary)
-        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes it -rw-------
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    atomic_torch_save({"fingerprint": fields, "seconds": seconds, "outputs": stored}, path)
 
 
 def load(path: Path, fields: dict[str, str], count: int) -> tuple[dict[str, list[torch.Tensor]], float] | None:
