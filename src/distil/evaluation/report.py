@@ -15,6 +15,13 @@ from distil.evaluation.tables import format_percent, percent
 MODELS = ("teacher", "student")  # column order of the table and keys of the report
 
 
+def speed_entries(forward, device: torch.device, vocab_size: int, speed: DictConfig) -> dict[str, float]:
+    """`measure_speed` of `forward` on `device` with the `speed` settings, its keys prefixed with the device type."""
+    timing = (speed.max_length, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
+    measured = measure_speed(forward, device, vocab_size, *timing)
+    return {f"{device.type}_{key}": value for key, value in measured.items()}
+
+
 def build_report(
     models: dict[str, PreTrainedModel],
     paths: dict[str, str],
@@ -35,10 +42,8 @@ def build_report(
         }
         entry["disk_bytes_per_parameter"] = entry["disk_bytes"] / entry["parameters"]  # shows the stored dtype
         for device in speed_on:
-            timing = (speed.max_length, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
             forward = timed_forward(model.to(device), speed.with_mlm_head)
-            measured = measure_speed(forward, device, model.config.vocab_size, *timing)
-            entry.update({f"{device.type}_{key}": value for key, value in measured.items()})
+            entry.update(speed_entries(forward, device, model.config.vocab_size, speed))
         report[name] = entry
     teacher, student = report["teacher"], report["student"]
     report["student_pct_of_teacher"] = {
@@ -123,9 +128,7 @@ def exported_entries(
             "timed_with_mlm_head": model.with_mlm_head,
         }
         if time_cpu:
-            timing = (speed.max_length, speed.latency_batch, speed.throughput_batch, speed.min_run_time)
-            cpu_speed = measure_speed(model.forward, torch.device("cpu"), vocab_size, *timing)
-            entry.update({f"cpu_{key}": value for key, value in cpu_speed.items()})
+            entry.update(speed_entries(model.forward, torch.device("cpu"), vocab_size, speed))
         entries[name] = entry
     return entries
 
