@@ -49,21 +49,14 @@ from distil.value_checks import check_integer
 log = logging.getLogger(__name__)
 
 HYPERPARAMETERS = ("seed", "batch_size", "learning_rate", "weight_decay", "warmup_fraction")  # in the report
-
-
 MODEL_DIR = "model"  # the folder of the run directory that save_model=true writes
-
-
 LOG_DIR = "log"  # the folder of the run directory with the training log (metrics.csv)
-
-
 REPORT_FILE = "finetune.json"  # the report in the run directory
 
 
 def check_model_folder(key: str, path: str):
-    """The model's config, after reading its config and tokenizer (small and fast) so that a bad path, a folder
-    without a tokenizer that fits its embeddings, or a config larger than this machine's memory, fails before any
-    model is trained."""
+    """The model's config and tokenizer, read first (small and fast) so that a bad path, a folder without a tokenizer
+    that fits its embeddings, or a config larger than this machine's memory, fails before any model is trained."""
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = read_tokenizer(path, key)
@@ -71,7 +64,7 @@ def check_model_folder(key: str, path: str):
         raise FileNotFoundError(f"{key}={path!r} is not a loadable model: {error}") from error
     check_tokenizer_matches(tokenizer, path, key, config.vocab_size, "its model")
     check_model_size(config, f"{key}={path!r}")
-    return config
+    return config, tokenizer
 
 
 def save_fine_tuned(model, tokenizer, target: Path, details: dict, int8=None) -> Path:
@@ -103,7 +96,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
     distillation: ObjectiveWeights | None = instantiate(cfg.task_distillation) if cfg.distill_from else None
     task.check_source()
     model_path = hf_model_path("model", str(cfg.model), out_dir / "exported")
-    config = check_model_folder("model", model_path)
+    config, tokenizer = check_model_folder("model", model_path)
     teacher_path = None
     if distillation is not None:
         teacher_path = hf_model_path("distill_from", str(cfg.distill_from), out_dir / "exported")
@@ -113,7 +106,6 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict:
         check_replaceable(out_dir / MODEL_DIR, "hf_model", False, "save_model")
     train = task.examples("train")[: cfg.max_train_examples]
     dev = task.examples("dev")[: cfg.max_dev_examples]
-    tokenizer = read_tokenizer(model_path, "model")
     train_set = task.encode(train, tokenizer, training=True)
     dev_set = task.encode(dev, tokenizer, training=False)
     log.info(
