@@ -34,6 +34,7 @@ from transformers import AutoConfig
 from distil.data.tokenization import check_tokenizer_matches, read_tokenizer
 from distil.evaluation.models import count_parameters
 from distil.exporting.checkpoint_export import hf_model_path
+from distil.exporting.hf_model import save_model_folder
 from distil.exporting.int8_gate import check_gate, format_gate
 from distil.exporting.onnx_model import check_onnx_installed
 from distil.exporting.task_int8 import TaskInt8Settings, write_task_int8
@@ -72,8 +73,7 @@ def save_fine_tuned(model, tokenizer, target: Path, details: dict, int8=None) ->
     when given, writes more files into the folder before it takes its place."""
 
     def write(directory: Path) -> None:
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+        save_model_folder(model, tokenizer, directory, "float32")
         if int8 is not None:
             int8(directory)
 
