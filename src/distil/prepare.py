@@ -22,12 +22,15 @@ from omegaconf import DictConfig
 
 from distil.data.corpus import Corpus
 from distil.data.packing import concatenate_documents
+from distil.data.row_format import RowFormat
 from distil.data.shard_writer import ShardWriter
 from distil.data.shards import FORMAT, TOKEN_COUNTS_FILE, VERSION, token_dtype, write_metadata
 from distil.data.sources import resolve_sources
 from distil.data.text_rows import batched
 from distil.data.throughput import measure_shard_loader
 from distil.data.tokenization import TextEncoder, load_tokenizer, vocabulary_fingerprint
+from distil.families import teacher_family
+from distil.modules.teacher import load_teacher_config
 from distil.run.output_dirs import replace_output_dir
 
 log = logging.getLogger(__name__)
@@ -35,20 +38,20 @@ log = logging.getLogger(__name__)
 worker_state: dict = {}
 
 
-def start_worker(tokenizer_name: str) -> None:
+def start_worker(tokenizer_name: str, causal: bool) -> None:
     """Pool initializer: each tokenizing process loads the tokenizer once."""
-    tokenizer = load_tokenizer(tokenizer_name)
+    tokenizer = load_tokenizer(tokenizer_name, causal=causal)
     worker_state.update(
         encode=TextEncoder(tokenizer),
-        sep_id=tokenizer.sep_token_id,
+        separator=RowFormat.of(tokenizer, causal).separator,
         vocab_size=len(tokenizer),
         dtype=token_dtype(len(tokenizer)),
     )
 
 
 def tokenize_chunk(documents: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Documents -> (their ids each followed by [SEP] in the shard dtype, id counts, number of documents)."""
-    tokens = concatenate_documents(worker_state["encode"](documents), worker_state["sep_id"])
+    """Documents -> (their ids each followed by the separator in the shard dtype, id counts, number of documents)."""
+    tokens = concatenate_documents(worker_state["encode"](documents), worker_state["separator"])
     counts = np.bincount(tokens, minlength=worker_state["vocab_size"])
     return tokens.astype(worker_state["dtype"]), counts, len(documents)
 
@@ -98,13 +101,15 @@ def prepare(
     shard_tokens: int = 100_000_000,
     overwrite: bool = False,
     fallback_when_missing: str | None = None,
+    causal: bool = False,
 ) -> dict:
     """Writes the shard directory whole (a staging folder renamed into place when complete, `distil.run.output_dirs`:
     an earlier shard directory is replaced, any other non-empty folder refused unless `overwrite`); returns its
-    metadata (with `tokens_per_second` of the tokenization)."""
+    metadata (with `tokens_per_second` of the tokenization). `causal`: documents joined by end-of-text for a causal LM
+    (the teacher family's kind) instead of [SEP]."""
     if num_proc < 1 or documents_per_chunk < 1:
         raise ValueError(f"num_proc={num_proc}, documents_per_chunk={documents_per_chunk}; allowed: integers >= 1")
-    loaded = load_tokenizer(tokenizer, key="tokenizer")
+    loaded = load_tokenizer(tokenizer, key="tokenizer", causal=causal)
     dtype = token_dtype(len(loaded))
     resolved = resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing)
     corpus = Corpus(resolved, val_documents, seed, loaded.unk_token)
@@ -116,7 +121,7 @@ def prepare(
         validation = ShardWriter(directory, "validation", dtype, shard_tokens)
         train = ShardWriter(directory, "train", dtype, shard_tokens)
         with multiprocessing.get_context("spawn").Pool(
-            num_proc, initializer=start_worker, initargs=(tokenizer,)
+            num_proc, initializer=start_worker, initargs=(tokenizer, causal)
         ) as pool:
             write_split(pool, corpus.validation_documents(), validation, documents_per_chunk, None, report, 0)
             write_split(
@@ -136,8 +141,8 @@ def prepare(
             vocab_size=len(loaded),
             vocab_fingerprint=vocabulary_fingerprint(loaded),
             dtype=dtype.name,
-            cls_id=loaded.cls_token_id,
-            sep_id=loaded.sep_token_id,
+            causal=causal,
+            separator_id=RowFormat.of(loaded, causal).separator,
             val_documents=val_documents,
             seed=seed,
             sources=[source.name for source in corpus.sources],
@@ -161,6 +166,7 @@ def prepare(
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
+    causal = teacher_family(load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)).causal
     sources = [instantiate(node) for node in cfg.data.sources or []]
     fallback_sources = [instantiate(node) for node in cfg.data.get("fallback_sources") or []]
     prepare(
@@ -175,6 +181,7 @@ def main(cfg: DictConfig) -> None:
         cfg.shard_tokens,
         cfg.overwrite,
         cfg.data.get("fallback_when_missing"),
+        causal,
     )
     if cfg.measure_loader_batches > 0:
         for clock_name, clock in (("wall-clock", time.perf_counter), ("CPU", time.process_time)):
@@ -184,6 +191,7 @@ def main(cfg: DictConfig) -> None:
                 cfg.data.max_length,
                 cfg.data.batch_size,
                 cfg.measure_loader_batches,
+                causal,
                 clock=clock,
             )
             log.info(

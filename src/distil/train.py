@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distil.evaluation.tables import format_comparison, format_percent, percent
 from distil.exporting.hf_model import save_model_folder, stored_dtype
+from distil.families import teacher_family
 from distil.modules.teacher import load_teacher_config
 from distil.run.callbacks.run_config import RunConfigInCheckpoint
 from distil.run.checkpoint_io import AtomicCheckpointIO, check_free_space
@@ -77,8 +78,14 @@ def train(cfg: DictConfig) -> float | None:
     check_sequence_length(cfg.data.max_length, teacher_config)
 
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    check_vocabulary(teacher_config, cfg.teacher.name_or_path, datamodule.tokenizer, cfg.data.tokenizer)
+    datamodule = instantiate(cfg.data, causal=teacher_family(teacher_config).causal)
+    check_vocabulary(
+        teacher_config,
+        cfg.teacher.name_or_path,
+        datamodule.tokenizer,
+        cfg.data.tokenizer,
+        cfg.student.get("name_or_path"),
+    )
 
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
@@ -128,17 +135,24 @@ def describe_models(teacher, student) -> str:
     )
 
 
+ACCURACY_LABELS = {  # the validation accuracy of each kind of model -> its line in the end-of-run table
+    "mlm_acc": "held-out masked-LM accuracy (%)",
+    "next_token_acc": "held-out next-token accuracy (%)",
+}
+
+
 def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_dir: Path) -> str:
     """The end-of-run table: teacher and student on the last validation, and where the student is."""
     minutes, rest = divmod(round(seconds), 60)
     footer = f"{steps} steps in {minutes} min {rest:02d} s; student written to {student_dir}"
-    if "val/student_mlm_acc" not in metrics:
+    accuracy = next((key for key in ACCURACY_LABELS if f"val/student_{key}" in metrics), None)
+    if accuracy is None:
         return footer
     rows = [
         (label, f"{metrics[f'val/teacher_{key}'] * scale:.2f}", f"{metrics[f'val/student_{key}'] * scale:.2f}")
-        for label, key, scale in (("held-out masked-LM accuracy (%)", "mlm_acc", 100), ("perplexity", "ppl", 1))
+        for label, key, scale in ((ACCURACY_LABELS[accuracy], accuracy, 100), ("perplexity", "ppl", 1))
     ]
-    share = percent(metrics["val/student_mlm_acc"], metrics["val/teacher_mlm_acc"])
+    share = percent(metrics[f"val/student_{accuracy}"], metrics[f"val/teacher_{accuracy}"])
     rows[0] += (format_percent(share),)
     rows[1] += ("",)
     rows.append(("top-1 agreement with the teacher (%)", "", f"{100 * metrics['val/top1_agreement']:.2f}", ""))

@@ -14,6 +14,7 @@ from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
 from distil.data.packing import concatenate_documents, pack_rows
+from distil.data.row_format import RowFormat
 from distil.data.sources import LocalFiles
 from tests.data.conftest import random_documents, write_text_file
 
@@ -39,9 +40,7 @@ def expected_rows(tokenizer_dir, documents: list[str]) -> np.ndarray:
     for start in range(0, len(documents), BLOCK):
         ids = [tokenizer.encode(d, add_special_tokens=False) for d in documents[start : start + BLOCK]]
         blocks.append(
-            pack_rows(
-                concatenate_documents(ids, tokenizer.sep_token_id), ROW, tokenizer.cls_token_id, tokenizer.sep_token_id
-            )
+            pack_rows(concatenate_documents(ids, tokenizer.sep_token_id), ROW, RowFormat.of(tokenizer, causal=False))
         )
     return np.concatenate(blocks)
 
@@ -81,10 +80,7 @@ def test_validation_is_held_out_by_document_and_masked_the_same_every_pass(token
     tokenizer = datamodule.tokenizer
     held_out = [tokenizer.encode(d, add_special_tokens=False) for d in documents[:10]]
     tokens = concatenate_documents(held_out, tokenizer.sep_token_id)
-    assert (
-        datamodule.validation_rows.tolist()
-        == pack_rows(tokens, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id).tolist()
-    )
+    assert datamodule.validation_rows.tolist() == pack_rows(tokens, ROW, RowFormat.of(tokenizer, causal=False)).tolist()
     first = list(datamodule.val_dataloader())
     second = list(datamodule.val_dataloader())
     assert len(first) == int(np.ceil(len(datamodule.validation_rows) / 4))
@@ -148,7 +144,7 @@ def test_validation_sources_are_the_validation_rows_even_without_held_out_docume
     tokens = concatenate_documents(
         [tokenizer.encode(d, add_special_tokens=False) for d in unseen], tokenizer.sep_token_id
     )
-    expected = pack_rows(tokens, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    expected = pack_rows(tokens, ROW, RowFormat.of(tokenizer, causal=False))
     assert datamodule.validation_rows.tolist() == expected.tolist() and len(expected) >= 3
     assert len(list(datamodule.val_dataloader())) == int(np.ceil(len(expected) / 4))
     with pytest.raises(RuntimeError, match=r"data.validation_sources: source absent paths: no file matches"):

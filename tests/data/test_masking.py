@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distil.data.masking import IGNORE_INDEX, MaskingCollator
+from distil.data.packing import pad_rows
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 VOCAB = 50
@@ -38,7 +39,7 @@ def test_labels_hold_originals_and_specials_and_padding_are_never_masked():
     rows[5] = rows[5][:40].copy()  # a short final row, padded by the collator
     rows[5][-1] = SEP
     batch = collator()(rows, torch.Generator().manual_seed(1))
-    original, _ = collator().pad(rows)
+    original, _ = pad_rows(rows, LENGTH, PAD)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (6, LENGTH)
     assert batch["attention_mask"][5].tolist() == [1] * 40 + [0] * 24
     assert batch["input_ids"][5, 40:].tolist() == [PAD] * 24
@@ -52,7 +53,7 @@ def test_labels_hold_originals_and_specials_and_padding_are_never_masked():
 
 def test_replacements_are_80_percent_mask_10_random_10_unchanged():
     rows = full_rows(64)
-    original, attention = collator().pad(rows)
+    original, attention = pad_rows(rows, LENGTH, PAD)
     batch = collator().mask(original, attention, torch.Generator().manual_seed(0))
     chosen = batch["labels"] != IGNORE_INDEX
     new = batch["input_ids"][chosen]

@@ -21,6 +21,7 @@ from distil.data.corpus import Corpus
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
 from distil.data.packing import concatenate_documents, pack_rows
+from distil.data.row_format import RowFormat
 from distil.data.shard_writer import ShardWriter
 from distil.data.shards import read_metadata, token_dtype
 from distil.data.sources import LocalFiles
@@ -129,7 +130,7 @@ def test_shard_loader_rows_are_the_packed_training_stream_across_shard_borders(p
     datamodule = shard_datamodule(tokenizer_dir, prepared)
     tokens = read_split(prepared, "train").astype(np.int64)
     tokenizer = datamodule.tokenizer
-    expected = pack_rows(tokens, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    expected = pack_rows(tokens, ROW, RowFormat.of(tokenizer, causal=False))
     batches = list(itertools.islice(datamodule.train_dataloader(), len(expected) // 4))
     produced = torch.cat([original_ids(b) for b in batches])
     assert produced.tolist() == expected[: len(produced)].tolist()
@@ -137,7 +138,7 @@ def test_shard_loader_rows_are_the_packed_training_stream_across_shard_borders(p
     validation = read_split(prepared, "validation").astype(np.int64)
     assert (
         datamodule.validation_rows.tolist()
-        == pack_rows(validation, ROW, tokenizer.cls_token_id, tokenizer.sep_token_id).tolist()
+        == pack_rows(validation, ROW, RowFormat.of(tokenizer, causal=False)).tolist()
     )
 
 

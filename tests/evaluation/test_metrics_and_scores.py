@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM
 
 from distil.evaluation.masked_lm import masked_lm_scores, masked_logits
-from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
 from distil.modules.student import build_student
 from tests.conftest import masked_batch
 from tests.tiny_assets import VOCAB_SIZE
 
 
 def test_masked_lm_metrics_by_hand():
-    metrics = MaskedLMMetrics()
+    metrics = TokenPredictionMetrics()
     # batch 1: two tokens over a 3-word vocabulary; argmax 0 (correct) and 1 (wrong, label 2)
     metrics.update(torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2]))
     # batch 2: one token, uniform logits, label 1 (argmax 0: wrong)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, GPT2Config, ModernBertConfig, RobertaConfig
+from transformers import AutoConfig, ModernBertConfig, OPTConfig, RobertaConfig
 
-from distil.families import FAMILIES, UnsupportedModelError, masked_lm_parts, teacher_family
+from distil.families import FAMILIES, UnsupportedModelError, model_parts, teacher_family
 from distil.families.size import parameter_count
 from distil.modules.student import build_student
 from distil.modules.teacher import load_teacher, load_teacher_config
@@ -106,7 +106,7 @@ def test_the_parts_compose_to_the_models_own_logits(model_type):
     teacher = tiny_masked_lm(model_type, num_layers=4)
     batch = masked_batch()
     for model in (teacher, build_student(teacher).eval()):
-        parts = masked_lm_parts(model)
+        parts = model_parts(model)
         with torch.no_grad():
             expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             hidden = parts.encode(batch["input_ids"], batch["attention_mask"])
@@ -146,16 +146,28 @@ def test_longest_row_follows_each_familys_positions():
 
 
 def test_an_unsupported_teacher_is_refused_before_any_weights_load(tmp_path):
-    GPT2Config(n_layer=2, n_embd=32, n_head=4).save_pretrained(tmp_path)  # a config alone: no weights to load
+    OPTConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path)  # config alone
     supported = sorted(model_type for family in FAMILIES for model_type in family.teacher_types)
     for load in (load_teacher_config, load_teacher):
         with pytest.raises(UnsupportedModelError) as error:
             load(str(tmp_path))
         assert (
-            f"the teacher's model_type is 'gpt2'; supported teachers are masked language models of model_type "
+            f"the teacher's model_type is 'opt'; supported teachers are language models of model_type "
             f"{supported}" in str(error.value)
         )
-    assert supported == ["bert", "camembert", "electra", "modernbert", "roberta", "xlm-roberta"]
+    assert supported == [
+        "bert",
+        "camembert",
+        "electra",
+        "gpt2",
+        "llama",
+        "mistral",
+        "modernbert",
+        "qwen2",
+        "qwen3",
+        "roberta",
+        "xlm-roberta",
+    ]
 
 
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)

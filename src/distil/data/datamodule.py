@@ -1,9 +1,11 @@
-"""CorpusDataModule: text sources (or pre-tokenized shards) -> WordPiece ids -> packed rows -> masked batches.
+"""CorpusDataModule: text sources (or pre-tokenized shards) -> token ids -> packed rows -> masked-LM batches, or
+causal-LM batches with next-token labels (`causal`, set by the entry points from the teacher's family).
 
 Training batches come from an endless IterableDataset (pass after pass over the corpus; the run length is set by
 `trainer.max_steps`) split across every (rank, dataloader worker) slot. The consumed position of every slot is
 part of the Lightning checkpoint (`state_dict` / `load_state_dict`), so a resumed run continues with exactly the
-batches the uninterrupted run would have seen. Validation batches come from held-out documents with fixed masks.
+batches the uninterrupted run would have seen. Validation batches come from held-out documents with fixed masks
+(causal batches need none).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from torch.utils.data import DataLoader
 from distil.data.batch_stream import BatchStream, PositionedLoader
 from distil.data.corpus import Corpus
 from distil.data.masking import MaskingCollator, check_mask_probability
+from distil.data.next_token import NextTokenCollator
 from distil.data.packing import concatenate_documents, pack_rows
+from distil.data.row_format import RowFormat
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import (
     SPLITS,
     TOKEN_COUNTS_FILE,
+    check_row_kind,
     check_split_files,
     check_tokenizer,
     open_split,
@@ -44,10 +49,13 @@ MIN_MAX_LENGTH = 8
 
 
 class CorpusDataModule(pl.LightningDataModule):
-    """Masked-LM batches (input_ids, attention_mask, labels: int64 (batch_size, max_length)) from a corpus.
+    """Masked-LM or causal-LM batches (input_ids, attention_mask, labels: int64 (batch_size, max_length)) from a
+    corpus: labels hold the original token at masked positions, or the next token (`distil.data.next_token`).
 
     Args:
         tokenizer: hub id or local directory of the (teacher's) tokenizer.
+        causal: rows for a causal LM (documents joined by end-of-text, no framing, next-token labels) instead of a
+            masked LM; the entry points pass the teacher family's kind, so it is no config key.
         sources: document sources (`distil.data.sources.LocalFiles` / `HubDataset`), interleaved by weight.
         fallback_sources: sources used instead when one of `sources` is unavailable and the folder
             `fallback_when_missing` does not exist (e.g. the demo's shared files absent).
@@ -62,11 +70,11 @@ class CorpusDataModule(pl.LightningDataModule):
             before training, naming its file and line: true, false, or "auto" (local files of at most 1 GiB in
             all; `distil.data.sources.prescan_sources`).
         shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
-        max_length: tokens per row, [CLS] and [SEP] included.
+        max_length: tokens per row, [CLS] and [SEP] included (masked rows).
         batch_size: rows per training batch on each device.
         val_batch_size: rows per validation batch (default: batch_size).
         num_workers: dataloader worker processes per device.
-        mlm_probability: fraction of real non-special tokens masked per batch.
+        mlm_probability: fraction of real non-special tokens masked per batch (masked rows only).
         mlm_smoothing: exponent of count(token)^-s position weights (original DistilBERT: 0.7); null = uniform.
         token_counts: `.npy` token counts from `python -m distil.prepare` (needed by mlm_smoothing).
         val_documents: documents held out for validation from the start of every source (with shards: set by
@@ -78,6 +86,7 @@ class CorpusDataModule(pl.LightningDataModule):
     def __init__(
         self,
         tokenizer: str,
+        causal: bool = False,
         sources: Sequence | None = None,
         fallback_sources: Sequence | None = None,
         fallback_when_missing: str | None = None,
@@ -109,7 +118,8 @@ class CorpusDataModule(pl.LightningDataModule):
         check_integer("data.val_batch_size", val_batch_size, 1, optional=True)
         check_mask_probability(mlm_probability)
         self.tokenizer_name = tokenizer
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer, causal=causal)
+        self.row_format = RowFormat.of(self.tokenizer, causal)
         if bool(sources) == bool(shards_dir):
             raise ValueError(
                 f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
@@ -132,6 +142,7 @@ class CorpusDataModule(pl.LightningDataModule):
         if shards_dir:
             self.shards_metadata = read_metadata(shards_dir)
             check_tokenizer(self.shards_metadata, self.tokenizer, tokenizer, shards_dir)
+            check_row_kind(self.shards_metadata, causal, shards_dir)
             verify = verify_at_start(verify_shards, self.shards_metadata)
             for split in SPLITS:
                 check_split_files(shards_dir, self.shards_metadata, split, verify)
@@ -145,12 +156,16 @@ class CorpusDataModule(pl.LightningDataModule):
         self.documents_per_block = documents_per_block
         self.seed = seed
         counts = np.load(token_counts) if token_counts else None
-        self.collator = MaskingCollator.from_tokenizer(
-            self.tokenizer,
-            max_length,
-            mlm_probability=mlm_probability,
-            mlm_smoothing=mlm_smoothing,
-            token_counts=counts,
+        self.collator = (
+            NextTokenCollator.from_tokenizer(self.tokenizer, max_length)
+            if causal
+            else MaskingCollator.from_tokenizer(
+                self.tokenizer,
+                max_length,
+                mlm_probability=mlm_probability,
+                mlm_smoothing=mlm_smoothing,
+                token_counts=counts,
+            )
         )
         self.validation_rows: np.ndarray | None = None
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
@@ -182,18 +197,18 @@ class CorpusDataModule(pl.LightningDataModule):
         return self.val_documents > 0
 
     def validation_tokens(self) -> np.ndarray:
-        """Token ids of the held-out documents (or of the validation sources), each followed by [SEP]."""
+        """Token ids of the held-out documents (or of the validation sources), each followed by the separator."""
         if self.shards_metadata is not None and not self.validation_sources:
             shards = open_split(self.shards_dir, self.shards_metadata, "validation")
             return np.concatenate(shards).astype(np.int64) if shards else np.zeros(0, dtype=np.int64)
-        encode, sep_id = TextEncoder(self.tokenizer), self.tokenizer.sep_token_id
+        encode, separator = TextEncoder(self.tokenizer), self.row_format.separator
         blocks = batched(self.corpus().validation_documents(), self.documents_per_block)
-        pieces = [concatenate_documents(encode(documents), sep_id) for documents in blocks]
+        pieces = [concatenate_documents(encode(documents), separator) for documents in blocks]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
     def build_validation_rows(self) -> np.ndarray:
         tokens = self.validation_tokens()
-        rows = pack_rows(tokens, self.max_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
+        rows = pack_rows(tokens, self.max_length, self.row_format)
         if len(rows) == 0:
             held_out, remedy = (
                 (f"data.validation_sources ({describe_sources(self.validation_sources)})", "give more text")
@@ -212,14 +227,13 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> BatchStream:
         rank, world_size = self.rank_and_world_size()
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         if self.shards_metadata is not None:
             rows = ShardRows(
-                self.shards_dir, self.shards_metadata, self.max_length, cls_id, sep_id, self.shuffle, self.seed
+                self.shards_dir, self.shards_metadata, self.max_length, self.row_format, self.shuffle, self.seed
             )
         else:
             rows = TextRows(
-                self.corpus(), TextEncoder(self.tokenizer), self.max_length, cls_id, sep_id, self.documents_per_block
+                self.corpus(), TextEncoder(self.tokenizer), self.max_length, self.row_format, self.documents_per_block
             )
         return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
 

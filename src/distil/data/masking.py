@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from distil.data.packing import pad_rows
 from distil.modules.losses import IGNORE_INDEX
 from distil.value_checks import is_number
 
@@ -91,19 +92,6 @@ class MaskingCollator:
             **kwargs,
         )
 
-    def pad(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows stacked into (B, max_length) ids and attention mask; rows shorter than max_length are padded."""
-        if all(len(row) == self.max_length for row in rows):
-            return torch.from_numpy(np.stack(rows).astype(np.int64, copy=False)), torch.ones(
-                (len(rows), self.max_length), dtype=torch.long
-            )
-        input_ids = torch.full((len(rows), self.max_length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), self.max_length), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
-            attention_mask[i, : len(row)] = 1
-        return input_ids, attention_mask
-
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator) -> dict:
         """Masked copy of input_ids with labels; `generator` makes the choice reproducible."""
         maskable = attention_mask.bool() & ~self.is_special[input_ids]
@@ -129,5 +117,5 @@ class MaskingCollator:
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 
     def __call__(self, rows: list[np.ndarray], generator: torch.Generator) -> dict:
-        input_ids, attention_mask = self.pad(rows)
+        input_ids, attention_mask = pad_rows(rows, self.max_length, self.pad_id)
         return self.mask(input_ids, attention_mask, generator)

@@ -1,7 +1,8 @@
 """Rows read from pre-tokenized shards by index arithmetic: no tokenization, O(1) seek, exact sharding.
 
-The training shards form one token stream; row r holds tokens [r*(L-2), (r+1)*(L-2)) framed by [CLS] and [SEP]
-(rows may cross document and shard borders; the tail shorter than a row is dropped). Each pass visits all rows in
+The training shards form one token stream; row r holds tokens [r*C, (r+1)*C) with C the row's content length, framed
+as the `RowFormat` says (masked rows by [CLS] and [SEP], C = L - 2; causal rows not at all, C = L; rows may cross
+document and shard borders; the tail shorter than a row is dropped). Each pass visits all rows in
 an order that is a seeded permutation per pass (or the stored order); slot s of S reads entries s, s+S, s+2S...
 of that order. A position is `(pass, k)`: the next row is the slot's k-th row of pass `pass`.
 """
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from distil.data.packing import frame_rows
+from distil.data.row_format import RowFormat
 from distil.data.shards import open_split
 
 Position = tuple[int, int]
@@ -24,16 +27,16 @@ class ShardRows:
     initial_position: Position = (0, 0)
 
     def __init__(
-        self, directory: str, metadata: dict, max_length: int, cls_id: int, sep_id: int, shuffle: bool, seed: int
+        self, directory: str, metadata: dict, max_length: int, row_format: RowFormat, shuffle: bool, seed: int
     ) -> None:
         self.directory = directory
         self.metadata = metadata
         self.max_length = max_length
-        self.cls_id = cls_id
-        self.sep_id = sep_id
+        self.row_format = row_format
+        self.content = row_format.content_length(max_length)
         self.shuffle = shuffle
         self.seed = seed
-        self.num_rows = metadata["splits"]["train"]["tokens"] // (max_length - 2)
+        self.num_rows = metadata["splits"]["train"]["tokens"] // self.content
         if self.num_rows == 0:
             raise ValueError(
                 f"shards in {directory} hold {metadata['splits']['train']['tokens']} training tokens, "
@@ -55,16 +58,15 @@ class ShardRows:
     def read_rows(self, row_indices: np.ndarray) -> np.ndarray:
         """Rows (n, max_length) int64 for global row indices."""
         shards, starts = self.open()
-        content = self.max_length - 2
+        content, first = self.content, len(self.row_format.start)
         rows = np.empty((len(row_indices), self.max_length), dtype=np.int64)
-        rows[:, 0] = self.cls_id
-        rows[:, -1] = self.sep_id
+        frame_rows(rows, self.row_format)
         for i, row_index in enumerate(row_indices):
             begin = int(row_index) * content
             shard = int(np.searchsorted(starts, begin, side="right")) - 1
             offset = begin - starts[shard]
             if offset + content <= len(shards[shard]):
-                rows[i, 1:-1] = shards[shard][offset : offset + content]
+                rows[i, first : first + content] = shards[shard][offset : offset + content]
             else:  # the row crosses into the next shard(s)
                 pieces, needed = [], content
                 while needed:
@@ -72,7 +74,7 @@ class ShardRows:
                     pieces.append(piece)
                     needed -= len(piece)
                     shard, offset = shard + 1, 0
-                rows[i, 1:-1] = np.concatenate(pieces)
+                rows[i, first : first + content] = np.concatenate(pieces)
         return rows
 
     def rows(self, slot: int, num_slots: int, start: Position = (0, 0)) -> Iterator[tuple[np.ndarray, Position]]:

@@ -81,6 +81,18 @@ def check_tokenizer(metadata: dict, tokenizer, tokenizer_name: str, directory) -
         )
 
 
+def check_row_kind(metadata: dict, causal: bool, directory) -> None:
+    """The shards' documents must be joined as the model's rows need: by [SEP] for a masked LM, by end-of-text for a
+    causal one (`metadata["causal"]`, absent in shards of masked LMs written before causal LMs were supported)."""
+    kinds = {True: "a causal LM (documents joined by end-of-text)", False: "a masked LM (documents joined by [SEP])"}
+    written = bool(metadata.get("causal", False))
+    if written != causal:
+        raise ValueError(
+            f"shards in {directory} were prepared for {kinds[written]}, and this run trains {kinds[causal]}; run "
+            "`python -m distil.prepare` with this run's teacher"
+        )
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:

@@ -18,6 +18,7 @@ import numpy as np
 
 from distil.data.corpus import Corpus
 from distil.data.packing import concatenate_documents, pack_rows
+from distil.data.row_format import RowFormat
 
 Position = tuple[int, int, int]
 
@@ -42,20 +43,18 @@ class TextRows:
         corpus: Corpus,
         encode: Callable[[list[str]], list[list[int]]],
         max_length: int,
-        cls_id: int,
-        sep_id: int,
+        row_format: RowFormat,
         documents_per_block: int,
     ) -> None:
         self.corpus = corpus
         self.encode = encode
         self.max_length = max_length
-        self.cls_id = cls_id
-        self.sep_id = sep_id
+        self.row_format = row_format
         self.documents_per_block = documents_per_block
 
     def block_rows(self, documents: list[str]) -> np.ndarray:
-        tokens = concatenate_documents(self.encode(documents), self.sep_id)
-        return pack_rows(tokens, self.max_length, self.cls_id, self.sep_id)
+        tokens = concatenate_documents(self.encode(documents), self.row_format.separator)
+        return pack_rows(tokens, self.max_length, self.row_format)
 
     def pass_rows(
         self, pass_index: int, slot: int, num_slots: int, start: Position

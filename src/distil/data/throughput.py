@@ -28,12 +28,18 @@ def measure_tokens_per_second(loader: DataLoader, batches: int, warmup: int = 5,
 
 
 def measure_shard_loader(
-    shards_dir: str, tokenizer: str, max_length: int, batch_size: int, batches: int, clock=time.perf_counter
+    shards_dir: str,
+    tokenizer: str,
+    max_length: int,
+    batch_size: int,
+    batches: int,
+    causal: bool = False,
+    clock=time.perf_counter,
 ) -> float:
     """Tokens/s of the shard loader in the calling process (num_workers=0: one worker's share of the work)."""
     from distil.data.datamodule import CorpusDataModule
 
     datamodule = CorpusDataModule(
-        tokenizer, shards_dir=shards_dir, max_length=max_length, batch_size=batch_size, num_workers=0
+        tokenizer, causal, shards_dir=shards_dir, max_length=max_length, batch_size=batch_size, num_workers=0
     )
     return measure_tokens_per_second(datamodule.train_dataloader(), batches, clock=clock)

@@ -20,7 +20,10 @@ from transformers.utils import cached_file
 
 log = logging.getLogger(__name__)
 
-REQUIRED_SPECIAL_TOKENS = ("cls_token", "sep_token", "mask_token", "pad_token")
+REQUIRED_SPECIAL_TOKENS = {  # by model kind (causal?): the special tokens its rows and batches are made of
+    False: ("cls_token", "sep_token", "mask_token", "pad_token"),
+    True: ("eos_token",),
+}
 MAX_DOCUMENT_CHARACTERS = 100_000  # longer documents are tokenized in pieces of at most this many characters
 SERIALIZED_TOKENIZER = "tokenizer.json"  # the `tokenizers` library's file: a complete tokenizer of any kind
 
@@ -86,7 +89,8 @@ def check_same_vocabulary(tokenizer, name: str, key: str, reference: str, refere
     if name == reference:
         return
     try:
-        references_own = load_tokenizer(reference, key=reference_key)
+        references_own = read_tokenizer(reference, reference_key)
+        require_vocabulary_files(references_own, reference, reference_key)
     except (OSError, ValueError):
         log.info(
             "%s=%r ships no tokenizer of its own: %s is checked against embeddings only", reference_key, reference, key
@@ -126,14 +130,15 @@ def invalid_json_file(name_or_path: str) -> str | None:
     return None
 
 
-def load_tokenizer(name_or_path: str, key: str = "data.tokenizer"):
+def load_tokenizer(name_or_path: str, key: str = "data.tokenizer", causal: bool = False):
     """A fast tokenizer by hub id or local directory (config key `key`), with vocabulary files and the special
-    tokens masked-LM packing needs."""
+    tokens the rows of a masked LM (or, with `causal`, of a causal LM) are made of."""
     tokenizer = read_tokenizer(name_or_path, key)
     require_vocabulary_files(tokenizer, name_or_path, key)
-    missing = [name for name in REQUIRED_SPECIAL_TOKENS if getattr(tokenizer, name, None) is None]
+    missing = [name for name in REQUIRED_SPECIAL_TOKENS[causal] if getattr(tokenizer, name, None) is None]
     if missing:
-        raise ValueError(f"tokenizer {name_or_path!r} has no {', '.join(missing)}; a BERT-style tokenizer is required")
+        kind = "a causal LM's (with an end-of-text token)" if causal else "a BERT-style masked LM's"
+        raise ValueError(f"{key}={name_or_path!r}: the tokenizer has no {', '.join(missing)}; {kind} is required")
     return tokenizer
 
 

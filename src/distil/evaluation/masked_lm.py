@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 import torch
 from transformers import PreTrainedModel
 
-from distil.families import masked_lm_parts
+from distil.families import model_parts
 from distil.modules.losses import IGNORE_INDEX
-from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
 
 MaskedLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(input_ids, attention_mask, masked) -> vocabulary logits at the masked positions, one row per True of `masked`."""
@@ -22,7 +22,7 @@ MaskedLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
 
 def masked_logits(model: PreTrainedModel) -> MaskedLogits:
     """The masked positions' logits of a PyTorch masked-LM model (the vocabulary head runs only there)."""
-    parts = masked_lm_parts(model)
+    parts = model_parts(model)
     return lambda input_ids, attention_mask, masked: parts.vocab_head(parts.encode(input_ids, attention_mask)[masked])
 
 
@@ -37,7 +37,7 @@ def masked_lm_scores(
     {name: {"mlm_loss" (nats), "mlm_acc", "ppl", plus "top1_agreement" for the models in `agreement`}} and
     "masked_tokens".
     """
-    metrics = {name: MaskedLMMetrics().to(device) for name in models}
+    metrics = {name: TokenPredictionMetrics().to(device) for name in models}
     agreements = {name: Top1Agreement().to(device) for name in agreement}
     for batch in batches:
         input_ids, attention_mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))

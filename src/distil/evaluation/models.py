@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
-from distil.families import UnsupportedModelError, masked_lm_parts
+from distil.families import UnsupportedModelError, model_parts
 from distil.families.size import ModelTooLargeError, check_model_size
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # weight files of a Hugging Face model directory
@@ -30,7 +30,7 @@ def load_masked_lm(key: str, name_or_path: str) -> PreTrainedModel:
             "give a model saved with its MLM head, e.g. BertForMaskedLM, DistilBertForMaskedLM or RobertaForMaskedLM"
         )
     try:
-        masked_lm_parts(model, f"{key}={name_or_path!r}")
+        model_parts(model, f"{key}={name_or_path!r}")
     except UnsupportedModelError as error:
         raise ValueError(str(error)) from error
     return model.eval()

@@ -13,7 +13,7 @@ import torch
 from torch.utils import benchmark
 from transformers import PreTrainedModel
 
-from distil.families import masked_lm_parts
+from distil.families import model_parts
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -22,7 +22,7 @@ def timed_forward(model: PreTrainedModel, with_mlm_head: bool):
     """What is timed: the encoder alone (what a downstream task runs), or the full masked-LM forward."""
     if with_mlm_head:
         return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return masked_lm_parts(model).encode
+    return model_parts(model).encode
 
 
 @torch.inference_mode()

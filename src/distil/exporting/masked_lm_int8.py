@@ -29,7 +29,7 @@ from distil.exporting.int8_files import (
 )
 from distil.exporting.int8_gate import FLOAT, QUANTIZATION_FILE, check_int8_settings, write_gate_report
 from distil.exporting.onnx_model import ONNX_FILE, OnnxMaskedLM, check_onnx_installed, onnx_file_bytes
-from distil.families import masked_lm_parts
+from distil.families import model_parts
 
 ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
 LABELS = {  # what each exported model is, for the tables of distil.evaluate
@@ -66,7 +66,7 @@ class Int8Settings:
 def torch_int8_masked_logits(quantized: torch.nn.Module) -> MaskedLogits:
     """The masked positions' logits of a `torch_dynamic_int8` model: its quantized output projection is a module
     (no weight tensor to hand to `masked_logits`), called on the masked rows only."""
-    parts, projection = masked_lm_parts(quantized), quantized.get_output_embeddings()
+    parts, projection = model_parts(quantized), quantized.get_output_embeddings()
 
     def logits(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         hidden = parts.encode(input_ids.cpu(), attention_mask.cpu())[masked.cpu()]  # int8 kernels: CPU only

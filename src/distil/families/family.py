@@ -1,6 +1,6 @@
 """What a model family must say so that a teacher of that family can be distilled: the interface, and what is common.
 
-A family (one file in this folder) knows, for its Hugging Face masked-LM classes:
+A family (one file in this folder) knows, for its Hugging Face language-model classes (masked or causal: `causal`):
 - how the student's config is derived from the teacher's at reduced depth (`student_config`);
 - which teacher tensor each student tensor starts from (`parameter_map`), and any tensor that is computed from
   several teacher tensors instead (`fold_embeddings`, e.g. BERT's token-type row folded into positions);
@@ -8,13 +8,15 @@ A family (one file in this folder) knows, for its Hugging Face masked-LM classes
 - the longest sequence its position embeddings allow (`max_length`).
 
 Common to all families and done here: the encoder is the model's `base_model` (tokens -> last hidden states), the
-output projection is its `get_output_embeddings()` linear layer, the default layer map spreads the student's layers
+output projection is its `get_output_embeddings()` linear layer (a zero bias where it has none), the Auto class that
+builds and loads it follows from `causal`, the default layer map spreads the student's layers
 evenly over the teacher's, and the weight copy checks that every student parameter got a teacher tensor.
 
-Rows are framed with the tokenizer's own `cls_token ... sep_token` (documents joined by `sep_token`), which every
-masked-LM tokenizer defines: `[CLS] ... [SEP]` for BERT and ModernBERT, `<s> ... </s>` for RoBERTa and XLM-R. The
-data side reads them from the tokenizer, so a masked family needs nothing here for its framing; masking skips the
-tokenizer's special tokens.
+Masked rows are framed with the tokenizer's own `cls_token ... sep_token` (documents joined by `sep_token`), which
+every masked-LM tokenizer defines: `[CLS] ... [SEP]` for BERT and ModernBERT, `<s> ... </s>` for RoBERTa and XLM-R;
+masking skips the tokenizer's special tokens. Causal rows are documents joined by the tokenizer's `eos_token`, cut
+into full rows with no framing. The data side reads both from the tokenizer (`distil.data.row_format`), so a family
+needs nothing here for its framing beyond `causal`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 HeadFeatures = Callable[[torch.Tensor], torch.Tensor]
@@ -36,8 +38,8 @@ OutputProjection = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
-class MaskedLMParts:
-    """A masked-LM split into the pieces distillation runs apart, as plain functions over the model's own modules.
+class ModelParts:
+    """A language model split into the pieces distillation runs apart, as plain functions over the model's own modules.
 
     Plain functions rather than modules, so holding them registers no weight a second time.
 
@@ -51,7 +53,7 @@ class MaskedLMParts:
     output_projection: OutputProjection
 
     def vocab_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """`(N, H) -> logits (N, V)`: the model's own masked-LM head on the given rows."""
+        """`(N, H) -> logits (N, V)`: the model's own vocabulary head on the given rows."""
         weight, bias = self.output_projection()
         return F.linear(self.head_features(hidden), weight, bias)
 
@@ -62,6 +64,12 @@ class ModelFamily(ABC):
     name: str = ""
     teacher_types: tuple[str, ...] = ()  # `config.model_type` of the teachers this family distils
     student_only_types: tuple[str, ...] = ()  # model types that occur only as this family's students
+    causal: bool = False  # a causal (next-token) LM; else a masked LM
+
+    @property
+    def auto_class(self) -> type:
+        """The transformers Auto class that builds and loads this family's models with their vocabulary head."""
+        return AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
 
     @property
     def model_types(self) -> tuple[str, ...]:
@@ -99,15 +107,21 @@ class ModelFamily(ABC):
         step = (teacher_layers - 1) / (student_layers - 1)
         return [round(i * step) for i in range(student_layers)]
 
-    def parts(self, model: PreTrainedModel) -> MaskedLMParts:
+    def parts(self, model: PreTrainedModel) -> ModelParts:
         """Encoder, head features and output projection of a model of this family."""
         projection = model.get_output_embeddings()
-        return MaskedLMParts(
+        no_cache = {"use_cache": False} if self.causal else {}  # training and scoring never decode step by step
+
+        def output_projection() -> tuple[torch.Tensor, torch.Tensor]:
+            bias = projection.bias
+            return projection.weight, bias if bias is not None else projection.weight.new_zeros(len(projection.weight))
+
+        return ModelParts(
             encode=lambda input_ids, attention_mask: (
-                model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                model.base_model(input_ids=input_ids, attention_mask=attention_mask, **no_cache).last_hidden_state
             ),
             head_features=self.head_features(model),
-            output_projection=lambda: (projection.weight, projection.bias),
+            output_projection=output_projection,
         )
 
     @torch.no_grad()
@@ -130,13 +144,19 @@ class SameClassFamily(ModelFamily):
     """A family whose student is the teacher's own class with fewer layers: every tensor outside the layers is the
     teacher's, and student layer i is teacher layer `layer_map[i]` (`layer_prefix` is where the layers sit, e.g.
     "roberta.encoder.layer."). Subclasses set `name`, `teacher_types` and `layer_prefix` and say where the
-    vocabulary head splits (`head_features`)."""
+    vocabulary head splits (`head_features`).
+
+    Where the config lists an attention kind per layer (`layer_types`: ModernBERT's global and local layers, Qwen's
+    full and sliding-window layers), each student layer keeps the kind of the teacher layer it starts from: a layer's
+    weights were trained for its kind."""
 
     layer_prefix: str = ""
 
     def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
         config = copy.deepcopy(teacher_config)
         config.num_hidden_layers = len(layer_map)
+        if getattr(teacher_config, "layer_types", None) is not None:
+            config.layer_types = [teacher_config.layer_types[i] for i in layer_map]
         return config
 
     def parameter_map(self, student: nn.Module, layer_map: Sequence[int]) -> dict[str, str]:

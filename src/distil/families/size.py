@@ -12,7 +12,9 @@ import copy
 import os
 
 import torch
-from transformers import AutoModelForMaskedLM, PretrainedConfig
+from transformers import AutoModel, PretrainedConfig
+
+from distil.families import MODEL_TYPES
 
 FLOAT32_BYTES = 4  # models are loaded in float32 for training and scoring
 
@@ -22,14 +24,16 @@ class ModelTooLargeError(ValueError):
 
 
 def parameter_count(config: PretrainedConfig, trust_remote_code: bool = False) -> int:
-    """Parameters of the masked-LM model `config` describes (tied weights counted once), allocating none. A config
+    """Parameters of the language model `config` describes (tied weights counted once), allocating none. A config
     that names code of its own builds its own class only with `trust_remote_code`, else the library's class."""
+    family = MODEL_TYPES.get(getattr(config, "model_type", None))
+    auto_class = family.auto_class if family is not None else AutoModel  # another model: its body is most of it
     counts = []
     for layers in (1, 2):
         shallow = copy.deepcopy(config)
         shallow.num_hidden_layers = layers
         with torch.device("meta"):
-            model = AutoModelForMaskedLM.from_config(shallow, trust_remote_code=trust_remote_code)
+            model = auto_class.from_config(shallow, trust_remote_code=trust_remote_code)
             counts.append(sum(p.numel() for p in model.parameters()))
     return counts[0] + (config.num_hidden_layers - 1) * (counts[1] - counts[0])
 

@@ -3,12 +3,15 @@
 One training step:
     teacher encoder (no_grad) and student encoder over the batch
     -> vocabulary heads of both, only at the positions a loss covers (the row index, found on the host)
-    -> the objective (`objective.py`): soft-target KL (x T^2, `kl`), masked-LM cross-entropy (`label`), optional
-       logits MSE (`mse`) and any extra term, plus the hidden-state cosine (`cos`)
+    -> the objective (`objective.py`): soft-target divergence (x T^2, `kl`), cross-entropy on the labels (`label`),
+       optional logits MSE (`mse`) and any extra term, plus the hidden-state cosine (`cos`)
     -> weighted sum (the alphas of `ObjectiveWeights`), each term logged on its own as `train/loss_<name>`.
 
+Masked and causal LMs take the same step: a batch's `labels` hold the target of each position that has one (the
+original token at a masked position; the next token, shifted by the collator, for a causal LM) and -100 elsewhere.
 The model family (`distil.families`) splits both models into encoder, head features and output projection; nothing
-here depends on which family they are. How the step is made fast lives beside it, in `distil.perf`, and is reached
+here depends on which family they are, and validation names its metrics by the family's kind (`mlm_*` or
+`next_token_*`). How the step is made fast lives beside it, in `distil.perf`, and is reached
 through one object, `speed` (`StepSpeed`): teacher precision, the chunked vocabulary loss and compilation.
 """
 
@@ -26,9 +29,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from distil.families import masked_lm_parts
+from distil.families import model_parts, teacher_family
 from distil.modules.losses import cosine_hidden_loss
-from distil.modules.metrics import MaskedLMMetrics, Top1Agreement
+from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
 from distil.modules.objective import LogitsTerm, logits_terms, objective_weights, weighted_logits_loss
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.perf.step_speed import StepSpeed
@@ -41,20 +44,23 @@ class DistillationModule(pl.LightningModule):
     """Trains `student` to imitate `teacher` with the DistilBERT loss.
 
     Args:
-        teacher: masked-LM teacher of a supported family; frozen, kept in eval mode, run under no_grad, left out of
-            checkpoints.
-        student: masked-LM student (from `build_student`); the only trainable parameters.
+        teacher: language model of a supported family (masked or causal); frozen, kept in eval mode, run under
+            no_grad, left out of checkpoints.
+        student: student of the teacher's kind (from `build_student`); the only trainable parameters.
         optimizer: `params -> Optimizer` (a Hydra partial of e.g. torch.optim.AdamW).
         scheduler: `(optimizer=, num_warmup_steps=, num_training_steps=) -> LRScheduler`, stepped every optimizer step
             (a partial of `transformers.get_scheduler`); None for a constant LR.
         warmup_fraction: fraction of all optimizer steps the schedule warms up for.
         temperature: softmax temperature T of the soft targets (> 0).
-        alpha_kl: weight of the soft-target KL term.
-        alpha_label: weight of the supervised masked-LM cross-entropy.
-        alpha_cos: weight of the cosine loss between last hidden states.
+        alpha_kl: weight of the soft-target term (its divergence: `divergence`).
+        alpha_label: weight of the cross-entropy on the labels (masked tokens, or next tokens for a causal LM).
+        alpha_cos: weight of the cosine loss between last hidden states (the student's width must be the teacher's).
         alpha_mse: weight of the MSE between logits.
-        kl_positions: "all" non-padding positions (the published run) or only the "masked" ones (cheaper): the rows of
-            every term that is not masked-only (the KL, the MSE and extra terms).
+        divergence: "forward_kl" (KL(teacher || student), DistilBERT's), "reverse_kl" or "jsd" (with `beta`).
+        beta: the generalized JSD's interpolation, 0 < beta < 1 (TRL's convention: `losses.generalized_jsd_loss`).
+        kl_positions: "all" non-padding positions (the published run) or only the "masked" ones, the positions with
+            a label (cheaper for a masked LM; for a causal LM the scored next tokens, e.g. response tokens only): the
+            rows of every term that is not masked-only (the divergence, the MSE and extra terms).
         extra_terms: further loss terms on the vocabulary logits (`objective.LogitsTerm`), added to the total and
             logged as `train/loss_<name>`; both the plain and the chunked path compute them.
         speed: how the step runs fast without changing what it computes (`distil.perf.step_speed.StepSpeed`).
@@ -73,6 +79,8 @@ class DistillationModule(pl.LightningModule):
         alpha_label: float = 2.0,
         alpha_cos: float = 1.0,
         alpha_mse: float = 0.0,
+        divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl",
+        beta: float = 0.5,
         kl_positions: Literal["all", "masked"] = "all",
         extra_terms: Sequence[LogitsTerm] = (),
         speed: StepSpeed = StepSpeed(),
@@ -88,6 +96,8 @@ class DistillationModule(pl.LightningModule):
             alpha_label=alpha_label,
             alpha_cos=alpha_cos,
             alpha_mse=alpha_mse,
+            divergence=divergence,
+            beta=beta,
             extra_weights=tuple(term.weight for term in extra_terms),
             alpha_ce=alpha_ce,
             alpha_mlm=alpha_mlm,
@@ -103,8 +113,9 @@ class DistillationModule(pl.LightningModule):
         self.logits_terms = [term for term in [*logits_terms(weights), *extra_terms] if term.weight]
         self.needs_teacher_logits = any(term.needs_teacher for term in self.logits_terms)
         self.logits_on_all_rows = kl_positions == "all" and any(not term.masked_only for term in self.logits_terms)
-        self.teacher_parts = masked_lm_parts(teacher, "teacher")
-        self.student_parts = masked_lm_parts(student, "student")
+        check_cosine_widths(weights.alpha_cos, teacher.config.hidden_size, student.config.hidden_size)
+        self.teacher_parts = model_parts(teacher, "teacher")
+        self.student_parts = model_parts(student, "student")
         self.teacher_encoder = speed.compiled(self.teacher_parts.encode)
         self.student_encoder = speed.compiled(self.student_parts.encode)
         self.cosine_loss = speed.compiled(mean_cosine_loss)
@@ -114,8 +125,9 @@ class DistillationModule(pl.LightningModule):
         self.chunked_logits_loss = speed.chunked(self.logits_objective)  # None: all logits at once
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
-        self.val_student = MaskedLMMetrics()
-        self.val_teacher = MaskedLMMetrics()
+        prediction = "next_token" if teacher_family(teacher.config).causal else "mlm"  # the metrics' names
+        self.val_student = TokenPredictionMetrics(prediction)
+        self.val_teacher = TokenPredictionMetrics(prediction)
         self.val_agreement = Top1Agreement()
 
     def train(self, mode: bool = True) -> DistillationModule:
@@ -125,7 +137,8 @@ class DistillationModule(pl.LightningModule):
         return self
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Finds the row index on the host copy of a masked-LM batch (no device sync), then moves both."""
+        """Finds the row index on the host copy of a training or validation batch (no device sync), then moves
+        both."""
         if isinstance(batch, dict) and "labels" in batch:
             batch = IndexedBatch(batch, RowIndex.of(batch))
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -154,9 +167,11 @@ class DistillationModule(pl.LightningModule):
             )
             losses = {term.name: value for term, value in zip(self.logits_terms, contributions)}
             loss = total
-        real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
-        losses["cos"] = self.cosine_loss(real_student, real_teacher)
-        losses["loss"] = loss + self.alpha_cos * losses["cos"] if self.alpha_cos > 0 else loss
+        if self.alpha_cos > 0:
+            real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
+            losses["cos"] = self.cosine_loss(real_student, real_teacher)
+            loss = loss + self.alpha_cos * losses["cos"]
+        losses["loss"] = loss
         return losses
 
     def logits_loss(
@@ -283,6 +298,15 @@ class DistillationModule(pl.LightningModule):
 def mean_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
     """The hidden-state cosine term: `cosine_hidden_loss` averaged over the real tokens."""
     return cosine_hidden_loss(student_hidden, teacher_hidden).mean()
+
+
+def check_cosine_widths(alpha_cos: float, teacher_width: int, student_width: int) -> None:
+    """The cosine term compares last hidden states, so it needs a student as wide as the teacher."""
+    if alpha_cos > 0 and teacher_width != student_width:
+        raise ValueError(
+            f"distill.alpha_cos={alpha_cos} needs the student's hidden size to be the teacher's: the student has "
+            f"{student_width}, the teacher {teacher_width}; set distill.alpha_cos=0"
+        )
 
 
 def check_module_settings(kl_positions: str, warmup_fraction: float) -> None:

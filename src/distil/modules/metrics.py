@@ -1,4 +1,4 @@
-"""Held-out masked-LM metrics (torchmetrics, so they sum correctly across batches and DDP ranks)."""
+"""Held-out token-prediction metrics (torchmetrics, so they sum correctly across batches and DDP ranks)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 
-class MaskedLMMetrics(Metric):
-    """Cross-entropy, top-1 accuracy and perplexity of a model's predictions at masked positions.
+class TokenPredictionMetrics(Metric):
+    """Cross-entropy, top-1 accuracy and perplexity of a model's predictions at the positions with a label: the
+    masked tokens of a masked LM (`prediction="mlm"`), the next tokens of a causal LM (`"next_token"`).
 
-    `update(logits, labels)` takes (N, V) logits and (N,) original token ids at the N masked positions.
-    `compute()` returns {"mlm_loss": mean CE in nats, "mlm_acc": fraction correct, "ppl": exp(mean CE)},
-    each averaged over all masked tokens seen (not over batches).
+    `update(logits, labels)` takes (N, V) logits and (N,) target token ids at the N labelled positions.
+    `compute()` returns {"<prediction>_loss": mean CE in nats, "<prediction>_acc": fraction correct,
+    "ppl": exp(mean CE)}, each averaged over all labelled tokens seen (not over batches).
     """
 
     full_state_update = False
 
-    def __init__(self) -> None:
+    def __init__(self, prediction: str = "mlm") -> None:
         super().__init__()
+        self.prediction = prediction
         self.add_state("loss_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -31,14 +33,14 @@ class MaskedLMMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         mean_loss = self.loss_sum / self.count.clamp(min=1)
         return {
-            "mlm_loss": mean_loss.float(),
-            "mlm_acc": (self.correct.double() / self.count.clamp(min=1)).float(),
+            f"{self.prediction}_loss": mean_loss.float(),
+            f"{self.prediction}_acc": (self.correct.double() / self.count.clamp(min=1)).float(),
             "ppl": torch.exp(mean_loss).float(),
         }
 
 
 class Top1Agreement(Metric):
-    """Fraction of masked positions where the student's and the teacher's top-1 predictions are the same token."""
+    """Fraction of labelled positions where the student's and the teacher's top-1 predictions are the same token."""
 
     full_state_update = False
 

@@ -2,9 +2,11 @@
 terms on vocabulary logits are averaged over the rows they cover.
 
 `ObjectiveWeights` names the terms once, with the one check of the temperature and the weights: `alpha_kl` weighs the
-soft targets (KL(teacher || student) at temperature T, x T^2), `alpha_label` the loss on the labels (the masked-LM
-cross-entropy of pretraining; the task's own loss on its gold labels), `alpha_cos` 1 - cos of the last hidden
-states, `alpha_mse` the squared error between logits (pretraining). Each term is logged as `train/loss_<name>` under
+soft targets (a divergence between teacher and student at temperature T, x T^2: the forward KL(teacher || student)
+by default, or the reverse KL, or the generalized Jensen-Shannon divergence with its `beta`; `DIVERGENCES`),
+`alpha_label` the loss on the labels (the masked-LM cross-entropy, or a causal LM's next-token cross-entropy, in
+pretraining; the task's own loss on its gold labels), `alpha_cos` 1 - cos of the last hidden states, `alpha_mse` the
+squared error between logits (pretraining). Each term is logged as `train/loss_<name>` under
 the names of `TERMS`. `objective_weights` builds them from a config section and maps the keys of the previous release
 (`alpha_ce`, `alpha_mlm`; `alpha_hard`, `alpha_soft`, `alpha_hidden`) to these, with a warning naming the new key.
 
@@ -27,11 +29,27 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distil.modules.losses import IGNORE_INDEX, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.modules.losses import (
+    IGNORE_INDEX,
+    generalized_jsd_loss,
+    logits_mse_loss,
+    mlm_loss,
+    reverse_kl_loss,
+    soft_target_loss,
+)
 from distil.value_checks import is_number
 
 TERMS = ("kl", "label", "cos", "mse")  # the terms' names: alpha_<name> weighs train/loss_<name>
-OBJECTIVE_KEYS = ("temperature", "alpha_kl", "alpha_label", "alpha_cos", "alpha_mse")  # ObjectiveWeights' keys
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")  # the soft-target term's divergence (`divergence`)
+OBJECTIVE_KEYS = (  # ObjectiveWeights' keys
+    "temperature",
+    "alpha_kl",
+    "alpha_label",
+    "alpha_cos",
+    "alpha_mse",
+    "divergence",
+    "beta",
+)
 RENAMED_KEYS = {  # a key of the previous release -> its name now (accepted with a warning for one release)
     "alpha_ce": "alpha_kl",
     "alpha_mlm": "alpha_label",
@@ -48,6 +66,8 @@ class ObjectiveWeights:
     Args:
         temperature: T > 0 of the softened distributions; the KL term is multiplied by T^2.
         alpha_kl, alpha_label, alpha_cos, alpha_mse: the terms' weights, finite and >= 0 (0 leaves a term out).
+        divergence: the soft-target term's divergence, one of `DIVERGENCES` (still logged as `train/loss_kl`).
+        beta: the interpolation of `divergence=jsd`, 0 < beta < 1 (`losses.generalized_jsd_loss`); unread otherwise.
         extra_weights: weights of further terms (pretraining's `extra_terms`), checked the same way.
         key: the config section whose keys the errors name (`distill`, `task_distillation`).
     """
@@ -57,10 +77,21 @@ class ObjectiveWeights:
     alpha_label: float = 0.0
     alpha_cos: float = 0.0
     alpha_mse: float = 0.0
+    divergence: str = "forward_kl"
+    beta: float = 0.5
     extra_weights: tuple[float, ...] = ()
     key: str = field(default="distill", compare=False)
 
     def __post_init__(self) -> None:
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(
+                f"{self.key}.divergence={self.divergence!r} is not allowed: use one of {list(DIVERGENCES)}"
+            )
+        if self.divergence == "jsd" and not (is_number(self.beta) and 0 < self.beta < 1):
+            raise ValueError(
+                f"{self.key}.beta={self.beta!r} is not allowed with divergence=jsd: a number 0 < beta < 1 (near 0 "
+                "like the forward KL, near 1 like the reverse KL: use divergence=forward_kl or reverse_kl for those)"
+            )
         if not is_number(self.temperature) or not (0 < self.temperature < math.inf):
             raise ValueError(
                 f"{self.key}.temperature={self.temperature!r} is not allowed: it must be a finite number > 0"
@@ -116,14 +147,22 @@ class LogitsTerm:
     needs_teacher: bool = True
 
 
+def soft_target_divergence(weights: ObjectiveWeights) -> RowLoss:
+    """The soft-target term's row loss: `weights.divergence` at `weights.temperature`, x T^2."""
+    temperature, beta = weights.temperature, weights.beta
+    return {
+        "forward_kl": lambda student, teacher, labels: soft_target_loss(student, teacher, temperature),
+        "reverse_kl": lambda student, teacher, labels: reverse_kl_loss(student, teacher, temperature=temperature),
+        "jsd": lambda student, teacher, labels: generalized_jsd_loss(student, teacher, beta, temperature),
+    }[weights.divergence]
+
+
 def logits_terms(weights: ObjectiveWeights) -> list[LogitsTerm]:
-    """The terms of `weights` on vocabulary logits, by their names: soft-target KL x T^2 (`kl`), masked-LM
-    cross-entropy (`label`) and logits MSE (`mse`); the cosine term is on hidden states."""
-    temperature = weights.temperature
+    """The terms of `weights` on vocabulary logits, by their names: the soft-target divergence x T^2 (`kl`), the
+    cross-entropy on the labels (`label`: masked or next tokens) and logits MSE (`mse`); the cosine term is on hidden
+    states."""
     return [
-        LogitsTerm(
-            "kl", weights.alpha_kl, lambda student, teacher, labels: soft_target_loss(student, teacher, temperature)
-        ),
+        LogitsTerm("kl", weights.alpha_kl, soft_target_divergence(weights)),
         LogitsTerm(
             "label",
             weights.alpha_label,

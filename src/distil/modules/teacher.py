@@ -1,11 +1,12 @@
-"""Load the frozen teacher: a masked-LM of a supported family (`distil.families`), from the hub or from disk."""
+"""Load the frozen teacher: a language model of a supported family (`distil.families`), masked or causal, from the hub
+or from disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from distil.families import teacher_family
 from distil.families.size import check_model_size
@@ -25,16 +26,15 @@ def load_teacher_config(name_or_path: str, trust_remote_code: bool = False) -> P
 
 
 def load_teacher(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    """`AutoModelForMaskedLM.from_pretrained(name_or_path)` in float32, with its masked-LM head.
+    """The teacher with its vocabulary head (`AutoModelForMaskedLM` or `AutoModelForCausalLM`, as its family says), in
+    float32.
 
     The family is checked on the config first, so an unsupported model type fails before any weights load.
     `trust_remote_code` stays False unless the config says so: a hub repo's own Python code is never run implicitly.
     """
-    load_teacher_config(name_or_path, trust_remote_code)
+    family = teacher_family(load_teacher_config(name_or_path, trust_remote_code))
     try:
-        return AutoModelForMaskedLM.from_pretrained(
-            name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        return family.auto_class.from_pretrained(name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(unreachable_teacher_message(name_or_path, error)) from error
 

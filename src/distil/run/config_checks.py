@@ -15,9 +15,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from distil.data.datamodule import MIN_MAX_LENGTH
 from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
 from distil.families import teacher_family
-from distil.modules.distillation import check_module_settings
+from distil.modules.distillation import check_cosine_widths, check_module_settings
 from distil.modules.objective import OBJECTIVE_KEYS, RENAMED_KEYS, objective_weights
-from distil.modules.student import check_init, resolve_layer_map
+from distil.modules.student import check_init, check_pretrained_student, load_student_config, resolve_layer_map
 from distil.run.devices import check_precision, precision_name, training_device
 from distil.value_checks import check_integer
 
@@ -37,18 +37,31 @@ def check_distill_config(cfg: DictConfig) -> None:
 
 def check_student_config(cfg: DictConfig, teacher_config) -> None:
     """Student depth within 1..teacher layers, a layer map of in-range, strictly increasing integer indices, and a
-    known initialisation."""
-    resolve_layer_map(teacher_config, cfg.student.num_layers, cfg.student.layer_map)
-    check_init(cfg.student.init)
+    known initialisation; or a given pretrained student (`student.name_or_path`) of the teacher's kind and vocabulary
+    size, with depth and layer map unset. The cosine term needs the student's width to be the teacher's."""
+    name_or_path = cfg.student.get("name_or_path")
+    if name_or_path is None:
+        resolve_layer_map(teacher_config, cfg.student.num_layers, cfg.student.layer_map)
+        check_init(cfg.student.init)
+        student_width = teacher_config.hidden_size
+    else:
+        check_pretrained_student(name_or_path, cfg.student.num_layers, cfg.student.layer_map)
+        student_width = load_student_config(name_or_path, teacher_config).hidden_size
+    check_cosine_widths(cfg.distill.alpha_cos, teacher_config.hidden_size, student_width)
 
 
-def check_vocabulary(teacher_config, teacher_name: str, tokenizer, tokenizer_name: str) -> None:
+def check_vocabulary(
+    teacher_config, teacher_name: str, tokenizer, tokenizer_name: str, student_name: str | None = None
+) -> None:
     """The tokenizer feeding the data must be the teacher's vocabulary: it has real vocabulary files and every id it
     produces has a teacher (and so student) embedding (`check_tokenizer_matches`), and, when it is not the teacher's
-    own tokenizer, it maps tokens to the same ids as the tokenizer the teacher ships (`check_same_vocabulary`)."""
+    own tokenizer, it maps tokens to the same ids as the tokenizer the teacher ships (`check_same_vocabulary`); a
+    given pretrained student (`student_name`) must ship that vocabulary too."""
     teacher = f"the teacher teacher.name_or_path={teacher_name!r}"
     check_tokenizer_matches(tokenizer, tokenizer_name, "data.tokenizer", teacher_config.vocab_size, teacher)
     check_same_vocabulary(tokenizer, tokenizer_name, "data.tokenizer", teacher_name, "teacher.name_or_path")
+    if student_name is not None:
+        check_same_vocabulary(tokenizer, tokenizer_name, "data.tokenizer", student_name, "student.name_or_path")
 
 
 def check_sequence_length(max_length: int, teacher_config) -> None:
