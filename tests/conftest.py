@@ -14,11 +14,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     BertConfig,
     ElectraConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
     ModernBertConfig,
     PreTrainedModel,
+    Qwen2Config,
+    Qwen3Config,
     RobertaConfig,
     XLMRobertaConfig,
 )
@@ -216,6 +222,62 @@ def tiny_config(model_type: str = "bert", num_layers: int = 4, vocab_size: int =
     if model_type == "electra":  # embeddings narrower than the layers, as ELECTRA generators have them
         return ElectraConfig(**shape, embedding_size=16, max_position_embeddings=64)
     raise ValueError(f"no tiny config for model_type {model_type!r}")
+
+
+CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")  # a teacher model_type of each causal layout
+
+
+def tiny_causal_config(
+    model_type: str = "llama", num_layers: int = 4, vocab_size: int = 64, eos_id: int = 0, tied=True
+):
+    """A causal-LM config small enough for unit tests: hidden 32, FFN 64, rows of up to 64 tokens; the Llama layouts
+    with grouped-query attention (4 heads over 2 key-value heads); Mistral with a sliding window of 8 tokens; Qwen2
+    with sliding-window attention from layer 2 on (`layer_types` mixed); output embeddings tied or not (`tied`)."""
+    if model_type == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=64,
+            n_embd=32,
+            n_layer=num_layers,
+            n_head=4,
+            n_inner=64,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            tie_word_embeddings=tied,
+        )
+    shape = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=tied,
+    )
+    if model_type == "llama":
+        return LlamaConfig(**shape)
+    if model_type == "mistral":
+        return MistralConfig(**shape, sliding_window=8)
+    if model_type == "qwen2":
+        return Qwen2Config(**shape, use_sliding_window=True, sliding_window=8, max_window_layers=2)
+    if model_type == "qwen3":
+        return Qwen3Config(**shape, head_dim=8)
+    raise ValueError(f"no tiny causal config for model_type {model_type!r}")
+
+
+def tiny_causal_lm(model_type: str = "llama", num_layers: int = 4, vocab_size: int = 64, seed: int = 0, **config):
+    """A randomly initialised causal LM of `tiny_causal_config`, in eval mode, every parameter moved off its initial
+    value (norm weights off 1), so that a forgotten copy shows up."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_causal_config(model_type, num_layers, vocab_size, **config)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
 
 
 def tiny_masked_lm(

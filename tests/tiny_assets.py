@@ -26,7 +26,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
-from tests.conftest import tiny_masked_lm
+from tests.conftest import tiny_causal_lm, tiny_masked_lm
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, [MASK] = 4 as in masked_batch()
 WORDS = (
@@ -136,6 +136,31 @@ def write_tiny_teacher(directory: Path, model_type: str = "bert", num_layers: in
     vocab_size = len(tokenizer) if model_type != "modernbert" else -(-len(tokenizer) // 64) * 64
     special_ids = (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
     tiny_masked_lm(model_type, num_layers, vocab_size, special_ids=special_ids).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def causal_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `training_text` with `<|endoftext|>` (id 0) as its end-of-text, start and
+    padding token, as GPT-2's and the shared Llama-layout teacher's are."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(training_text(), vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def write_tiny_causal_teacher(directory: Path, model_type: str = "llama", num_layers: int = 4, tied=True) -> Path:
+    """Save a tiny causal-LM teacher of `model_type` (`tests.conftest.tiny_causal_config`) with `causal_tokenizer`
+    to `directory` (loadable with `from_pretrained`)."""
+    tokenizer = causal_tokenizer()
+    tiny_causal_lm(model_type, num_layers, len(tokenizer), eos_id=tokenizer.eos_token_id, tied=tied).save_pretrained(
+        directory
+    )
     tokenizer.save_pretrained(directory)
     return directory
 

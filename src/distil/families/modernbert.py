@@ -6,8 +6,9 @@ teacher's, student layer i is teacher layer `layer_map[i]`, and `model_type` is 
 Attention pattern. ModernBERT alternates global attention (every third layer, RoPE theta 160k) with local attention
 (a 128-token window, RoPE theta 10k); each student layer keeps the attention kind of the teacher layer it starts from
 (`SameClassFamily`: the student's `layer_types` are the teacher's at the mapped layers). With the default, evenly
-spread map (22 -> 11 layers: [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21]) the student attends globally at layers 0, 3, 7 and 10, four of eleven, close to the teacher's one in three, with the first and
-last layers global as in the teacher.
+spread map (22 -> 11 layers: [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21]) the student attends globally at layers 0, 3,
+7 and 10, four of eleven, close to the teacher's one in three, with the first and last layers global as in the
+teacher.
 
 ModernBERT's first layer has no attention norm (the embeddings are normalised already); a map that starts above
 teacher layer 0 leaves that teacher layer's attention norm out.
