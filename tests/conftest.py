@@ -295,6 +295,13 @@ def tiny_masked_lm(
     return model
 
 
+def tiny_language_model(model_type: str, num_layers: int = 4, **config) -> PreTrainedModel:
+    """`tiny_causal_lm` for the causal model types (`CAUSAL_TYPES`), else `tiny_masked_lm`."""
+    if model_type in CAUSAL_TYPES:
+        return tiny_causal_lm(model_type, num_layers, **config)
+    return tiny_masked_lm(model_type, num_layers, **config)
+
+
 @pytest.fixture
 def tiny_teacher() -> PreTrainedModel:
     return tiny_masked_lm()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_assets import tiny_tokenizer
+from tests.tiny_assets import causal_tokenizer, tiny_tokenizer
 
 WORDS = (
     "the a of and to in is was he she it they we that this with for on at by from his her "
@@ -37,6 +37,14 @@ def write_text_file(path: Path, documents: list[str]) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     return write_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def causal_tokenizer_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer with `<|endoftext|>` (id 0) as end-of-text, as a causal LM's."""
+    directory = tmp_path_factory.mktemp("causal_tokenizer")
+    causal_tokenizer().save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

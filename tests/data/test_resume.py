@@ -1,5 +1,5 @@
 """Exact resume under Lightning: the data position is in the checkpoint; batches after step k match the
-uninterrupted run's, with dataloader workers."""
+uninterrupted run's, with dataloader workers, for masked and causal rows, from text and from shards."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class BatchRecorder(pl.LightningModule):
 
 
 def run(tokenizer_dir: Path, data: dict, checkpoint_dir: Path, ckpt_path: str | None) -> BatchRecorder:
-    datamodule = CorpusDataModule(str(tokenizer_dir), max_length=24, batch_size=3, num_workers=2, seed=11, **data)
+    datamodule = CorpusDataModule(tokenizer_dir, max_length=24, batch_size=3, num_workers=2, seed=11, **data)
     model = BatchRecorder()
     trainer = pl.Trainer(
         max_steps=STEPS,
@@ -59,14 +59,18 @@ def run(tokenizer_dir: Path, data: dict, checkpoint_dir: Path, ckpt_path: str | 
     return model
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["masked", "causal"])
 @pytest.mark.parametrize("kind", ["text", "shards"])
-def test_resumed_run_sees_the_same_batches_as_the_uninterrupted_run(kind, tokenizer_dir, corpus_dir, tmp_path):
+def test_resumed_run_sees_the_same_batches_as_the_uninterrupted_run(
+    kind, causal, tokenizer_dir, causal_tokenizer_dir, corpus_dir, tmp_path
+):
+    tokenizer_dir = str(causal_tokenizer_dir if causal else tokenizer_dir)
     sources = [LocalFiles(str(corpus_dir / "*.txt"))]
     if kind == "text":
-        data = dict(sources=sources, val_documents=5, documents_per_block=15)
+        data = dict(sources=sources, val_documents=5, documents_per_block=15, causal=causal)
     else:
-        prepare(str(tokenizer_dir), sources, [], str(tmp_path / "shards"), val_documents=5, seed=11, num_proc=1)
-        data = dict(shards_dir=str(tmp_path / "shards"))
+        prepare(tokenizer_dir, sources, [], str(tmp_path / "shards"), 5, 11, 1, causal=causal)
+        data = dict(shards_dir=str(tmp_path / "shards"), causal=causal)
     full = run(tokenizer_dir, data, tmp_path / "full", None)
     assert len(full.seen) == STEPS
     checkpoint = tmp_path / "full" / f"step={STOP_AT}.ckpt"

@@ -1,5 +1,6 @@
-"""Every model family: the student copies the right teacher tensors, a full-depth student is the teacher, the vocabulary
-head splits where the model's own head does, and unsupported or oversized models are refused before weights load."""
+"""Every model family, masked and causal: the student copies the right teacher tensors, a full-depth student is the
+teacher, the vocabulary head splits where the model's own head does, and unsupported or oversized models are refused
+before weights load."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from distil.families import FAMILIES, UnsupportedModelError, model_parts, teache
 from distil.families.size import parameter_count
 from distil.modules.student import build_student
 from distil.modules.teacher import load_teacher, load_teacher_config
-from tests.conftest import FAMILY_TYPES, masked_batch, tiny_masked_lm
+from tests.conftest import CAUSAL_TYPES, FAMILY_TYPES, masked_batch, tiny_causal_lm, tiny_language_model
+
+MODEL_TYPES = FAMILY_TYPES + CAUSAL_TYPES  # a teacher model_type of every family and causal layout
 
 LAYERS = {  # where each family keeps its transformer layers (the test's own statement, not the family code's)
     "roberta": lambda model: model.roberta.encoder.layer,
     "xlm-roberta": lambda model: model.roberta.encoder.layer,
     "modernbert": lambda model: model.model.layers,
     "electra": lambda model: model.electra.encoder.layer,
+    "gpt2": lambda model: model.transformer.h,
+    "llama": lambda model: model.model.layers,
+    "mistral": lambda model: model.model.layers,
+    "qwen2": lambda model: model.model.layers,
+    "qwen3": lambda model: model.model.layers,
 }
 BERT_LAYER_PAIRS = {  # DistilBERT layer tensor -> BERT layer tensor
     "attention.q_lin": "attention.self.query",
@@ -77,9 +85,9 @@ def assert_same_architecture_copy(student, teacher, layer_map, model_type) -> se
     return checked
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_every_student_tensor_equals_the_teacher_tensor_it_came_from(model_type):
-    teacher = tiny_masked_lm(model_type, num_layers=4)
+    teacher = tiny_language_model(model_type, num_layers=4)
     student = build_student(teacher, num_layers=2, layer_map=[1, 3])
     if model_type == "bert":
         checked = assert_bert_copy(student, teacher, [1, 3])
@@ -91,9 +99,9 @@ def test_every_student_tensor_equals_the_teacher_tensor_it_came_from(model_type)
     assert student.config.distil_layer_map == [1, 3]
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_a_student_with_all_teacher_layers_computes_the_teacher_logits(model_type):
-    teacher = tiny_masked_lm(model_type, num_layers=4)
+    teacher = tiny_language_model(model_type, num_layers=4)
     student = build_student(teacher, num_layers=4, layer_map=[0, 1, 2, 3]).eval()
     batch = masked_batch()
     args = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -101,9 +109,9 @@ def test_a_student_with_all_teacher_layers_computes_the_teacher_logits(model_typ
         torch.testing.assert_close(student(**args).logits, teacher(**args).logits, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_the_parts_compose_to_the_models_own_logits(model_type):
-    teacher = tiny_masked_lm(model_type, num_layers=4)
+    teacher = tiny_language_model(model_type, num_layers=4)
     batch = masked_batch()
     for model in (teacher, build_student(teacher).eval()):
         parts = model_parts(model)
@@ -115,14 +123,36 @@ def test_the_parts_compose_to_the_models_own_logits(model_type):
         assert weight is model.get_input_embeddings().weight  # the tied projection, not a copy
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_random_init_keeps_the_architecture_but_not_the_weights(model_type):
-    teacher = tiny_masked_lm(model_type, num_layers=4)
+    teacher = tiny_language_model(model_type, num_layers=4)
     student = build_student(teacher, init="random")
     assert student.config.model_type == teacher_family(teacher.config).student_config(teacher.config, [0, 3]).model_type
     teacher_embeddings = teacher.get_input_embeddings().weight
     assert student.get_input_embeddings().weight.shape == teacher_embeddings.shape
     assert not torch.equal(student.get_input_embeddings().weight, teacher_embeddings)
+
+
+@pytest.mark.parametrize("model_type", CAUSAL_TYPES)
+def test_an_untied_output_projection_is_copied_and_stays_untied(model_type):
+    teacher = tiny_causal_lm(model_type, num_layers=4, tied=False)
+    assert not torch.equal(teacher.lm_head.weight, teacher.get_input_embeddings().weight)
+    student = build_student(teacher, num_layers=2)
+    checked = assert_same_architecture_copy(student, teacher, [0, 3], model_type)
+    assert "lm_head.weight" in checked and checked == {name for name, _ in student.named_parameters()}
+    assert student.lm_head.weight is not student.get_input_embeddings().weight
+    weight, bias = model_parts(student).output_projection()
+    assert weight is student.lm_head.weight and torch.equal(bias, torch.zeros(len(weight)))  # no bias: zeros
+
+
+def test_llama_layout_students_keep_heads_key_value_heads_and_rope_and_qwen_layer_kinds():
+    teacher = tiny_causal_lm("qwen2", num_layers=4)  # sliding-window attention from layer 2 on
+    assert teacher.config.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+    student = build_student(teacher, num_layers=2, layer_map=[1, 2])
+    assert student.config.layer_types == ["full_attention", "sliding_attention"]
+    for key in ("num_attention_heads", "num_key_value_heads", "hidden_size", "rope_parameters", "sliding_window"):
+        assert getattr(student.config, key) == getattr(teacher.config, key), key
+    assert student.config.num_key_value_heads < student.config.num_attention_heads  # grouped-query heads kept
 
 
 def test_modernbert_student_layers_keep_the_attention_of_their_teacher_layers():
@@ -143,6 +173,8 @@ def test_longest_row_follows_each_familys_positions():
     assert teacher_family(bert).max_length(bert) == 512
     modernbert = ModernBertConfig(max_position_embeddings=8192)
     assert teacher_family(modernbert).max_length(modernbert) == 8192
+    gpt2 = AutoConfig.for_model("gpt2", n_positions=1024)
+    assert teacher_family(gpt2).max_length(gpt2) == 1024
 
 
 def test_an_unsupported_teacher_is_refused_before_any_weights_load(tmp_path):
@@ -170,9 +202,9 @@ def test_an_unsupported_teacher_is_refused_before_any_weights_load(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_the_parameter_count_read_from_a_config_is_the_models_own(model_type):
-    teacher = tiny_masked_lm(model_type, num_layers=4)
+    teacher = tiny_language_model(model_type, num_layers=4)
     student = build_student(teacher, num_layers=3)
     for model in (teacher, student):
         assert parameter_count(model.config) == sum(p.numel() for p in model.parameters())

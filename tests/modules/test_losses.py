@@ -6,7 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distil.modules.losses import cosine_hidden_loss, logits_mse_loss, mlm_loss, soft_target_loss
+from distil.modules.losses import (
+    cosine_hidden_loss,
+    generalized_jsd_loss,
+    logits_mse_loss,
+    mlm_loss,
+    reverse_kl_loss,
+    soft_target_loss,
+)
+
+# Row 0 of the hand computations: teacher logits [0, 2 ln 2, 0] at T = 2 -> p_t = [1/4, 1/2, 1/4]; student uniform.
+HAND_TEACHER = torch.tensor([[0.0, 2 * math.log(2.0), 0.0], [1.0, 2.0, 3.0]])
+HAND_STUDENT = torch.tensor([[5.0, 5.0, 5.0], [1.0, 2.0, 3.0]])
 
 
 def test_soft_target_loss_hand_computed_with_temperature_squared():
@@ -32,6 +43,44 @@ def test_soft_target_loss_scales_kl_by_temperature_squared():
 def test_soft_target_loss_is_zero_for_identical_logits():
     logits = torch.randn(4, 9)
     assert soft_target_loss(logits, logits.clone(), temperature=4.0).abs().max().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reverse_kl_hand_computed_with_temperature_squared():
+    # KL(p_s || p_t) = 1/3 (ln(4/3) + ln(2/3) + ln(4/3)) = 1/3 ln(32/27); times T^2 = 4.  Row 1: identical, 0.
+    per_row = reverse_kl_loss(HAND_STUDENT, HAND_TEACHER, temperature=2.0)
+    assert per_row.tolist() == pytest.approx([4 / 3 * math.log(32 / 27), 0.0], abs=1e-6)
+
+
+def test_generalized_jsd_hand_computed_at_beta_one_half():
+    # M = (p_t + p_s) / 2 = [7/24, 5/12, 7/24].  KL(p_t || M) = 1/2 ln(6/7) + 1/2 ln(6/5);
+    # KL(p_s || M) = 2/3 ln(8/7) + 1/3 ln(4/5); JSD = (KL(p_t || M) + KL(p_s || M)) / 2, times T^2 = 4.
+    kl_teacher = 0.5 * math.log(6 / 7) + 0.5 * math.log(6 / 5)
+    kl_student = 2 / 3 * math.log(8 / 7) + 1 / 3 * math.log(4 / 5)
+    per_row = generalized_jsd_loss(HAND_STUDENT, HAND_TEACHER, beta=0.5, temperature=2.0)
+    assert per_row.tolist() == pytest.approx([4 * (kl_teacher + kl_student) / 2, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9])
+def test_generalized_jsd_is_trls_definition_on_probabilities(beta):
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, 13), torch.randn(5, 13)
+    p_s, p_t = F.softmax(student / 1.5, -1).double(), F.softmax(teacher / 1.5, -1).double()
+    mixture = beta * p_t + (1 - beta) * p_s  # TRL: beta weighs the teacher in the mixture and KL(teacher || M)
+    expected = beta * (p_t * (p_t / mixture).log()).sum(-1) + (1 - beta) * (p_s * (p_s / mixture).log()).sum(-1)
+    got = generalized_jsd_loss(student, teacher, beta, temperature=1.5)
+    torch.testing.assert_close(got.double(), expected * 1.5**2, rtol=1e-5, atol=1e-7)
+    assert (got <= math.log(2) * 1.5**2 + 1e-6).all()  # a JSD is bounded by ln 2 (times T^2)
+
+
+def test_generalized_jsd_tends_to_the_forward_kl_near_0_and_the_reverse_kl_near_1():
+    torch.manual_seed(1)
+    student, teacher = torch.randn(6, 9), torch.randn(6, 9)
+    small = 1e-4
+    forward, reverse = soft_target_loss(student, teacher, 1.0), reverse_kl_loss(student, teacher)
+    near_0 = generalized_jsd_loss(student, teacher, small) / small
+    near_1 = generalized_jsd_loss(student, teacher, 1 - small) / small
+    torch.testing.assert_close(near_0, forward, rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(near_1, reverse, rtol=1e-2, atol=1e-4)
 
 
 def test_mlm_loss_hand_computed_and_zero_at_unmasked_rows():

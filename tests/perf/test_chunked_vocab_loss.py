@@ -1,5 +1,5 @@
-"""The chunked vocabulary objective equals the objective on all logits at once, in value and gradient, and never
-projects more than a chunk of rows at a time."""
+"""The chunked vocabulary objective equals the objective on all logits at once, in value and gradient, for every
+divergence, and never projects more than a chunk of rows at a time, even for a 150k-word vocabulary."""
 
 import functools
 
@@ -27,8 +27,12 @@ def random_inputs(seed: int, dtype=torch.float32):
     return student, teacher, labels
 
 
-def objective_of(alpha_kl: float, alpha_label: float, alpha_mse: float, temperature: float = 2.5):
-    weights = ObjectiveWeights(temperature, alpha_kl=alpha_kl, alpha_label=alpha_label, alpha_mse=alpha_mse)
+def objective_of(
+    alpha_kl: float, alpha_label: float, alpha_mse: float, temperature: float = 2.5, divergence: str = "forward_kl"
+):
+    weights = ObjectiveWeights(
+        temperature, alpha_kl=alpha_kl, alpha_label=alpha_label, alpha_mse=alpha_mse, divergence=divergence, beta=0.3
+    )
     terms = [term for term in logits_terms(weights) if term.weight]
     return functools.partial(weighted_logits_loss, terms)
 
@@ -59,6 +63,47 @@ def test_values_and_gradients_equal_the_objective_on_all_logits(chunk_rows, alph
     assert not contributions.requires_grad
     for got, expected in zip(grads, expected_grads):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "jsd"])
+def test_each_divergence_equals_the_objective_on_all_logits(divergence):
+    student, teacher, labels = random_inputs(seed=5)
+    objective = objective_of(5.0, 2.0, 0.0, divergence=divergence)
+    total, contributions = chunked(student, teacher, labels, objective, chunk_rows=8)
+    grads = torch.autograd.grad(total, student)
+    expected_total, expected_contributions = all_at_once(student, teacher, labels, objective)
+    expected_grads = torch.autograd.grad(expected_total, student)
+    assert total.item() == pytest.approx(expected_total.item(), rel=1e-5)
+    torch.testing.assert_close(contributions, expected_contributions.detach(), rtol=1e-5, atol=1e-7)
+    for got, expected in zip(grads, expected_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_150k_vocabulary_is_projected_one_chunk_of_rows_at_a_time_for_both_models():
+    rows, hidden, vocab, chunk_rows = 96, 8, 150_000, 16  # all logits: 2 x 96 x 150k floats; a chunk: 2 x 16 x 150k
+    generator = torch.Generator().manual_seed(0)
+    student = tuple(
+        (torch.randn(*shape, generator=generator) * 0.3).requires_grad_()
+        for shape in ((rows, hidden), (vocab, hidden), (vocab,))
+    )
+    teacher = tuple(
+        torch.randn(*shape, generator=generator) * 0.3 for shape in ((rows, hidden), (vocab, hidden), (vocab,))
+    )
+    labels = torch.randint(0, vocab, (rows,), generator=generator)
+    objective, largest = objective_of(5.0, 2.0, 0.0, divergence="jsd"), []
+
+    def recording(student_logits, teacher_logits, labels, rows, masked_rows):
+        largest.append(max(student_logits.numel(), teacher_logits.numel()))
+        return objective(student_logits, teacher_logits, labels, rows, masked_rows)
+
+    total, _ = chunked_logits_loss(
+        student[0], student[1:], teacher[0], teacher[1:], labels, rows, chunk_rows, recording
+    )
+    total.backward()
+    assert max(largest) == chunk_rows * vocab and len(largest) == rows // chunk_rows  # never all rows' logits
+    with torch.no_grad():
+        expected, _ = objective(F.linear(*student), F.linear(*teacher), labels, rows, rows)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_no_more_than_a_chunk_of_rows_is_projected_at_a_time():
