@@ -70,7 +70,8 @@ def test_a_student_of_the_other_kind_is_refused_naming_both(teacher_dir, tmp_pat
     teacher_config = AutoConfig.from_pretrained(teacher_dir)
     with pytest.raises(
         ValueError,
-        match=r"student.name_or_path=.* is a masked LM \(model_type 'bert'\) and the teacher a causal LM \(model_type 'llama'\)",
+        match=r"student.name_or_path=.* is a masked LM \(model_type 'bert'\) and the teacher a causal LM "
+        r"\(model_type 'llama'\)",
     ):
         check_student_config(student_cfg(teacher_dir, student_dir), teacher_config)
 
@@ -114,7 +115,8 @@ def test_the_cosine_term_needs_the_teachers_width(teacher_dir, tmp_path):
     cfg = student_cfg(teacher_dir, student_dir)
     with pytest.raises(
         ValueError,
-        match=r"distill.alpha_cos=1.0 needs the student's hidden size to be the teacher's: the student has 16, the teacher 32; set distill.alpha_cos=0",
+        match=r"distill.alpha_cos=1.0 needs the student's hidden size to be the teacher's: the student has 16, "
+        r"the teacher 32; set distill.alpha_cos=0",
     ):
         check_student_config(cfg, AutoConfig.from_pretrained(teacher_dir))
     check_student_config(
