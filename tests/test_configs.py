@@ -2,7 +2,7 @@
 
 import pytest
 from hydra.utils import instantiate
-from transformers import BertConfig, ModernBertConfig, RobertaConfig, XLMRobertaConfig
+from transformers import BertConfig, GPT2Config, LlamaConfig, ModernBertConfig, RobertaConfig, XLMRobertaConfig
 
 from distil.modules.distillation import DistillationModule
 from distil.run.config_checks import check_distill_config, check_sequence_length, check_student_config
@@ -23,7 +23,19 @@ PUBLISHED_TEACHERS = {  # the hub teachers' configs as published (nothing is dow
     "FacebookAI/roberta-base": RobertaConfig(vocab_size=50265, max_position_embeddings=514, pad_token_id=1),
     "FacebookAI/xlm-roberta-base": XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, pad_token_id=1),
     "answerdotai/ModernBERT-base": ModernBertConfig(num_hidden_layers=22, max_position_embeddings=8192),
+    "gpt2": GPT2Config(),  # 12 layers, 1024 positions, 50,257 tokens
+    "HuggingFaceTB/SmolLM2-360M": LlamaConfig(
+        vocab_size=49152,
+        hidden_size=960,
+        intermediate_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
 }
+CAUSAL_RECIPE_TOKENS = {"distilgpt2": 2048 * 1024, "distil_llama": 1024 * 2048}  # ~2M tokens per step, as DistilBERT
 
 
 @pytest.mark.parametrize("experiment", ["distilbert", "distilroberta", "distil_xlmr", "distil_modernbert"])
@@ -74,3 +86,14 @@ def test_the_default_config_instantiates_the_objects_with_its_values():
     assert (
         optimizer.defaults["lr"] == cfg.distill.optimizer.lr and optimizer.defaults["eps"] == cfg.distill.optimizer.eps
     )
+
+
+@pytest.mark.parametrize("experiment", sorted(CAUSAL_RECIPE_TOKENS))
+def test_each_causal_recipe_fits_its_teacher(experiment):
+    cfg = compose_config("train", f"experiment={experiment}")
+    teacher_config = PUBLISHED_TEACHERS[cfg.teacher.name_or_path]
+    check_sequence_length(cfg.data.max_length, teacher_config)
+    check_student_config(cfg, teacher_config)
+    check_distill_config(cfg)
+    rows = cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes * cfg.trainer.accumulate_grad_batches
+    assert rows * cfg.data.max_length == CAUSAL_RECIPE_TOKENS[experiment]
