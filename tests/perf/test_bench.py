@@ -8,7 +8,15 @@ import sys
 import pytest
 from transformers import BertConfig
 
-from distil.perf.bench import MASK_ID, SyntheticBatches, masked_count, model_flops_per_step, run_setting, teacher_config
+from distil.perf.bench import (
+    MASK_ID,
+    SyntheticBatches,
+    labelled_count,
+    masked_count,
+    model_flops_per_step,
+    run_setting,
+    teacher_config,
+)
 from tests.conftest import REPO_ROOT, compose_config
 
 TINY = [
@@ -70,8 +78,20 @@ def test_any_family_benches_with_the_objectives_extra_terms(model_type):
     result = run_setting(bench_config(settings))
     assert result["loss_terms"] == ["kl", "label", "reverse_kl", "cos"]
     assert result["tokens_per_s"] > 0 and math.isfinite(result["final_loss"])
-    with pytest.raises(ValueError, match="bench_model: the teacher's model_type is 'gpt2'"):
-        teacher_config(bench_config([*TINY, "bench_model.model_type=gpt2"]).bench_model)
+    with pytest.raises(ValueError, match="bench_model: the teacher's model_type is 'opt'"):
+        teacher_config(bench_config([*TINY, "bench_model.model_type=opt"]).bench_model)
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
+def test_a_causal_teacher_benches_with_next_token_batches(divergence):
+    settings = [*TINY, "bench_opt=reference", "bench_model=llama_demo", "bench_model.num_hidden_layers=2"]
+    settings += ["bench_model.vocab_size=300", "distill=distilgpt2", f"distill.divergence={divergence}"]
+    result = run_setting(bench_config(settings))
+    assert result["divergence"] == divergence and result["loss_terms"] == ["kl", "label", "cos"]
+    assert result["tokens_per_s"] > 0 and math.isfinite(result["final_loss"])
+    batch = next(iter(SyntheticBatches(4, 16, 300, 0.15, causal=True)))
+    assert batch["labels"][:, :-1].tolist() == batch["input_ids"][:, 1:].tolist()
+    assert int((batch["labels"] != -100).sum()) == labelled_count(4, 16, 0.15, causal=True) == 4 * 15
 
 
 def test_command_line_prints_one_json_line(tmp_path):

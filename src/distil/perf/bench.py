@@ -5,9 +5,9 @@ shape; no download), the student from `student`, and `DistillationModule` from `
 exactly as `distil.train` does, then runs the Lightning Trainer's training loop (forward, loss, backward, gradient
 clipping, optimizer and LR-scheduler step) for `warmup_steps + timed_steps` steps. The timed window runs from the
 end of the last warm-up step to the end of the last step, with a device synchronisation at both ends. Batches come
-from the host like in training: random full rows masked by the data module's `MaskingCollator`
-(`batches=synthetic`), or the real `CorpusDataModule` over pre-tokenized shards (`batches=shards`), which shows
-whether the loader keeps up.
+from the host like in training: random full rows masked by the data module's `MaskingCollator`, or labelled with the
+next tokens by its `NextTokenCollator` for a causal teacher (`batches=synthetic`), or the real `CorpusDataModule` over
+pre-tokenized shards (`batches=shards`), which shows whether the loader keeps up.
 
 Examples:
     python -m distil.perf.bench                                      # all optimisations, 256 x 128 tokens
@@ -15,6 +15,8 @@ Examples:
     python -m distil.perf.bench -m bench_opt=reference,bf16_student,bf16_teacher,chunked_vocab_loss,fused_adamw,all
     python -m distil.perf.bench batches=shards shards_dir=DIR tokenizer=DIR
     python -m distil.perf.bench bench_model=tiny trainer.accelerator=cpu bench_opt=reference   # seconds on a CPU
+    python -m distil.perf.bench -m bench_model=llama_demo trainer.accelerator=cpu bench_opt=reference \
+        max_length=256 tokens_per_step=4096 distill=distilgpt2 distill.divergence=forward_kl,reverse_kl,jsd
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from distil.data.masking import MaskingCollator
+from distil.data.next_token import NextTokenCollator
 from distil.families import teacher_family
 from distil.run.quiet import quiet_third_party_output
 
@@ -48,8 +51,15 @@ def masked_count(batch_size: int, max_length: int, mlm_probability: float) -> in
     return math.ceil(mlm_probability * batch_size * (max_length - 2))
 
 
+def labelled_count(batch_size: int, max_length: int, mlm_probability: float, causal: bool) -> int:
+    """Positions with a label in a batch of full rows: the masked ones, or every position but the last of a row (the
+    next tokens of a causal LM)."""
+    return batch_size * (max_length - 1) if causal else masked_count(batch_size, max_length, mlm_probability)
+
+
 class SyntheticBatches(IterableDataset):
-    """Endless host batches of full rows ([CLS] random ids [SEP]) masked by the data module's own `MaskingCollator`.
+    """Endless host batches of full rows ([CLS] random ids [SEP]) masked by the data module's own `MaskingCollator`,
+    or (`causal`) rows of random ids labelled with the next tokens by its `NextTokenCollator`.
 
     `distinct` batches are drawn once and then cycled, so generating them costs nothing during timing.
     """
@@ -62,13 +72,19 @@ class SyntheticBatches(IterableDataset):
         mlm_probability: float,
         distinct: int = 8,
         seed: int = 0,
+        causal: bool = False,
     ) -> None:
-        collator = MaskingCollator(vocab_size, MASK_ID, PAD_ID, list(SPECIAL_IDS), max_length, mlm_probability)
+        collator = (
+            NextTokenCollator(PAD_ID, max_length)
+            if causal
+            else MaskingCollator(vocab_size, MASK_ID, PAD_ID, list(SPECIAL_IDS), max_length, mlm_probability)
+        )
         generator = torch.Generator().manual_seed(seed)
         self.batches = []
         for _ in range(distinct):
             rows = torch.randint(len(SPECIAL_IDS), vocab_size, (batch_size, max_length), generator=generator)
-            rows[:, 0], rows[:, -1] = CLS_ID, SEP_ID
+            if not causal:
+                rows[:, 0], rows[:, -1] = CLS_ID, SEP_ID
             self.batches.append(collator(list(rows.numpy()), generator))
 
     def __iter__(self):
@@ -158,10 +174,13 @@ def synchronize() -> None:
 def model_flops_per_step(
     teacher: PretrainedConfig, student_layers: int, batch_size: int, max_length: int, vocab_rows: int
 ) -> float:
-    """Matrix FLOPs the step must do: teacher forward, student forward + backward (x3), both MLM heads on
+    """Matrix FLOPs the step must do: teacher forward, student forward + backward (x3), both vocabulary heads on
     `vocab_rows` rows (teacher forward, student x3). Elementwise work, embeddings and recomputation are not counted.
+    The layer is BERT-shaped (four h x h attention projections, two FFN matrices): for the Llama layout this leaves out
+    the FFN's gate matrix and counts grouped key/value projections in full.
     """
-    hidden, ffn, vocab = teacher.hidden_size, teacher.intermediate_size, teacher.vocab_size
+    hidden, vocab = teacher.hidden_size, teacher.vocab_size
+    ffn = getattr(teacher, "intermediate_size", None) or getattr(teacher, "n_inner", None) or 4 * hidden  # GPT-2: 4h
     per_layer_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * max_length * hidden  # matmuls + attention
     encoders = batch_size * max_length * per_layer_token * (teacher.num_hidden_layers + 3 * student_layers)
     heads = vocab_rows * 2 * hidden * (hidden + vocab) * (1 + 3)
@@ -178,20 +197,26 @@ def teacher_config(model_cfg: DictConfig) -> PretrainedConfig:
 
 
 def build_teacher(model_cfg: DictConfig, seed: int) -> PreTrainedModel:
-    """A masked LM of the configured family and shape with random weights."""
+    """A language model of the configured family and shape with random weights."""
     torch.manual_seed(seed)
-    return AutoModelForMaskedLM.from_config(teacher_config(model_cfg))
+    config = teacher_config(model_cfg)
+    return teacher_family(config).auto_class.from_config(config)
 
 
-def train_dataloader(cfg: DictConfig, batch_size: int, vocab_size: int) -> DataLoader | pl.LightningDataModule:
+def train_dataloader(
+    cfg: DictConfig, batch_size: int, vocab_size: int, causal: bool
+) -> DataLoader | pl.LightningDataModule:
     if cfg.batches == "synthetic":
-        batches = SyntheticBatches(batch_size, cfg.max_length, vocab_size, cfg.mlm_probability, seed=cfg.seed)
+        batches = SyntheticBatches(
+            batch_size, cfg.max_length, vocab_size, cfg.mlm_probability, seed=cfg.seed, causal=causal
+        )
         return DataLoader(batches, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())
     if cfg.batches == "shards":
         from distil.data.datamodule import CorpusDataModule
 
         return CorpusDataModule(
             tokenizer=cfg.tokenizer,
+            causal=causal,
             shards_dir=cfg.shards_dir,
             max_length=cfg.max_length,
             batch_size=batch_size,
@@ -216,7 +241,8 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [timer] + ([profile] if profile else [])
     max_steps = steps + (cfg.profile_steps if profile else 0)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_steps=max_steps, callbacks=callbacks)
-    data = train_dataloader(cfg, batch_size, teacher.config.vocab_size)
+    causal = teacher_family(teacher.config).causal
+    data = train_dataloader(cfg, batch_size, teacher.config.vocab_size, causal)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|TF32).*")
         if isinstance(data, pl.LightningDataModule):
@@ -225,8 +251,8 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(module, train_dataloaders=data)
 
     tokens = batch_size * cfg.max_length * cfg.timed_steps
-    masked = masked_count(batch_size, cfg.max_length, cfg.mlm_probability)
-    vocab_rows = batch_size * cfg.max_length if module.logits_on_all_rows else masked  # the module's own terms
+    labelled = labelled_count(batch_size, cfg.max_length, cfg.mlm_probability, causal)
+    vocab_rows = batch_size * cfg.max_length if module.logits_on_all_rows else labelled  # the module's own terms
     flops = model_flops_per_step(
         teacher.config, student.config.num_hidden_layers, batch_size, cfg.max_length, vocab_rows
     )
@@ -239,6 +265,7 @@ def run_setting(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": batch_size,
         "max_length": cfg.max_length,
         "kl_positions": cfg.distill.kl_positions,
+        "divergence": cfg.distill.get("divergence", "forward_kl"),
         "loss_terms": [term.name for term in module.logits_terms] + (["cos"] if module.alpha_cos > 0 else []),
         "precision": str(cfg.trainer.precision),
         "teacher_dtype": cfg.distill.speed.teacher_dtype,
