@@ -1,0 +1,51 @@
+"""The causal demo (`python -m distil.train experiment=demo_causal`, 2 steps here) on the shared Llama-layout teacher:
+a 3-layer student of the teacher's class, its grouped-query heads and tied embeddings kept, whose next-token metrics
+on the held-out documents the run prints, and which generates text with its own tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.conftest import run_cli, shared_assets_dir
+
+pytestmark = pytest.mark.shared
+TEACHER = "models/llama-teacher-6x192"
+
+
+@pytest.fixture(scope="module")
+def causal_demo_run(tmp_path_factory):
+    shared_dir = shared_assets_dir()
+    if not (shared_dir / TEACHER).is_dir():
+        pytest.skip(f"shared causal teacher not found at {shared_dir / TEACHER} (set DISTIL_SHARED)")
+    home = tmp_path_factory.mktemp("causal_demo")
+    overrides = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
+    overrides += ["data.batch_size=4", "data.val_batch_size=4", "data.num_workers=0", "logger=csv"]
+    result = run_cli(home, "experiment=demo_causal", f"hydra.run.dir={home / 'run'}", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home / "run", result.stdout
+
+
+def test_the_causal_demo_prints_next_token_metrics_of_both_models(causal_demo_run):
+    _, stdout = causal_demo_run
+    rows = {line.split("  ")[0]: line.split()[-2:] for line in stdout.splitlines() if "perplexity" in line}
+    teacher_ppl, student_ppl = (float(value) for value in rows["perplexity"])
+    assert 20 < teacher_ppl < student_ppl  # the teacher predicts its held-out text better than a 2-step student
+    assert "held-out next-token accuracy (%)" in stdout and "top-1 agreement with the teacher (%)" in stdout
+
+
+def test_the_student_is_three_teacher_layers_and_generates(causal_demo_run):
+    run_dir, _ = causal_demo_run
+    teacher = AutoModelForCausalLM.from_pretrained(shared_assets_dir() / TEACHER)
+    student = AutoModelForCausalLM.from_pretrained(run_dir / "student").eval()
+    assert student.config.num_hidden_layers == 3 and student.config.distil_layer_map == [0, 2, 5]
+    assert student.config.num_key_value_heads == teacher.config.num_key_value_heads == 2
+    assert student.lm_head.weight is student.get_input_embeddings().weight  # tied, as the teacher's
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
+    prompt = tokenizer("The ship sailed", return_tensors="pt")
+    with torch.no_grad():
+        output = student.generate(
+            **prompt, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    assert output.shape[1] == prompt["input_ids"].shape[1] + 8
