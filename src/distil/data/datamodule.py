@@ -1,11 +1,13 @@
 """CorpusDataModule: text sources (or pre-tokenized shards) -> token ids -> packed rows -> masked-LM batches, or
-causal-LM batches with next-token labels (`causal`, set by the entry points from the teacher's family).
+causal-LM batches with next-token labels (`causal`, set by the entry points from the teacher's family); or instruction
+examples (`instructions`) -> one padded row each -> causal-LM batches whose labels are the response's next tokens.
 
 Training batches come from an endless IterableDataset (pass after pass over the corpus; the run length is set by
 `trainer.max_steps`) split across every (rank, dataloader worker) slot. The consumed position of every slot is
 part of the Lightning checkpoint (`state_dict` / `load_state_dict`), so a resumed run continues with exactly the
 batches the uninterrupted run would have seen. Validation batches come from held-out documents with fixed masks
-(causal batches need none).
+(causal batches need none). Instruction rows (`distil.data.instruction_rows`) stream, shard and resume through the
+same `BatchStream` and positions; their validation set is the first `val_documents` examples.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from torch.utils.data import DataLoader
 
 from distil.data.batch_stream import BatchStream, PositionedLoader
 from distil.data.corpus import Corpus
+from distil.data.instruction_encoding import InstructionEncoder, prescan_instructions
+from distil.data.instruction_examples import InstructionFiles
+from distil.data.instruction_rows import InstructionRows
 from distil.data.masking import MaskingCollator, check_mask_probability
 from distil.data.next_token import NextTokenCollator
 from distil.data.packing import concatenate_documents, pack_rows
 from distil.data.row_format import RowFormat
+from distil.data.scored_rows import ScoredRowCollator
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import (
     SPLITS,
@@ -64,11 +70,14 @@ class CorpusDataModule(pl.LightningDataModule):
             ones of `sources` (e.g. text neither model was trained on); never a fallback: an unreadable one is an
             error. The first `val_documents` documents of `sources` still never reach training.
         shards_dir: directory written by `python -m distil.prepare`; replaces `sources` (no tokenization).
+        instructions: instruction examples (`distil.data.instruction_examples.InstructionFiles`: prompt and response,
+            or chat messages); replaces `sources` for a causal LM: one example per row, padded to max_length, only
+            the response's tokens labelled (and, with `distill.kl_positions: masked`, given soft targets).
         verify_shards: with shards, compare every shard's sha256 with its metadata at start (sizes are always
             compared): true, false, or "auto" (shards of at most 512 MiB in all; `distil.data.shards.verify_at_start`).
-        prescan: read every document of the text sources once at start, so that a record that cannot be read fails
-            before training, naming its file and line: true, false, or "auto" (local files of at most 1 GiB in
-            all; `distil.data.sources.prescan_sources`).
+        prescan: read every document of the text sources (or every instruction example, tokenized) once at start, so
+            that a record that cannot be read fails before training, naming its file and line: true, false, or
+            "auto" (local files of at most 1 GiB in all; `distil.data.sources.prescan_sources`).
         shuffle: with shards, visit rows in a seeded random order, new each pass (text sources stream in order).
         max_length: tokens per row, [CLS] and [SEP] included (masked rows).
         batch_size: rows per training batch on each device.
@@ -78,7 +87,8 @@ class CorpusDataModule(pl.LightningDataModule):
         mlm_smoothing: exponent of count(token)^-s position weights (original DistilBERT: 0.7); null = uniform.
         token_counts: `.npy` token counts from `python -m distil.prepare` (needed by mlm_smoothing).
         val_documents: documents held out for validation from the start of every source (with shards: set by
-            `distil.prepare`; here only 0 matters, meaning no validation loader).
+            `distil.prepare`; here only 0 matters, meaning no validation loader; with instructions: examples held
+            out from the start of the files).
         documents_per_block: documents per block, the unit tokenized together and given to one reader slot.
         seed: seed of source interleaving and masking.
     """
@@ -92,6 +102,7 @@ class CorpusDataModule(pl.LightningDataModule):
         fallback_when_missing: str | None = None,
         validation_sources: Sequence | None = None,
         shards_dir: str | None = None,
+        instructions: InstructionFiles | None = None,
         verify_shards: bool | str = "auto",
         prescan: bool | str = "auto",
         shuffle: bool = True,
@@ -120,9 +131,17 @@ class CorpusDataModule(pl.LightningDataModule):
         self.tokenizer_name = tokenizer
         self.tokenizer = load_tokenizer(tokenizer, causal=causal)
         self.row_format = RowFormat.of(self.tokenizer, causal)
-        if bool(sources) == bool(shards_dir):
+        if bool(sources) + bool(shards_dir) + (instructions is not None) != 1:
             raise ValueError(
-                f"give exactly one of sources (got {len(sources or [])}) and shards_dir (got {shards_dir!r})"
+                f"give exactly one of sources (got {len(sources or [])}), shards_dir (got {shards_dir!r}) and "
+                f"instructions (got {instructions and instructions.name!r})"
+            )
+        if instructions is not None and not causal:
+            raise ValueError("data.instructions need a causal-LM teacher; this teacher is a masked LM")
+        if instructions is not None and validation_sources:
+            raise ValueError(
+                f"data.instructions hold their own validation set (the first val_documents={val_documents} examples): "
+                f"remove the {len(validation_sources)} data.validation_sources"
             )
         self.validation_sources = list(validation_sources or [])
         for source in self.validation_sources:
@@ -136,6 +155,12 @@ class CorpusDataModule(pl.LightningDataModule):
             resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing) if sources else []
         )
         prescan_sources(self.active_sources + self.validation_sources, prescan)
+        self.instructions = instructions
+        self.instruction_encoder = None
+        if instructions is not None:
+            instructions.files()  # checked now: a pattern that matches nothing fails before any weights load
+            self.instruction_encoder = InstructionEncoder(self.tokenizer, max_length)
+            prescan_instructions(instructions, self.instruction_encoder, prescan)
         self.shards_dir = shards_dir
         self.shuffle = shuffle
         self.shards_metadata = None
@@ -156,18 +181,19 @@ class CorpusDataModule(pl.LightningDataModule):
         self.documents_per_block = documents_per_block
         self.seed = seed
         counts = np.load(token_counts) if token_counts else None
-        self.collator = (
-            NextTokenCollator.from_tokenizer(self.tokenizer, max_length)
-            if causal
-            else MaskingCollator.from_tokenizer(
+        if instructions is not None:
+            self.collator = ScoredRowCollator.from_tokenizer(self.tokenizer, max_length)
+        elif causal:
+            self.collator = NextTokenCollator.from_tokenizer(self.tokenizer, max_length)
+        else:
+            self.collator = MaskingCollator.from_tokenizer(
                 self.tokenizer,
                 max_length,
                 mlm_probability=mlm_probability,
                 mlm_smoothing=mlm_smoothing,
                 token_counts=counts,
             )
-        )
-        self.validation_rows: np.ndarray | None = None
+        self.validation_rows: np.ndarray | list | None = None
         self.consumed_positions: dict[int, tuple[int, ...]] = {}
         self.train_loader: PositionedLoader | None = None
         self.restored_layout: dict | None = None
@@ -206,7 +232,15 @@ class CorpusDataModule(pl.LightningDataModule):
         pieces = [concatenate_documents(encode(documents), separator) for documents in blocks]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
-    def build_validation_rows(self) -> np.ndarray:
+    def instruction_rows(self) -> InstructionRows:
+        return InstructionRows(self.instructions, self.instruction_encoder, self.val_documents)
+
+    def build_validation_rows(self) -> np.ndarray | list:
+        """Rows (n, max_length) packed from the validation documents, or a list of the validation examples' rows."""
+        if self.instructions is not None:
+            rows = [self.instruction_encoder(example) for example in self.instruction_rows().validation_examples()]
+            log.info("validation: the first %d examples of %s", len(rows), self.instructions.name)
+            return rows
         tokens = self.validation_tokens()
         rows = pack_rows(tokens, self.max_length, self.row_format)
         if len(rows) == 0:
@@ -227,7 +261,9 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> BatchStream:
         rank, world_size = self.rank_and_world_size()
-        if self.shards_metadata is not None:
+        if self.instructions is not None:
+            rows = self.instruction_rows()
+        elif self.shards_metadata is not None:
             rows = ShardRows(
                 self.shards_dir, self.shards_metadata, self.max_length, self.row_format, self.shuffle, self.seed
             )
@@ -263,7 +299,8 @@ class CorpusDataModule(pl.LightningDataModule):
     def layout(self) -> dict:
         """What the slot positions depend on; a resume with another layout cannot continue exactly."""
         _, world_size = self.rank_and_world_size()
-        return {
+        instructions = {"instructions": self.instructions.patterns} if self.instructions is not None else {}
+        return instructions | {
             "world_size": world_size,
             "num_workers": max(self.num_workers, 1),
             "batch_size": self.batch_size,

@@ -88,24 +88,27 @@ def text_file_documents(path: Path, decode_errors: str) -> Iterator[str]:
         yield "\n".join(lines)
 
 
+def jsonl_records(path: Path, decode_errors: str, expected: str = "") -> Iterator[tuple[str, dict]]:
+    """(`<file>:<line>`, the JSON object) of each non-blank line; a line that is not valid JSON or not an object is a
+    ValueError naming the file and line (and `expected`, what a line should hold)."""
+    with open_text(path, decode_errors) as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where} is not valid JSON ({error})") from error
+            if not isinstance(record, dict):
+                raise ValueError(f"{where} is a JSON {type(record).__name__}, not an object{expected}")
+            yield where, record
+
+
 def jsonl_file_documents(path: Path, text_field: str, decode_errors: str) -> Iterator[str]:
     """The `text_field` of each JSON line (`record_texts`); a line that is not a JSON object is an error naming the
     file and line."""
-
-    def records() -> Iterator[tuple[str, dict]]:
-        with open_text(path, decode_errors) as file:
-            for line_number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{line_number} is not valid JSON ({error})") from error
-                if not isinstance(record, dict):
-                    raise KeyError(f"{path}:{line_number} is a JSON {type(record).__name__}, not an object")
-                yield f"{path}:{line_number}", record
-
-    yield from record_texts(records(), text_field, str(path))
+    yield from record_texts(jsonl_records(path, decode_errors), text_field, str(path))
 
 
 def record_texts(records: Iterable[tuple[str, dict]], text_field: str, source: str) -> Iterator[str]:
