@@ -21,8 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distil.data.corpus import Corpus
-from distil.data.packing import concatenate_documents
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, concatenate_documents
 from distil.data.shard_writer import ShardWriter
 from distil.data.shards import FORMAT, TOKEN_COUNTS_FILE, VERSION, token_dtype, write_metadata
 from distil.data.sources import resolve_sources
@@ -112,7 +111,7 @@ def prepare(
     loaded = load_tokenizer(tokenizer, key="tokenizer", causal=causal)
     dtype = token_dtype(len(loaded))
     resolved = resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing)
-    corpus = Corpus(resolved, val_documents, seed, loaded.unk_token)
+    corpus = Corpus(resolved, val_documents, seed, loaded.unk_token, keep_unknown_markers=causal)
     report = ProgressReport()
     metadata: dict = {}
 

@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
-from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, concatenate_documents, pack_rows
 from distil.data.sources import LocalFiles
 from tests.data.conftest import random_documents, write_text_file
 

@@ -3,8 +3,7 @@ causal LM), the short tail dropped."""
 
 import numpy as np
 
-from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, concatenate_documents, pack_rows
 
 CLS, SEP, EOS = 2, 3, 0
 MASKED = RowFormat(separator=SEP, start=(CLS,), end=(SEP,))

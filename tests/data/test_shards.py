@@ -20,8 +20,7 @@ from distil.data.batch_stream import BatchStream
 from distil.data.corpus import Corpus
 from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import IGNORE_INDEX
-from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, concatenate_documents, pack_rows
 from distil.data.shard_writer import ShardWriter
 from distil.data.shards import read_metadata, token_dtype
 from distil.data.sources import LocalFiles

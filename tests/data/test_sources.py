@@ -45,6 +45,16 @@ def test_the_unknown_marker_becomes_the_tokenizers_unknown_token(tmp_path, unkno
         Corpus([marked], val_documents=1, seed=0, unknown_token=None)
 
 
+def test_a_causal_lm_keeps_the_unknown_marker_as_text(tmp_path):
+    """GPT-2's (and the shared causal teacher's) unk_token is its end-of-text: a marker replaced by it would end the
+    document in its middle."""
+    (tmp_path / "a.txt").write_text("a <unk> lobster\n\n<unk> and <unk>\n", encoding="utf-8")
+    marked = LocalFiles(str(tmp_path / "*.txt"), unknown_marker="<unk>", name="marked")
+    corpus = Corpus([marked], val_documents=1, seed=0, unknown_token="<|endoftext|>", keep_unknown_markers=True)
+    assert list(corpus.validation_documents()) == ["a <unk> lobster"]
+    assert list(corpus.training_documents(0)) == ["<unk> and <unk>"]
+
+
 def test_jsonl_gzip_txt_and_parquet_give_the_same_documents(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": d, "id": i} for i, d in enumerate(DOCUMENTS)])
     write_jsonl(tmp_path / "b.jsonl.gz", [{"text": d} for d in DOCUMENTS], compress=True)

@@ -4,7 +4,9 @@ The first `val_documents` documents of every source form the validation set and 
 held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document). Separate
 `validation_sources` replace them as the validation set (e.g. text the teacher never saw either); the first
 `val_documents` of the training sources still stay out of training, so the training text does not change. A
-source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here.
+source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here, or stays text for a
+causal LM (`keep_unknown_markers`): a byte-level vocabulary has no unknown token (GPT-2's `unk_token` is its
+end-of-text, which would end a document in the middle).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def with_unknown_token(documents: Iterator[str], marker: str | None, unknown_tok
 class Corpus:
     """Document streams of the training passes and of the validation set, from the sources' `documents()`.
 
-    `unknown_token` is the tokenizer's unknown token, which sources with an `unknown_marker` need.
+    `unknown_token` is the tokenizer's unknown token, which sources with an `unknown_marker` need unless
+    `keep_unknown_markers` (then their markers stay text).
     """
 
     def __init__(
@@ -67,11 +70,16 @@ class Corpus:
         seed: int,
         unknown_token: str | None = None,
         validation_sources: Sequence = (),
+        keep_unknown_markers: bool = False,
     ) -> None:
         if val_documents < 0:
             raise ValueError(f"val_documents={val_documents}; allowed: an integer >= 0 (documents per source)")
         for source in [*sources, *validation_sources]:
-            if getattr(source, "unknown_marker", None) is not None and unknown_token is None:
+            if (
+                getattr(source, "unknown_marker", None) is not None
+                and unknown_token is None
+                and not keep_unknown_markers
+            ):
                 raise ValueError(
                     f"source {source.name}: unknown_marker={source.unknown_marker!r} needs a tokenizer with an "
                     "unknown token, and this tokenizer has none; set the source's unknown_marker to null"
@@ -81,10 +89,12 @@ class Corpus:
         self.val_documents = val_documents
         self.seed = seed
         self.unknown_token = unknown_token
+        self.keep_unknown_markers = keep_unknown_markers
 
     def documents(self, source) -> Iterator[str]:
-        """A source's non-empty documents, its unknown-word marker replaced by the tokenizer's unknown token."""
-        marker = getattr(source, "unknown_marker", None)
+        """A source's non-empty documents, its unknown-word marker replaced by the tokenizer's unknown token (unless
+        `keep_unknown_markers`)."""
+        marker = None if self.keep_unknown_markers else getattr(source, "unknown_marker", None)
         return non_empty(with_unknown_token(source.documents(), marker, self.unknown_token), source.name)
 
     def training_documents(self, pass_index: int) -> Iterator[str]:

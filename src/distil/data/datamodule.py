@@ -28,10 +28,8 @@ from distil.data.instruction_encoding import InstructionEncoder, prescan_instruc
 from distil.data.instruction_examples import InstructionFiles
 from distil.data.instruction_rows import InstructionRows
 from distil.data.masking import MaskingCollator, check_mask_probability
-from distil.data.next_token import NextTokenCollator
-from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.row_format import RowFormat
-from distil.data.scored_rows import ScoredRowCollator
+from distil.data.next_token import NextTokenCollator, ScoredRowCollator
+from distil.data.packing import RowFormat, concatenate_documents, pack_rows
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import (
     SPLITS,
@@ -200,7 +198,12 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def corpus(self) -> Corpus:
         return Corpus(
-            self.active_sources, self.val_documents, self.seed, self.tokenizer.unk_token, self.validation_sources
+            self.active_sources,
+            self.val_documents,
+            self.seed,
+            self.tokenizer.unk_token,
+            self.validation_sources,
+            keep_unknown_markers=self.row_format.causal,
         )
 
     def rank_and_world_size(self) -> tuple[int, int]:

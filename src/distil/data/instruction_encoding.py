@@ -19,7 +19,7 @@ import numpy as np
 from jinja2.exceptions import TemplateError
 
 from distil.data.instruction_examples import InstructionExample, InstructionFiles
-from distil.data.scored_rows import ScoredRow
+from distil.data.next_token import ScoredRow
 from distil.data.sources import PRESCAN_AUTO_BYTES, PRESCAN_MODES
 from distil.data.tokenization import TextEncoder
 

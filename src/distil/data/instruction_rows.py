@@ -2,9 +2,9 @@
 
 The first `val_documents` examples are the validation set and never train. Of the rest, in file order every pass,
 example i is read by slot i % num_slots (a slot is one (rank, dataloader worker) pair) and encoded into one
-`ScoredRow` (`distil.data.instruction_encoding`); examples of other slots are skipped without tokenizing, so the union
-over slots of their rows is exactly the single-slot stream. Examples are never packed together: the collator pads
-each row to max_length.
+`ScoredRow` (`encoder`: `distil.data.instruction_encoding.InstructionEncoder`); examples of other slots are skipped
+without tokenizing, so the union over slots of their rows is exactly the single-slot stream. Examples are never
+packed together: the collator pads each row to max_length.
 
 A position is `(pass, example)`: the next row is that of training example `example` (or the first of this slot
 after it) in pass `pass`.
@@ -13,11 +13,10 @@ after it) in pass `pass`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from distil.data.instruction_encoding import InstructionEncoder
 from distil.data.instruction_examples import InstructionExample, InstructionFiles
-from distil.data.scored_rows import ScoredRow
+from distil.data.next_token import ScoredRow
 from distil.data.text_rows import EmptySlotError
 
 Position = tuple[int, int]
@@ -28,7 +27,9 @@ class InstructionRows:
 
     initial_position: Position = (0, 0)
 
-    def __init__(self, files: InstructionFiles, encoder: InstructionEncoder, val_documents: int) -> None:
+    def __init__(
+        self, files: InstructionFiles, encoder: Callable[[InstructionExample], ScoredRow], val_documents: int
+    ) -> None:
         self.files = files
         self.encoder = encoder
         self.val_documents = val_documents

@@ -1,13 +1,16 @@
-"""Causal-LM batches: rows of token ids -> input_ids, attention_mask and the shifted next-token labels.
+"""Causal-LM batches: rows of token ids -> input_ids, attention_mask and the shifted next-token labels; and rows that
+say which of their tokens are learned (`ScoredRow`: an instruction example, whose response is learned).
 
 The label of position t is the token at t + 1, so the objective reads the logits of a position against its label
 exactly as it reads a masked position against the original token (one loss function for both kinds). Positions
 without a next real token (the last one of a row, padding) get -100, and so do the positions whose next token is not
-to be learned (the prompt of an instruction example: `scored`). Nothing is random: the generator of the collator's
-call is taken, as the masking collator's is, and not read.
+to be learned (the prompt of an instruction example: `ScoredRow.scored`). Nothing is random: the generator of the
+collator's call is taken, as the masking collator's is, and not read.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,4 +42,23 @@ class NextTokenCollator:
     def __call__(self, rows: list[np.ndarray], generator: torch.Generator | None = None) -> dict:
         input_ids, attention_mask = pad_rows(rows, self.max_length, self.pad_id)
         labels = next_token_labels(input_ids, attention_mask)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """Token ids (int64, (n,)) and whether each is a token to learn (bool, (n,))."""
+
+    ids: np.ndarray
+    scored: np.ndarray
+
+
+class ScoredRowCollator(NextTokenCollator):
+    """Turns `ScoredRow`s into a causal-LM batch: input_ids, attention_mask, labels (all int64, (B, max_length)),
+    rows padded at their end."""
+
+    def __call__(self, rows: list[ScoredRow], generator: torch.Generator | None = None) -> dict:
+        input_ids, attention_mask = pad_rows([row.ids for row in rows], self.max_length, self.pad_id)
+        scored, _ = pad_rows([row.scored for row in rows], self.max_length, 0)
+        labels = next_token_labels(input_ids, scored)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -1,5 +1,7 @@
-"""Token ids of documents -> fixed-length rows, in the `RowFormat` of the model: `[CLS] ... [SEP]` rows of documents
-joined by [SEP] for a masked LM (RoBERTa FULL-SENTENCES), plain rows of documents joined by end-of-text for a causal LM.
+"""Token ids of documents -> fixed-length rows, in the `RowFormat` of the model, read from its tokenizer:
+`[CLS] ... [SEP]` rows of documents joined by [SEP] for a masked LM (RoBERTa's FULL-SENTENCES packing), plain rows of
+documents joined by end-of-text for a causal LM (GPT-2's and Llama's pretraining: GPT-2's `<|endoftext|>`, Llama 3's
+`<|end_of_text|>`), so that every position of a full causal row is a real token the model learns from.
 
 Every document is followed by the separator; the concatenation is cut into pieces of the row's content length and
 each piece is framed. The last piece, shorter than a row, is dropped, so every row is full and unpadded (a row may
@@ -10,11 +12,38 @@ examples) are padded by `pad_rows`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from distil.data.row_format import RowFormat
+
+@dataclass(frozen=True)
+class RowFormat:
+    """Documents joined by `separator`; each row is `start + content + end`.
+
+    Args:
+        separator: the id that follows every document in the token stream.
+        start, end: ids framing every row (empty for causal rows).
+        causal: rows for a causal LM (labels are the next tokens) rather than a masked LM (labels come from masking).
+    """
+
+    separator: int
+    start: tuple[int, ...] = ()
+    end: tuple[int, ...] = ()
+    causal: bool = False
+
+    def content_length(self, max_length: int) -> int:
+        """Tokens of the stream in a row of `max_length` tokens."""
+        return max_length - len(self.start) - len(self.end)
+
+    @classmethod
+    def of(cls, tokenizer, causal: bool) -> RowFormat:
+        """The format of the tokenizer's own special tokens (checked by `tokenization.load_tokenizer`)."""
+        if causal:
+            return cls(separator=tokenizer.eos_token_id, causal=True)
+        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+        return cls(separator=sep_id, start=(cls_id,), end=(sep_id,))
 
 
 def concatenate_documents(documents: Sequence[Sequence[int]], separator: int, dtype=np.int64) -> np.ndarray:

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from distil.data.packing import frame_rows
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, frame_rows
 from distil.data.shards import open_split
 
 Position = tuple[int, int]

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from distil.data.corpus import Corpus
-from distil.data.packing import concatenate_documents, pack_rows
-from distil.data.row_format import RowFormat
+from distil.data.packing import RowFormat, concatenate_documents, pack_rows
 
 Position = tuple[int, int, int]
 

@@ -15,8 +15,8 @@ evenly over the teacher's, and the weight copy checks that every student paramet
 Masked rows are framed with the tokenizer's own `cls_token ... sep_token` (documents joined by `sep_token`), which
 every masked-LM tokenizer defines: `[CLS] ... [SEP]` for BERT and ModernBERT, `<s> ... </s>` for RoBERTa and XLM-R;
 masking skips the tokenizer's special tokens. Causal rows are documents joined by the tokenizer's `eos_token`, cut
-into full rows with no framing. The data side reads both from the tokenizer (`distil.data.row_format`), so a family
-needs nothing here for its framing beyond `causal`.
+into full rows with no framing. The data side reads both from the tokenizer (`distil.data.packing.RowFormat`), so a
+family needs nothing here for its framing beyond `causal`.
 """
 
 from __future__ import annotations
