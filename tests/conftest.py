@@ -136,6 +136,27 @@ def tiny_run_overrides(
     return overrides
 
 
+DISTILBERT_WEIGHTS = {"kl": 5.0, "label": 2.0, "cos": 1.0}  # the published objective's weights (conf/distill/)
+
+
+def assert_logged_terms_weigh_into_the_loss(run_dir: Path, steps: int, weights=DISTILBERT_WEIGHTS) -> list[dict]:
+    """A run's csv/metrics.csv logs every term at each of its `steps` steps, finite and > 0, and `train/loss` is their
+    sum with `weights`; returns all logged rows (training and validation)."""
+    import csv
+    import math
+
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    train_rows = [row for row in rows if row.get("train/loss")]
+    assert [int(row["step"]) for row in train_rows] == list(range(steps))
+    for row in train_rows:
+        terms = {name: float(row[f"train/loss_{name}"]) for name in weights}
+        assert all(math.isfinite(value) and value > 0 for value in terms.values()), terms
+        weighted = sum(weights[name] * value for name, value in terms.items())
+        assert float(row["train/loss"]) == pytest.approx(weighted, rel=1e-4)
+    return rows
+
+
 def assert_fill_mask_is_the_models_own(model_dir: Path, text: str) -> None:
     """`pipeline("fill-mask")` on the folder returns the model's own top 5 at the mask of `text` (`{mask}` marks it):
     the tokenizer and the weights in the folder belong together."""
@@ -272,12 +293,7 @@ def tiny_causal_config(
 def tiny_causal_lm(model_type: str = "llama", num_layers: int = 4, vocab_size: int = 64, seed: int = 0, **config):
     """A randomly initialised causal LM of `tiny_causal_config`, in eval mode, every parameter moved off its initial
     value (norm weights off 1), so that a forgotten copy shows up."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_causal_config(model_type, num_layers, vocab_size, **config)).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
+    return perturbed(AutoModelForCausalLM, tiny_causal_config(model_type, num_layers, vocab_size, **config), seed)
 
 
 def tiny_masked_lm(
@@ -285,13 +301,20 @@ def tiny_masked_lm(
 ):
     """A randomly initialised masked-LM of `tiny_config`, in eval mode, every parameter moved off its initial value
     (LayerNorm weights off 1, biases off 0, BERT's token-type rows apart), so that a forgotten copy shows up."""
+    model = perturbed(AutoModelForMaskedLM, tiny_config(model_type, num_layers, vocab_size, special_ids), seed)
+    if model_type == "bert":
+        with torch.no_grad():
+            model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 0.5)
+    return model
+
+
+def perturbed(auto_class, config, seed: int) -> PreTrainedModel:
+    """A model of `config` (built by `auto_class`) in eval mode, every parameter moved by noise of scale 0.1."""
     torch.manual_seed(seed)
-    model = AutoModelForMaskedLM.from_config(tiny_config(model_type, num_layers, vocab_size, special_ids)).eval()
+    model = auto_class.from_config(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
-        if model_type == "bert":
-            model.bert.embeddings.token_type_embeddings.weight.normal_(0.0, 0.5)
     return model
 
 

@@ -3,10 +3,8 @@ template, bad lines named before training, the same rows whatever the reader slo
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
-import math
 import random
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from distil.data.instruction_examples import InstructionFiles, squad_examples
 from distil.data.instruction_rows import InstructionRows
 from distil.data.text_rows import EmptySlotError
 from distil.modules.losses import IGNORE_INDEX
-from tests.conftest import compose_config, run_cli
+from tests.conftest import assert_logged_terms_weigh_into_the_loss, compose_config, run_cli
 from tests.tiny_assets import WORDS, causal_tokenizer, write_tiny_causal_teacher
 
 END_OF_TEXT = 0  # `<|endoftext|>` of tests.tiny_assets.causal_tokenizer: end-of-text and padding
@@ -30,14 +28,6 @@ CHAT_TEMPLATE = (  # a tiny chat template: every message "<|endoftext|>role: con
     "{% for message in messages %}<|endoftext|>{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|endoftext|>assistant: {% endif %}"
 )
-
-
-@pytest.fixture(scope="module")
-def plain_tokenizer_dir(tmp_path_factory) -> Path:
-    """`causal_tokenizer`, which has no chat template."""
-    directory = tmp_path_factory.mktemp("plain_tokenizer")
-    causal_tokenizer().save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +75,15 @@ def expected_labels(prompt: list[int], response: list[int], max_length: int) -> 
     return [row[t + 1] if t + 1 < len(row) and t + 1 >= len(prompt) else IGNORE_INDEX for t in range(max_length)]
 
 
-def test_labels_are_the_next_token_at_response_positions_only(plain_tokenizer_dir, tmp_path):
+def test_labels_are_the_next_token_at_response_positions_only(causal_tokenizer_dir, tmp_path):
     pairs = [
         {"prompt": "the king opened the door.", "response": " the queen saw the sea."},
         {"prompt": "she walked to the river", "response": " at night."},
     ]
-    datamodule = make_datamodule(plain_tokenizer_dir, str(write_jsonl(tmp_path / "pairs.jsonl", pairs)))
+    datamodule = make_datamodule(causal_tokenizer_dir, str(write_jsonl(tmp_path / "pairs.jsonl", pairs)))
     batch = next(iter(datamodule.train_dataloader()))
 
-    tokenizer = AutoTokenizer.from_pretrained(plain_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(causal_tokenizer_dir)
     for i, pair in enumerate(pairs):
         prompt, response = example_ids(tokenizer, pair)
         row = prompt + response
@@ -133,11 +123,11 @@ def test_chat_messages_are_rendered_with_the_chat_template_and_only_the_reply_is
     assert row.scored.tolist() == [False] * len(prompt) + [True] * len(response)
 
 
-def test_messages_without_a_chat_template_are_refused_naming_the_file_and_line(plain_tokenizer_dir, tmp_path):
+def test_messages_without_a_chat_template_are_refused_naming_the_file_and_line(causal_tokenizer_dir, tmp_path):
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     path = write_jsonl(tmp_path / "mixed.jsonl", [*random_pairs(2), chat])
     with pytest.raises(ValueError, match=rf"{path}:3: this example is chat messages, and the tokenizer .* no chat"):
-        make_datamodule(plain_tokenizer_dir, str(path))
+        make_datamodule(causal_tokenizer_dir, str(path))
 
 
 @pytest.mark.parametrize(
@@ -156,11 +146,11 @@ def test_messages_without_a_chat_template_are_refused_naming_the_file_and_line(p
         ),
     ],
 )
-def test_a_bad_line_fails_at_start_naming_its_file_and_line(line, error, plain_tokenizer_dir, tmp_path):
+def test_a_bad_line_fails_at_start_naming_its_file_and_line(line, error, causal_tokenizer_dir, tmp_path):
     path = tmp_path / "examples.jsonl"
     path.write_text("".join(json.dumps(pair) + "\n" for pair in random_pairs(3)) + "\n" + line + "\n")
     with pytest.raises(ValueError, match=rf"{path}:5:? .*{error}"):
-        make_datamodule(plain_tokenizer_dir, str(path))
+        make_datamodule(causal_tokenizer_dir, str(path))
 
 
 def test_squad_questions_become_paragraph_and_question_prompts_answered_by_the_first_answer(tmp_path):
@@ -186,8 +176,8 @@ def real_ids(batch: dict) -> list[list[int]]:
     return [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
-def test_the_rows_of_2_ranks_x_2_workers_are_exactly_the_single_reader_stream(plain_tokenizer_dir, tmp_path):
-    datamodule = make_datamodule(plain_tokenizer_dir, str(write_jsonl(tmp_path / "e.jsonl", random_pairs(26))))
+def test_the_rows_of_2_ranks_x_2_workers_are_exactly_the_single_reader_stream(causal_tokenizer_dir, tmp_path):
+    datamodule = make_datamodule(causal_tokenizer_dir, str(write_jsonl(tmp_path / "e.jsonl", random_pairs(26))))
     rows = InstructionRows(datamodule.instructions, datamodule.instruction_encoder, val_documents=4)
     single = [row.ids.tolist() for row, _ in itertools.islice(rows.rows(0, 1), 22)]
 
@@ -204,18 +194,18 @@ def test_the_rows_of_2_ranks_x_2_workers_are_exactly_the_single_reader_stream(pl
     assert [by_example[i] for i in range(22)] == single
 
 
-def test_a_reader_slot_without_an_example_in_a_pass_is_an_error(plain_tokenizer_dir, tmp_path):
-    datamodule = make_datamodule(plain_tokenizer_dir, str(write_jsonl(tmp_path / "e.jsonl", random_pairs(4))))
+def test_a_reader_slot_without_an_example_in_a_pass_is_an_error(causal_tokenizer_dir, tmp_path):
+    datamodule = make_datamodule(causal_tokenizer_dir, str(write_jsonl(tmp_path / "e.jsonl", random_pairs(4))))
     rows = InstructionRows(datamodule.instructions, datamodule.instruction_encoder, val_documents=1)
     assert [position for _, position in itertools.islice(rows.rows(2, 4), 2)] == [(0, 3), (1, 3)]
     with pytest.raises(EmptySlotError, match="reader slot 3 of 4 .* got no example in a whole pass"):
         next(rows.rows(3, 4))
 
 
-def test_a_stream_resumed_from_its_saved_position_yields_exactly_the_remaining_batches(plain_tokenizer_dir, tmp_path):
+def test_a_stream_resumed_from_its_saved_position_yields_exactly_the_remaining_batches(causal_tokenizer_dir, tmp_path):
     paths = str(write_jsonl(tmp_path / "e.jsonl", random_pairs(30)))
     arguments = dict(batch_size=3, num_workers=2, val_documents=4)
-    uninterrupted = make_datamodule(plain_tokenizer_dir, paths, **arguments)
+    uninterrupted = make_datamodule(causal_tokenizer_dir, paths, **arguments)
     loader = uninterrupted.train_dataloader()
     batches = list(itertools.islice(loader, 12))  # more than a pass (26 training examples, 13 per worker)
     for _ in range(4):  # the trainer used 4 batches: what `on_before_batch_transfer` records
@@ -224,19 +214,19 @@ def test_a_stream_resumed_from_its_saved_position_yields_exactly_the_remaining_b
     state = uninterrupted.state_dict()
     assert state["positions"] == {0: [0, 11], 1: [0, 12]}  # worker 0 read examples 0, 2, ..., 10; worker 1 1, ..., 11
 
-    resumed = make_datamodule(plain_tokenizer_dir, paths, **arguments)
+    resumed = make_datamodule(causal_tokenizer_dir, paths, **arguments)
     resumed.load_state_dict(state)
     remaining = list(itertools.islice(resumed.train_dataloader(), 8))
     for expected, batch in zip(batches[4:], remaining, strict=True):
         assert all(torch.equal(expected[key], batch[key]) for key in expected)
 
 
-def test_validation_is_the_first_val_documents_examples_and_never_trains(plain_tokenizer_dir, tmp_path):
+def test_validation_is_the_first_val_documents_examples_and_never_trains(causal_tokenizer_dir, tmp_path):
     pairs = random_pairs(10)
     paths = str(write_jsonl(tmp_path / "e.jsonl", pairs))
-    datamodule = make_datamodule(plain_tokenizer_dir, paths, max_length=64, val_documents=3)
+    datamodule = make_datamodule(causal_tokenizer_dir, paths, max_length=64, val_documents=3)
     datamodule.setup("fit")
-    tokenizer = AutoTokenizer.from_pretrained(plain_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(causal_tokenizer_dir)
     rows = [sum(example_ids(tokenizer, pair), []) for pair in pairs]
     assert max(len(row) for row in rows) <= 64  # no example is cut
 
@@ -270,14 +260,7 @@ def test_a_two_step_run_on_instruction_data_logs_finite_loss_terms(tmp_path):
         "logger=csv",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    train_rows = [row for row in rows if row.get("train/loss")]
-    assert [int(row["step"]) for row in train_rows] == [0, 1]
-    for row in train_rows:
-        terms = {name: float(row[f"train/loss_{name}"]) for name in ("kl", "label", "cos")}
-        assert all(math.isfinite(value) and value > 0 for value in terms.values()), terms
-        assert float(row["train/loss"]) == pytest.approx(5 * terms["kl"] + 2 * terms["label"] + terms["cos"], rel=1e-4)
+    rows = assert_logged_terms_weigh_into_the_loss(run_dir, steps=2)
     validation = [float(row["val/student_next_token_acc"]) for row in rows if row.get("val/student_next_token_acc")]
     assert len(validation) == 1 and 0 <= validation[0] <= 1
     assert (run_dir / "student" / "config.json").is_file()
