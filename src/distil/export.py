@@ -1,13 +1,16 @@
 """`python -m distil.export ckpt=PATH out=DIR [onnx=true [int8=true]]`: a training checkpoint -> a Hugging Face model
-directory (`distil.exporting.checkpoint_export`).
+directory (`distil.exporting.checkpoint_export`) of the student, a masked LM (for `pipeline("fill-mask")`) or a
+causal LM (for `pipeline("text-generation")`) as its family says.
 
 With `onnx=true` the folder also holds `model.onnx` (input_ids, attention_mask and the token types where the student
-takes them -> logits, dynamic batch and sequence length; `distil.exporting.onnx_model`), checked against the PyTorch
-model on a batch of real text: the largest absolute logit difference is reported and must stay under `onnx_atol`.
-With `int8=true` it also holds the INT8 variants of `model.onnx` and `quantization.json`
-(`distil.exporting.masked_lm_int8`): their sizes and held-out masked-LM accuracy next to the float model's; the export
-fails, naming both numbers, when a variant drops more than `quantization.max_drop_points`. Everything is written
-into one staging folder, so the folder appears whole or not at all.
+takes them -> logits, dynamic batch and sequence length; a causal LM without its key-value cache;
+`distil.exporting.onnx_model`), checked against the PyTorch model on a batch of real text: the largest absolute logit
+difference is reported and must stay under `onnx_atol`. With `int8=true` it also holds the INT8 variants of
+`model.onnx` and `quantization.json` (`distil.exporting.masked_lm_int8`): their sizes and held-out scores next to
+the float model's; the export fails, naming both numbers, when a masked LM's variant drops more than
+`quantization.max_drop_points` of accuracy or a causal LM's variant raises the perplexity by more than
+`quantization.max_ppl_increase_pct` percent. Everything is written into one staging folder, so the folder appears
+whole or not at all.
 """
 
 from __future__ import annotations

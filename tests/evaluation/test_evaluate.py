@@ -134,7 +134,7 @@ def test_a_teacher_folder_without_tokenizer_files_is_named_before_scoring(
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the tokenizer was checked")
 
-    monkeypatch.setattr(evaluate_module, "load_masked_lm", refuse)
+    monkeypatch.setattr(evaluate_module, "load_language_model", refuse)
     cfg = evaluate_config(tmp_path, tiny_teacher_dir, model_without_tokenizer_dir, tiny_corpus_dir)
     with pytest.raises(ValueError, match=f"data.tokenizer='{model_without_tokenizer_dir}' has no tokenizer files"):
         evaluate(cfg)

@@ -1,4 +1,4 @@
-"""Held-out masked-LM scoring: the metric classes against hand-computed values, and `masked_lm_scores` against a
+"""Held-out masked-LM scoring: the metric classes against hand-computed values, and `held_out_scores` against a
 plain full forward of both models."""
 
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM
 
-from distil.evaluation.masked_lm import masked_lm_scores, masked_logits
+from distil.evaluation.masked_lm import MASKED_TOKENS, held_out_scores, scored_logits
 from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
 from distil.modules.student import build_student
 from tests.conftest import masked_batch
@@ -56,8 +56,8 @@ def test_scores_equal_a_full_forward_of_each_model(fresh_teacher_dir, fresh_stud
     teacher = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir).eval()
     student = AutoModelForMaskedLM.from_pretrained(fresh_student_dir).eval()
     batches = [masked_batch(VOCAB_SIZE, seed=s) for s in range(3)]
-    models = {"teacher": masked_logits(teacher), "student": masked_logits(student)}
-    scores = masked_lm_scores(models, batches, torch.device("cpu"), agreement={"student": "teacher"})
+    models = {"teacher": scored_logits(teacher), "student": scored_logits(student)}
+    scores = held_out_scores(models, batches, torch.device("cpu"), {"student": "teacher"}, MASKED_TOKENS)
     teacher_logits, labels = full_forward_scores(teacher, batches)
     student_logits, _ = full_forward_scores(student, batches)
     assert scores["masked_tokens"] == labels.numel() == 27  # 3 batches x 3 rows x 3 masked positions
@@ -75,9 +75,9 @@ def test_scores_equal_a_full_forward_of_each_model(fresh_teacher_dir, fresh_stud
 def test_a_student_keeping_every_teacher_layer_scores_exactly_as_the_teacher(fresh_teacher_dir):
     teacher = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir).eval()
     clone = build_student(teacher, num_layers=2, layer_map=[0, 1]).eval()
-    models = {"teacher": masked_logits(teacher), "student": masked_logits(clone)}
-    scores = masked_lm_scores(
-        models, [masked_batch(VOCAB_SIZE, seed=5)], torch.device("cpu"), agreement={"student": "teacher"}
+    models = {"teacher": scored_logits(teacher), "student": scored_logits(clone)}
+    scores = held_out_scores(
+        models, [masked_batch(VOCAB_SIZE, seed=5)], torch.device("cpu"), {"student": "teacher"}, MASKED_TOKENS
     )
     assert scores["student"]["top1_agreement"] == 1.0
     assert scores["student"]["mlm_loss"] == pytest.approx(scores["teacher"]["mlm_loss"], abs=1e-5)
@@ -88,4 +88,4 @@ def test_no_masked_token_is_an_error(fresh_teacher_dir):
     batch = masked_batch(VOCAB_SIZE)
     batch["labels"][:] = -100
     with pytest.raises(ValueError, match="no masked tokens"):
-        masked_lm_scores({"teacher": masked_logits(teacher)}, [batch], torch.device("cpu"), agreement={})
+        held_out_scores({"teacher": scored_logits(teacher)}, [batch], torch.device("cpu"), {}, MASKED_TOKENS)

@@ -1,16 +1,24 @@
 """The report of `distil.evaluate` and its tables: for the teacher and the student their parameters, weights on
 disk, held-out scores and speed, the student's numbers as a share of the teacher's and the speed-ups; for an
-`int8=true` export, its float ONNX and INT8 models beside them."""
+`int8=true` export, its float ONNX and INT8 models beside them; for causal LMs, both models' greedy continuations of
+a few prompts.
+
+The scores are masked-LM or next-token scores as the models' kind decides (`report["prediction"]`, the name of a
+`distil.evaluation.masked_lm.Prediction`); the tables label their rows accordingly."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
+from distil.evaluation.masked_lm import PREDICTIONS, Prediction
 from distil.evaluation.models import count_parameters, disk_bytes, weights_dir
 from distil.evaluation.speed import measure_speed, timed_forward
 from distil.evaluation.tables import format_percent, percent
+from distil.value_checks import check_integer
 
 MODELS = ("teacher", "student")  # column order of the table and keys of the report
 
@@ -29,10 +37,13 @@ def build_report(
     exported: dict,
     speed: DictConfig,
     speed_on: list[torch.device],
+    prediction: Prediction,
+    continuations: list[dict[str, str]] | None = None,
 ) -> dict:
-    """The report of `models` (teacher and student, at `paths`) scored with `scores` (`masked_lm_scores`), timed on
-    `speed_on` with the `speed` settings, and of the `exported` models of the student's export (`ExportedModel`s)."""
-    report = {"top1_agreement": scores["student"].pop("top1_agreement")}
+    """The report of `models` (teacher and student, at `paths`) scored with `scores` (`held_out_scores` on
+    `prediction`), timed on `speed_on` with the `speed` settings, of the `exported` models of the student's export
+    (`ExportedModel`s) and, when given, with the models' `continuations` (`greedy_continuations`)."""
+    report = {"prediction": prediction.name, "top1_agreement": scores["student"].pop("top1_agreement")}
     for name, model in models.items():
         entry = {
             "path": paths[name],
@@ -60,15 +71,58 @@ def build_report(
         time_cpu = torch.device("cpu") in speed_on
         vocab_size = models["student"].config.vocab_size
         report["exported"] = exported_entries(exported, scores, student["disk_bytes"], speed, vocab_size, time_cpu)
-    report["masked_tokens"] = scores["masked_tokens"]
+    report[prediction.count_key] = scores[prediction.count_key]
+    if continuations is not None:
+        report["continuations"] = continuations
     report["settings"] = {"speed": OmegaConf.to_container(speed), "cpu_threads": torch.get_num_threads()}
     return report
+
+
+def check_continuations(prompts: Sequence[str], max_new_tokens: int) -> None:
+    """Raise naming the `continuations` key whose value is not allowed, and what is."""
+    if isinstance(prompts, str) or not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
+        raise ValueError(f"continuations.prompts={prompts!r} is not allowed: give a list of non-empty strings")
+    check_integer("continuations.max_new_tokens", max_new_tokens, 1)
+
+
+@torch.inference_mode()
+def greedy_continuations(
+    models: dict[str, PreTrainedModel], tokenizer, prompts: Sequence[str], max_new_tokens: int, device: torch.device
+) -> list[dict[str, str]]:
+    """Each of `prompts` continued by each causal LM of `models` (on `device`) by greedy decoding
+    (`model.generate(do_sample=False)`): at most `max_new_tokens` new tokens, fewer when a model ends its text, decoded
+    without special tokens. Returns [{"prompt": prompt, <model name>: its continuation, ...}] in prompt order."""
+    entries = []
+    for prompt in prompts:
+        input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+        entry = {"prompt": prompt}
+        for name, model in models.items():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+            )
+            entry[name] = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+        entries.append(entry)
+    return entries
+
+
+def format_continuations(report: dict) -> str:
+    """The report's greedy continuations as text: each prompt, then each model's continuation under it (quoted, so
+    that leading spaces and line breaks show)."""
+    lines = ["greedy continuations of the prompts:"]
+    for entry in report["continuations"]:
+        prompt, continued = entry["prompt"], {name: text for name, text in entry.items() if name != "prompt"}
+        width = max(len(name) for name in continued)
+        lines += [f"  {prompt!r}", *(f"    {name + ':':<{width + 1}} {text!r}" for name, text in continued.items())]
+    return "\n".join(lines)
 
 
 def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
     """The table of an evaluate report: label | teacher | student | student as % of teacher (or the speed-up)."""
     teacher, student, pct = report["teacher"], report["student"], report["student_pct_of_teacher"]
-    speed = report["settings"]["speed"]
+    speed, prediction = report["settings"]["speed"], PREDICTIONS[report["prediction"]]
 
     def row(label: str, key: str, fmt: str, scale: float = 1.0) -> tuple[str, str, str, str]:
         cells = (format(teacher[key] * scale, fmt), format(student[key] * scale, fmt))
@@ -78,8 +132,8 @@ def report_rows(report: dict) -> list[tuple[str, str, str, str]]:
         row("parameters (M)", "parameters", ".2f", 1e-6),
         row("weights on disk (MB)", "disk_bytes", ".1f", 1e-6),
         row("bytes on disk per parameter (4 = float32)", "disk_bytes_per_parameter", ".2f"),
-        row("masked-LM accuracy (%)", "mlm_acc", ".2f", 100.0),
-        row("masked-LM loss (nats)", "mlm_loss", ".3f"),
+        row(f"{prediction.label} accuracy (%)", prediction.accuracy, ".2f", 100.0),
+        row(f"{prediction.label} loss (nats)", prediction.loss, ".3f"),
         row("perplexity", "ppl", ".2f"),
     ]
     for device, speedup in report["speedup"].items():
@@ -136,13 +190,13 @@ def exported_entries(
 def exported_rows(report: dict) -> list[tuple[str, ...]]:
     """The size/speed table of the student's export: teacher and student (PyTorch, float32), then the float ONNX and
     INT8 models; CPU columns are "n/a" when the CPU was not timed."""
-    speed = report["settings"]["speed"]
+    speed, prediction = report["settings"]["speed"], PREDICTIONS[report["prediction"]]
 
     def cells(entry: dict, agreement: str) -> tuple[str, ...]:
         timed = "cpu_latency_ms" in entry
         return (
             f"{entry['disk_bytes'] / 1e6:.1f}",
-            f"{100 * entry['mlm_acc']:.2f}",
+            f"{100 * entry[prediction.accuracy]:.2f}",
             agreement,
             f"{entry['cpu_latency_ms']:.2f}" if timed else "n/a",
             f"{entry['cpu_throughput_seq_per_s']:.1f}" if timed else "n/a",
@@ -150,14 +204,14 @@ def exported_rows(report: dict) -> list[tuple[str, ...]]:
 
     torch_head = "with" if speed["with_mlm_head"] else "without"
     rows = [
-        (f"teacher fp32 (PyTorch, {torch_head} MLM head)", *cells(report["teacher"], "")),
-        (f"student fp32 (PyTorch, {torch_head} MLM head)", *cells(report["student"], "100.00")),
+        (f"teacher fp32 (PyTorch, {torch_head} {prediction.head})", *cells(report["teacher"], "")),
+        (f"student fp32 (PyTorch, {torch_head} {prediction.head})", *cells(report["student"], "100.00")),
     ]
     for entry in report["exported"].values():
         head = "with" if entry["timed_with_mlm_head"] else "without"
         rows.append(
             (
-                f"{entry['label']} ({entry['file'] or 'in memory'}, {head} MLM head)",
+                f"{entry['label']} ({entry['file'] or 'in memory'}, {head} {prediction.head})",
                 *cells(entry, f"{100 * entry['top1_agreement']:.2f}"),
             )
         )
@@ -166,11 +220,11 @@ def exported_rows(report: dict) -> list[tuple[str, ...]]:
 
 def exported_header(report: dict) -> tuple[str, ...]:
     """Column titles of `exported_rows`, with the timed batch shapes."""
-    speed = report["settings"]["speed"]
+    speed, prediction = report["settings"]["speed"], PREDICTIONS[report["prediction"]]
     return (
         "",
         "on disk (MB)",
-        "masked-LM acc (%)",
+        f"{prediction.label} acc (%)",
         "top-1 = student (%)",
         f"CPU latency, batch {speed['latency_batch']} x {speed['max_length']} (ms)",
         f"CPU seq/s, batch {speed['throughput_batch']}",

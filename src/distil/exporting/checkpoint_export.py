@@ -1,11 +1,13 @@
 """A `distil.train` checkpoint -> the student as a Hugging Face model folder, written whole.
 
 The folder holds the student's config, weights (in the dtype its teacher is stored in, unless asked otherwise) and the
-teacher's tokenizer, so it loads with `AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask",
-model=DIR)`. More files (the ONNX graph, its INT8 variants) are written into the same staging folder by the writers
-the caller passes, so the folder appears whole or not at all, and only over an earlier export (`distil.run.output_dirs`;
-`overwrite` replaces any folder). `hf_model_path` turns any model argument (a folder, a hub id, a `.ckpt`) into a
-folder or hub id, exporting a checkpoint first.
+teacher's tokenizer, so it loads with its family's Auto class and runs in its pipeline: a masked LM with
+`AutoModelForMaskedLM.from_pretrained(DIR)` and `pipeline("fill-mask", model=DIR)`, a causal LM with
+`AutoModelForCausalLM.from_pretrained(DIR)` and `pipeline("text-generation", model=DIR)`. More files (the ONNX
+graph, its INT8 variants) are written into the same staging folder by the writers the caller passes, so the folder
+appears whole or not at all, and only over an earlier export (`distil.run.output_dirs`; `overwrite` replaces any
+folder). `hf_model_path` turns any model argument (a folder, a hub id, a `.ckpt`) into a folder or hub id, exporting
+a checkpoint first.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches, read_tokenizer
 from distil.exporting.hf_model import SAVED_DTYPES, check_saved_dtype, save_model_folder, stored_dtype
+from distil.families import model_family
 from distil.families.size import check_model_size
 from distil.run import checkpoint_io
 from distil.run.output_dirs import replace_output_dir
@@ -51,11 +54,12 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
 
 
 def student_from_checkpoint(checkpoint: dict) -> PreTrainedModel:
-    """The student masked-LM model with the checkpoint's weights, in eval mode on the CPU."""
+    """The student language model (built with its family's Auto class, masked or causal LM) with the checkpoint's
+    weights, in eval mode on the CPU."""
     student_config = dict(checkpoint["student_config"])
     config = AutoConfig.for_model(student_config.pop("model_type"), **student_config)
     check_model_size(config, "the checkpoint's student_config")
-    model = AutoModelForMaskedLM.from_config(config)
+    model = model_family(config, "the checkpoint's student_config").auto_class.from_config(config)
     state = {
         name[len(STUDENT_PREFIX) :]: tensor
         for name, tensor in checkpoint["state_dict"].items()

@@ -6,9 +6,11 @@ tokenizer returns it (`onnx_input_names`): a DistilBERT student of a BERT teache
 BERT tokenizer returns them, a BERT-shaped fine-tuned model takes them, a RoBERTa model's tokenizer returns none.
 Every caller feeds a graph through `onnx_feed`, which reads the graph's own input names: the parity check, the INT8
 calibration and scoring, `distil.evaluate` on exported files and the fine-tuned models' gate. A batch without
-`token_type_ids` feeds zeros for them, the value the PyTorch forward assumes when it is given none.
+`token_type_ids` feeds zeros for them, the value the PyTorch forward assumes when it is given none. A causal LM is
+exported without its key-value cache (`use_cache=False`): the graph gives the logits of every position of the input,
+as a masked LM's does, and generation runs on the PyTorch model.
 
-The same session serves as a forward for `distil.evaluation.speed` (timing) and as masked-position logits for
+The same session serves as a forward for `distil.evaluation.speed` (timing) and as scored-position logits for
 `distil.evaluation.masked_lm` (held-out accuracy and agreement), so the float and INT8 files are scored and timed as
 the PyTorch models are. A session uses as many threads as torch (`torch.get_num_threads()`), so ONNX and PyTorch
 timings of one report share the thread count that the report records.
@@ -29,9 +31,10 @@ ONNX_FILE = "model.onnx"  # the float graph of an export (`distil.export onnx=tr
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the inputs a graph may take, in this order
 OPTIONAL_INPUTS = ("token_type_ids",)  # taken only when the model's forward names it and the tokenizer returns it
 ONNX_EXTRA_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-PARITY_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis; {mask}: mask token
-    "the capital of france is {mask}.",
-    "she opened the {mask} and walked into the room, where a letter from her brother lay on the table.",
+EXAMPLE_TEXT = "a short example ."  # the example input of the export (any model's tokenizer encodes plain text)
+PARITY_TEXTS = (  # two lengths, so the check exercises padding and the dynamic sequence axis
+    "the capital of france is paris.",
+    "she opened the door and walked into the room, where a letter from her brother lay on the table.",
 )
 
 
@@ -61,16 +64,18 @@ def onnx_feed(names: Sequence[str], batch: dict[str, torch.Tensor]) -> dict[str,
 
 class OutputsOnly(torch.nn.Module):
     """Wraps a Hugging Face model so that ONNX sees tensors in (`input_ids`, `attention_mask`, and `token_type_ids`
-    when the graph takes them) and the model output's `outputs` out (`logits` of a masked LM or a classifier)."""
+    when the graph takes them) and the model output's `outputs` out (`logits` of a language model or a classifier).
+    A model that can return a key-value cache (a causal LM: its forward takes `use_cache`) is run without one."""
 
     def __init__(self, model: PreTrainedModel, outputs: tuple[str, ...] = ("logits",)) -> None:
         super().__init__()
         self.model = model
         self.outputs = tuple(outputs)
+        self.no_cache = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None):
         types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        output = self.model(input_ids=input_ids, attention_mask=attention_mask, **types)
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, **types, **self.no_cache)
         values = tuple(getattr(output, name) for name in self.outputs)
         return values[0] if len(values) == 1 else values
 
@@ -102,33 +107,45 @@ def export_onnx(
 
 
 def write_checked_onnx(model: PreTrainedModel, tokenizer, directory: Path, opset: int, atol: float) -> float:
-    """Write `directory/model.onnx` of a masked LM and check it against PyTorch with `tokenizer` (the one saved
-    beside it); returns the largest absolute logit difference and raises when it exceeds `atol`."""
+    """Write `directory/model.onnx` of a language model (masked or causal) and check it against PyTorch with
+    `tokenizer` (the one saved beside it); returns the largest absolute logit difference and raises when it exceeds
+    `atol`."""
     path = directory / ONNX_FILE
-    export_onnx(model, masked_lm_example(tokenizer), path, opset)
+    example = tokenizer([EXAMPLE_TEXT], return_tensors="pt")  # every input the tokenizer returns
+    export_onnx(model, example, path, opset)
     diff = onnx_max_abs_diff(model, tokenizer, path)
     if not diff <= atol:
         raise RuntimeError(f"ONNX logits differ from PyTorch by {diff:.3e} > onnx_atol={atol}")
     return diff
 
 
-def masked_lm_example(tokenizer) -> dict[str, torch.Tensor]:
-    """A masked sentence as the tokenizer encodes it (every input it returns): the example of a masked LM's export."""
-    return tokenizer([f"a short example {tokenizer.mask_token} ."], return_tensors="pt")
+def padded_batch(tokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The texts encoded as one batch padded at the end: every input the tokenizer returns, the ids padded with its
+    padding token or, when it has none (GPT-2's), its end-of-text token (the attention mask hides them either way)."""
+    encodings = [tokenizer(text) for text in texts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    length = max(len(encoding["input_ids"]) for encoding in encodings)
+    return {
+        name: torch.tensor(
+            [e[name] + [pad_id if name == "input_ids" else 0] * (length - len(e[name])) for e in encodings]
+        )
+        for name in encodings[0].keys()
+    }
 
 
 def onnx_max_abs_diff(model: PreTrainedModel, tokenizer, path: str | Path) -> float:
     """Largest |ONNX Runtime logits - PyTorch logits| over a padded batch of `PARITY_TEXTS` (real tokens only); both
     models get the graph's inputs."""
-    texts = [text.format(mask=tokenizer.mask_token) for text in PARITY_TEXTS]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    batch = padded_batch(tokenizer, PARITY_TEXTS)
     session = cpu_session(path)
     names = session_input_names(session)
     with torch.inference_mode():
-        expected = model.float().eval()(**{name: torch.from_numpy(a) for name, a in onnx_feed(names, batch).items()})
+        expected = OutputsOnly(model.float().eval())(
+            **{name: torch.from_numpy(a) for name, a in onnx_feed(names, batch).items()}
+        )
     got = torch.from_numpy(session.run(["logits"], onnx_feed(names, batch))[0])
     real = batch["attention_mask"].bool()
-    return (got[real] - expected.logits[real]).abs().max().item()
+    return (got[real] - expected[real]).abs().max().item()
 
 
 def cpu_session(path: str | Path):
@@ -154,9 +171,9 @@ def graph_input_names(path: str | Path) -> list[str]:
     return [graph_input.name for graph_input in graph.input if graph_input.name not in initializers]
 
 
-class OnnxMaskedLM:
-    """The ONNX masked-LM file at `path`: `forward(input_ids, attention_mask)` gives all logits (as a tensor),
-    `masked_logits(input_ids, attention_mask, masked)` those at the masked positions."""
+class OnnxLanguageModel:
+    """The ONNX file of a language model (masked or causal) at `path`: `forward(input_ids, attention_mask)` gives all
+    logits (as a tensor), `scored_logits(input_ids, attention_mask, scored)` those at the scored positions."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -167,8 +184,8 @@ class OnnxMaskedLM:
         feed = onnx_feed(self.input_names, {"input_ids": input_ids, "attention_mask": attention_mask})
         return torch.from_numpy(self.session.run(["logits"], feed)[0])
 
-    def masked_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor):
-        return self.forward(input_ids, attention_mask)[masked.cpu()].to(masked.device)
+    def scored_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor):
+        return self.forward(input_ids, attention_mask)[scored.cpu()].to(scored.device)
 
 
 def onnx_file_bytes(path: str | Path) -> int:
