@@ -20,8 +20,9 @@ DEV_ACC = {"teacher": 0.80, "full": 0.78, "no_kl": 0.70}
 class RecordingRunner:
     """Records (module, arguments) and writes the files the real command writes, with the numbers above."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, prediction: str = "mlm") -> None:
         self.out_dir = out_dir
+        self.prediction = prediction  # the reports' kind of scores: mlm or next_token
         self.calls: list[tuple[str, list[str]]] = []
 
     def __call__(self, module: str, arguments: list[str], log_file: Path) -> None:
@@ -37,10 +38,12 @@ class RecordingRunner:
             (folder / ".hydra" / "config.yaml").write_text(hydra_config)
         elif module == "distil.evaluate":
             variant, data = folder.parent.name, values["data"]
-            scale = 2 if data == "demo" else 1
+            scale = 2 if data.startswith("demo") else 1
+            accuracy = f"{self.prediction}_acc"
             report = {
-                "teacher": {"mlm_acc": TEACHER_ACC[data]},
-                "student": {"mlm_acc": scale * STUDENT_ACC[variant]},
+                "prediction": self.prediction,
+                "teacher": {accuracy: TEACHER_ACC[data.removesuffix("_causal")], "ppl": 10.0},
+                "student": {accuracy: scale * STUDENT_ACC[variant], "ppl": 20.0 - 10 * STUDENT_ACC[variant]},
                 "top1_agreement": 0.5 + STUDENT_ACC[variant],
             }
             (folder / "report.json").write_text(json.dumps(report))
@@ -91,6 +94,7 @@ def test_the_table_has_each_quantity_for_the_teacher_and_every_variant(tmp_path)
     assert table["unseen_text: student / teacher"] == ("", "96.0%", "80.0%")
     assert table["demo: student / teacher"] == ("", "96.0%", "80.0%")  # 0.48 / 0.50, 0.40 / 0.50
     assert table["demo: top-1 agreement (%)"] == ("", "74.00", "70.00")
+    assert table["demo: perplexity"] == ("10.00", "17.60", "18.00")
     assert table["sst2 dev accuracy (%)"] == ("80.00", "78.00", "70.00")
     assert table["sst2: student / teacher"] == ("", "97.5%", "87.5%")
 
@@ -104,3 +108,15 @@ def test_bad_variants_are_refused_before_anything_runs(tmp_path, variants, messa
     with pytest.raises(ValueError, match=message):
         run_ablation(ablation_config(variants), tmp_path, runner)
     assert runner.calls == []
+
+
+def test_a_causal_ablation_without_fine_tuning_tables_next_token_scores(tmp_path):
+    cfg = compose_config("ablation_causal")
+    with open_dict(cfg):
+        cfg.variants = {"full": [], "no_kl": ["distill.alpha_kl=0"]}
+    runner = RecordingRunner(tmp_path, prediction="next_token")
+    header, rows = ablation_rows(run_ablation(cfg, tmp_path, runner))
+    assert [module for module, _ in runner.calls] == ["distil.train", "distil.evaluate", "distil.evaluate"] * 2
+    table = {row[0]: row[1:] for row in rows}
+    assert table["unseen_text_causal: next-token accuracy (%)"] == ("25.00", "24.00", "20.00")
+    assert not any("sst2" in label for label in table)

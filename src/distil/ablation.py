@@ -2,8 +2,9 @@
 
 Every variant is one `distil.train` run with the same recipe, steps and data (`train_overrides`) plus its own
 overrides (no KL term, no cosine term, no masked-LM term, random initialisation, ...). Each exported student is scored
-by `distil.evaluate` on every `evaluate_data` (held-out masked-LM accuracy, top-1 agreement, share of the teacher) and
-fine-tuned by `distil.finetune` (`finetune_overrides`: the task and its subset), the teacher once, the same way. The
+by `distil.evaluate` on every `evaluate_data` (held-out accuracy of the masked or the next tokens, perplexity, top-1
+agreement, share of the teacher) and fine-tuned by `distil.finetune` (`finetune_overrides`: the task and its subset;
+null for none, as for causal LMs), the teacher once, the same way. The
 commands are the ones a user would type; each writes its usual report into `out_dir/<variant>/`, and the table (in
 `distil.evaluate`'s layout: one row per quantity, one column per model) is built from those reports, printed and
 written to `out_dir/ablation.json`. A step whose report already exists is not run again, so the same command
@@ -22,6 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from distil.evaluation.scoring import PREDICTIONS
 from distil.evaluation.tables import format_comparison, format_percent, percent
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,10 @@ def run_ablation(cfg: DictConfig, out_dir: Path, run: Runner = run_module) -> di
 
 
 def finetuned(cfg: DictConfig, run: Runner, run_dir: Path, model: str | None = None) -> dict:
-    """The `distil.finetune` report of the model (default: the run's student), fine-tuned when not done yet."""
+    """The `distil.finetune` report of the model (default: the run's student), fine-tuned when not done yet; nothing
+    without `finetune_overrides`."""
+    if cfg.finetune_overrides is None:
+        return {}
     report = run_dir / "finetune" / "finetune.json"
     if not report.is_file():
         arguments = [f"model={model or run_dir / 'student'}", *cfg.finetune_overrides, f"hydra.run.dir={report.parent}"]
@@ -94,20 +99,26 @@ def finetuned(cfg: DictConfig, run: Runner, run_dir: Path, model: str | None = N
 
 
 def ablation_rows(results: dict) -> tuple[list[str], list[tuple[str, ...]]]:
-    """The header (quantity, teacher, variants) and rows of the table: per evaluated text the masked-LM accuracy,
-    the student's share of the teacher's and top-1 agreement; then the fine-tuned task's main dev metric and share."""
+    """The header (quantity, teacher, variants) and rows of the table: per evaluated text the accuracy (of the masked
+    or the next tokens, as the report says), the student's share of the teacher's, perplexity and top-1 agreement;
+    then, when fine-tuned, the task's main dev metric and share."""
     variants = results["variants"]
     header = ["", TEACHER, *variants]
     rows = []
     for data in results["evaluate_data"]:
         reports = [variant["evaluate"][data] for variant in variants.values()]
-        teacher_acc = reports[0][TEACHER]["mlm_acc"]
-        rows.append((f"{data}: masked-LM accuracy (%)", f"{100 * teacher_acc:.2f}"))
-        rows[-1] += tuple(f"{100 * report['student']['mlm_acc']:.2f}" for report in reports)
+        prediction = PREDICTIONS[reports[0]["prediction"]]
+        accuracy, teacher_acc = prediction.accuracy, reports[0][TEACHER][prediction.accuracy]
+        rows.append((f"{data}: {prediction.label} accuracy (%)", f"{100 * teacher_acc:.2f}"))
+        rows[-1] += tuple(f"{100 * report['student'][accuracy]:.2f}" for report in reports)
         rows.append((f"{data}: student / teacher", ""))
-        rows[-1] += tuple(format_percent(percent(report["student"]["mlm_acc"], teacher_acc)) for report in reports)
+        rows[-1] += tuple(format_percent(percent(report["student"][accuracy], teacher_acc)) for report in reports)
+        rows.append((f"{data}: perplexity", f"{reports[0][TEACHER]['ppl']:.2f}"))
+        rows[-1] += tuple(f"{report['student']['ppl']:.2f}" for report in reports)
         rows.append((f"{data}: top-1 agreement (%)", ""))
         rows[-1] += tuple(f"{100 * report['top1_agreement']:.2f}" for report in reports)
+    if "finetune" not in results[TEACHER]:
+        return header, rows
     task = results[TEACHER]["finetune"]
     metric = task["metrics"][0]  # the task's main dev metric (accuracy for SST-2)
     teacher_dev = task["model"]["dev"][metric]
@@ -123,11 +134,11 @@ def main(cfg: DictConfig) -> dict:
     results = run_ablation(cfg, out_dir)
     path = out_dir / "ablation.json"
     path.write_text(json.dumps(results, indent=2))
-    task = results[TEACHER]["finetune"]
     header, rows = ablation_rows(results)
-    print(
-        f"{task['task']}: fine-tuned on {task['train_examples']} train examples, scored on {task['dev_examples']} dev"
-    )
+    if "finetune" in results[TEACHER]:
+        task = results[TEACHER]["finetune"]
+        examples = f"fine-tuned on {task['train_examples']} train examples, scored on {task['dev_examples']} dev"
+        print(f"{task['task']}: {examples}")
     print(format_comparison(rows, header))
     print(f"results: {path}")
     return results

@@ -6,7 +6,7 @@ inference latency (batch 1) and throughput (batch 32) on the CPU and, when prese
 numbers as a percentage of the teacher's and the speed-ups (`distil.evaluation.report`). The result goes to
 `report.json` and is printed as a table.
 
-The models' family decides what is scored (`distil.evaluation.masked_lm`): masked LMs are scored at the masked tokens
+The models' family decides what is scored (`distil.evaluation.scoring`): masked LMs are scored at the masked tokens
 of masked batches (the masks are identical for both), causal LMs on every next token of causal batches (the data
 module is built with `causal=` from the teacher's family). For causal LMs the report also holds both models' greedy
 continuations of the `continuations.prompts`, printed under the table. Teacher and student must be of one kind.
@@ -29,7 +29,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distil.data.tokenization import check_tokenizer_matches, load_tokenizer
-from distil.evaluation.masked_lm import PREDICTIONS, held_out_batches, held_out_scores, prediction_of, scored_logits
 from distil.evaluation.models import language_model_family, load_language_model, shared_kind
 from distil.evaluation.report import (
     MODELS,
@@ -41,9 +40,10 @@ from distil.evaluation.report import (
     greedy_continuations,
     report_rows,
 )
+from distil.evaluation.scoring import PREDICTIONS, held_out_batches, held_out_scores, prediction_of, scored_logits
 from distil.evaluation.tables import format_comparison
 from distil.exporting.checkpoint_export import hf_model_path
-from distil.exporting.masked_lm_int8 import exported_models
+from distil.exporting.lm_int8 import exported_models
 from distil.run.devices import present_devices, resolve_device
 from distil.run.quiet import quiet_third_party_output
 

@@ -6,7 +6,7 @@ With `onnx=true` the folder also holds `model.onnx` (input_ids, attention_mask a
 takes them -> logits, dynamic batch and sequence length; a causal LM without its key-value cache;
 `distil.exporting.onnx_model`), checked against the PyTorch model on a batch of real text: the largest absolute logit
 difference is reported and must stay under `onnx_atol`. With `int8=true` it also holds the INT8 variants of
-`model.onnx` and `quantization.json` (`distil.exporting.masked_lm_int8`): their sizes and held-out scores next to
+`model.onnx` and `quantization.json` (`distil.exporting.lm_int8`): their sizes and held-out scores next to
 the float model's; the export fails, naming both numbers, when a masked LM's variant drops more than
 `quantization.max_drop_points` of accuracy or a causal LM's variant raises the perplexity by more than
 `quantization.max_ppl_increase_pct` percent. Everything is written into one staging folder, so the folder appears
@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from distil.data.tokenization import read_tokenizer
 from distil.exporting.checkpoint_export import FolderWriter, write_student_folder
 from distil.exporting.int8_gate import check_gate, format_gate
-from distil.exporting.masked_lm_int8 import Int8Settings, write_int8_variants
+from distil.exporting.lm_int8 import Int8Settings, write_int8_variants
 from distil.exporting.onnx_model import ONNX_FILE, check_onnx_installed, write_checked_onnx
 from distil.run.quiet import quiet_third_party_output
 

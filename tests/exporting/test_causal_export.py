@@ -19,7 +19,7 @@ from distil.evaluation.report import exported_header, exported_rows
 from distil.export import export_checkpoint
 from distil.exporting.int8_files import VARIANT_FILES
 from distil.exporting.int8_gate import QualityGateError, check_int8_settings
-from distil.exporting.masked_lm_int8 import Int8Settings
+from distil.exporting.lm_int8 import Int8Settings
 from distil.exporting.onnx_model import cpu_session, graph_input_names, padded_batch, write_checked_onnx
 from tests.conftest import compose_config, run_cli, tiny_data_overrides, tiny_run_overrides
 from tests.model_fixtures import FAST_SPEED

@@ -15,7 +15,7 @@
   elsewhere (the project ships safetensors and ONNX). Its size is what `torch.save` of its state dict would take;
   `torch_dynamic_int8(model)` rebuilds it from the float model in a second.
 
-Which of them a masked LM and a fine-tuned model get, and how they are gated: `masked_lm_int8`, `task_int8`,
+Which of them a masked LM and a fine-tuned model get, and how they are gated: `lm_int8`, `task_int8`,
 `int8_gate`.
 """
 

@@ -2,7 +2,7 @@
 
 A variant passes when its main metric is at most so much worse than the float PyTorch model's (which `model.onnx`
 matches within the export's `onnx_atol`). The metric decides how "worse" is measured (`gate_rule`): a metric where
-higher is better (a fraction: held-out masked-LM accuracy of an exported masked LM, `masked_lm_int8`; the task's main
+higher is better (a fraction: held-out masked-LM accuracy of an exported masked LM, `lm_int8`; the task's main
 dev metric of a fine-tuned model, `task_int8`) may drop by at most `max_drop_points` percentage points; held-out
 perplexity (of an exported causal LM), where lower is better, may rise by at most `max_ppl_increase_pct` percent of
 the float model's. A report names its `metric`; `write_gate_report` completes it with each variant's size and scores

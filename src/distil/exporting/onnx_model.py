@@ -11,7 +11,7 @@ exported without its key-value cache (`use_cache=False`): the graph gives the lo
 as a masked LM's does, and generation runs on the PyTorch model.
 
 The same session serves as a forward for `distil.evaluation.speed` (timing) and as scored-position logits for
-`distil.evaluation.masked_lm` (held-out accuracy and agreement), so the float and INT8 files are scored and timed as
+`distil.evaluation.scoring` (held-out accuracy and agreement), so the float and INT8 files are scored and timed as
 the PyTorch models are. A session uses as many threads as torch (`torch.get_num_threads()`), so ONNX and PyTorch
 timings of one report share the thread count that the report records.
 """

@@ -3,7 +3,7 @@ written and scored against the float student on held-out batches, and read back 
 and times them.
 
 Every variant is scored against its float self on the same held-out batches (accuracy, loss, perplexity, top-1
-agreement with the float model), with `distil.evaluation.masked_lm`, the code `distil.evaluate` scores with: masked
+agreement with the float model), with `distil.evaluation.scoring`, the code `distil.evaluate` scores with: masked
 batches for a masked LM, next-token batches for a causal LM (the student's family decides). The gate's metric follows
 from the kind (`GATE_METRICS`): masked-LM accuracy may drop by `max_drop_points`, a causal LM's perplexity rise by
 `max_ppl_increase_pct` (`distil.exporting.int8_gate`). `onnx_static` is calibrated on `calibration_rows` rows of the
@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
-from distil.evaluation.masked_lm import ScoredLogits, held_out_batches, held_out_scores, prediction_of, scored_logits
+from distil.evaluation.scoring import ScoredLogits, held_out_batches, held_out_scores, prediction_of, scored_logits
 from distil.evaluation.speed import Forward, timed_forward
 from distil.exporting.int8_files import (
     VARIANT_FILES,

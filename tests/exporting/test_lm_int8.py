@@ -19,11 +19,11 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForMaskedLM
 
-from distil.evaluation.masked_lm import held_out_batches
+from distil.evaluation.scoring import held_out_batches
 from distil.export import export_checkpoint
 from distil.exporting.int8_files import VARIANT_FILES
 from distil.exporting.int8_gate import QualityGateError, check_gate, check_int8_settings, format_gate
-from distil.exporting.masked_lm_int8 import Int8Settings
+from distil.exporting.lm_int8 import Int8Settings
 from distil.exporting.onnx_model import cpu_session, graph_input_names
 from tests.conftest import compose_config, tiny_data_overrides, tiny_masked_lm
 from tests.model_fixtures import FAST_SPEED, checkpoint_like_training
@@ -205,7 +205,7 @@ def test_evaluate_adds_the_int8_rows_of_the_export(int8_export, tiny_corpus_dir,
 def test_evaluate_reads_only_the_variants_that_passed(int8_export, tmp_path):
     from transformers import AutoModelForMaskedLM
 
-    from distil.exporting.masked_lm_int8 import exported_models
+    from distil.exporting.lm_int8 import exported_models
 
     out, _ = int8_export
     folder = tmp_path / "export"
@@ -219,17 +219,17 @@ def test_evaluate_reads_only_the_variants_that_passed(int8_export, tmp_path):
 
 
 def test_a_malformed_quantization_report_or_a_missing_onnx_extra_is_named(int8_export, tmp_path, monkeypatch):
-    from distil.exporting import masked_lm_int8, onnx_model
+    from distil.exporting import lm_int8, onnx_model
 
     out = tmp_path / "export"
     shutil.copytree(int8_export[0], out)
     student = AutoModelForMaskedLM.from_pretrained(out)
     (out / "quantization.json").write_text(json.dumps({"float": {}}))  # no int8 entries
     with pytest.raises(ValueError, match=f"{out / 'quantization.json'} is not a quantization report .*KeyError"):
-        masked_lm_int8.exported_models(out, student, with_mlm_head=True)
+        lm_int8.exported_models(out, student, with_mlm_head=True)
     real_find_spec = onnx_model.importlib.util.find_spec
     monkeypatch.setattr(
         onnx_model.importlib.util, "find_spec", lambda n: None if n == "onnxruntime" else real_find_spec(n)
     )
     with pytest.raises(ImportError, match=r"the int8 export .* needs \['onnxruntime'\]: install the ONNX extra"):
-        masked_lm_int8.exported_models(out, student, with_mlm_head=True)
+        lm_int8.exported_models(out, student, with_mlm_head=True)
