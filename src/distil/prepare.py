@@ -111,7 +111,7 @@ def prepare(
     loaded = load_tokenizer(tokenizer, key="tokenizer", causal=causal)
     dtype = token_dtype(len(loaded))
     resolved = resolve_sources(list(sources), list(fallback_sources or []), fallback_when_missing)
-    corpus = Corpus(resolved, val_documents, seed, loaded.unk_token, keep_unknown_markers=causal)
+    corpus = Corpus(resolved, val_documents, seed, loaded.unk_token, drop_unknown_markers=causal)
     report = ProgressReport()
     metadata: dict = {}
 

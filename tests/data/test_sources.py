@@ -45,14 +45,14 @@ def test_the_unknown_marker_becomes_the_tokenizers_unknown_token(tmp_path, unkno
         Corpus([marked], val_documents=1, seed=0, unknown_token=None)
 
 
-def test_a_causal_lm_keeps_the_unknown_marker_as_text(tmp_path):
+def test_a_causal_lm_leaves_the_unknown_marker_out(tmp_path):
     """GPT-2's (and the shared causal teacher's) unk_token is its end-of-text: a marker replaced by it would end the
-    document in its middle."""
+    document in its middle, and kept as text it would be a word of no text."""
     (tmp_path / "a.txt").write_text("a <unk> lobster\n\n<unk> and <unk>\n", encoding="utf-8")
     marked = LocalFiles(str(tmp_path / "*.txt"), unknown_marker="<unk>", name="marked")
-    corpus = Corpus([marked], val_documents=1, seed=0, unknown_token="<|endoftext|>", keep_unknown_markers=True)
-    assert list(corpus.validation_documents()) == ["a <unk> lobster"]
-    assert list(corpus.training_documents(0)) == ["<unk> and <unk>"]
+    corpus = Corpus([marked], val_documents=1, seed=0, unknown_token="<|endoftext|>", drop_unknown_markers=True)
+    assert list(corpus.validation_documents()) == ["a lobster"]
+    assert list(corpus.training_documents(0)) == [" and"]
 
 
 def test_jsonl_gzip_txt_and_parquet_give_the_same_documents(tmp_path):

@@ -4,9 +4,10 @@ The first `val_documents` documents of every source form the validation set and 
 held-out metrics are measured on text the student never saw (whole documents, not rows of a seen document). Separate
 `validation_sources` replace them as the validation set (e.g. text the teacher never saw either); the first
 `val_documents` of the training sources still stay out of training, so the training text does not change. A
-source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here, or stays text for a
-causal LM (`keep_unknown_markers`): a byte-level vocabulary has no unknown token (GPT-2's `unk_token` is its
-end-of-text, which would end a document in the middle).
+source's `unknown_marker` (WikiText's `<unk>`) becomes the tokenizer's own unknown token here; for a causal LM it is
+left out with the space before it (`drop_unknown_markers`): a byte-level vocabulary has no unknown token (GPT-2's
+`unk_token` is its end-of-text, which would end a document in its middle), and the marker kept as text would teach
+the student a word that is in no text (the shared causal teacher gives it 16 nats a token, having never seen it).
 """
 
 from __future__ import annotations
@@ -56,11 +57,16 @@ def with_unknown_token(documents: Iterator[str], marker: str | None, unknown_tok
     return (document.replace(marker, unknown_token) for document in documents)
 
 
+def without_marker(documents: Iterator[str], marker: str) -> Iterator[str]:
+    """The documents with every `marker` left out, with the space before it where there is one."""
+    return (document.replace(f" {marker}", "").replace(marker, "") for document in documents)
+
+
 class Corpus:
     """Document streams of the training passes and of the validation set, from the sources' `documents()`.
 
     `unknown_token` is the tokenizer's unknown token, which sources with an `unknown_marker` need unless
-    `keep_unknown_markers` (then their markers stay text).
+    `drop_unknown_markers` (then their markers are left out).
     """
 
     def __init__(
@@ -70,7 +76,7 @@ class Corpus:
         seed: int,
         unknown_token: str | None = None,
         validation_sources: Sequence = (),
-        keep_unknown_markers: bool = False,
+        drop_unknown_markers: bool = False,
     ) -> None:
         if val_documents < 0:
             raise ValueError(f"val_documents={val_documents}; allowed: an integer >= 0 (documents per source)")
@@ -78,7 +84,7 @@ class Corpus:
             if (
                 getattr(source, "unknown_marker", None) is not None
                 and unknown_token is None
-                and not keep_unknown_markers
+                and not drop_unknown_markers
             ):
                 raise ValueError(
                     f"source {source.name}: unknown_marker={source.unknown_marker!r} needs a tokenizer with an "
@@ -89,13 +95,18 @@ class Corpus:
         self.val_documents = val_documents
         self.seed = seed
         self.unknown_token = unknown_token
-        self.keep_unknown_markers = keep_unknown_markers
+        self.drop_unknown_markers = drop_unknown_markers
 
     def documents(self, source) -> Iterator[str]:
-        """A source's non-empty documents, its unknown-word marker replaced by the tokenizer's unknown token (unless
-        `keep_unknown_markers`)."""
-        marker = None if self.keep_unknown_markers else getattr(source, "unknown_marker", None)
-        return non_empty(with_unknown_token(source.documents(), marker, self.unknown_token), source.name)
+        """A source's non-empty documents, its unknown-word marker replaced by the tokenizer's unknown token (or, with
+        `drop_unknown_markers`, left out with the space before it)."""
+        marker = getattr(source, "unknown_marker", None)
+        documents = source.documents()
+        if marker is not None and self.drop_unknown_markers:
+            documents = without_marker(documents, marker)
+        else:
+            documents = with_unknown_token(documents, marker, self.unknown_token)
+        return non_empty(documents, source.name)
 
     def training_documents(self, pass_index: int) -> Iterator[str]:
         """All documents after the held-out ones; the interleaving order is drawn anew for every pass."""

@@ -203,7 +203,7 @@ class CorpusDataModule(pl.LightningDataModule):
             self.seed,
             self.tokenizer.unk_token,
             self.validation_sources,
-            keep_unknown_markers=self.row_format.causal,
+            drop_unknown_markers=self.row_format.causal,
         )
 
     def rank_and_world_size(self) -> tuple[int, int]:
