@@ -111,7 +111,7 @@ def test_bad_variants_are_refused_before_anything_runs(tmp_path, variants, messa
 
 
 def test_a_causal_ablation_without_fine_tuning_tables_next_token_scores(tmp_path):
-    cfg = compose_config("ablation_causal")
+    cfg = compose_config("ablation", "table=divergences")
     with open_dict(cfg):
         cfg.variants = {"full": [], "no_kl": ["distill.alpha_kl=0"]}
     runner = RecordingRunner(tmp_path, prediction="next_token")
