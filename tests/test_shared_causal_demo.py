@@ -1,6 +1,7 @@
-"""The causal demo (`python -m distil.train experiment=demo_causal`, 2 steps here) on the shared Llama-layout teacher:
-a 3-layer student of the teacher's class, its grouped-query heads and tied embeddings kept, whose next-token metrics
-on the held-out documents the run prints, and which generates text with its own tokenizer."""
+"""The README's causal commands on the shared Llama-layout teacher (2 steps each here): the demo (`experiment=
+demo_causal`), a 3-layer student of the teacher's class, its grouped-query heads and tied embeddings kept, whose
+next-token metrics on the held-out documents the run prints and which generates text with its own tokenizer;
+`distil.evaluate` of it on text neither model saw; the SQuAD instruction demo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import run_cli, shared_assets_dir
+from distil.evaluate import evaluate
+from tests.conftest import assert_logged_terms_weigh_into_the_loss, compose_config, run_cli, shared_assets_dir
+from tests.model_fixtures import FAST_SPEED
 
 pytestmark = pytest.mark.shared
 TEACHER = "models/llama-teacher-6x192"
@@ -49,3 +52,36 @@ def test_the_student_is_three_teacher_layers_and_generates(causal_demo_run):
             **prompt, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id
         )
     assert output.shape[1] == prompt["input_ids"].shape[1] + 8
+
+
+def test_evaluate_scores_the_demo_student_on_text_neither_model_saw(causal_demo_run, tmp_path):
+    """The README's `distil.evaluate ... data=unseen_text_causal` (1 batch of the SQuAD dev / CoNLL test text)."""
+    run_dir, _ = causal_demo_run
+    cfg = compose_config(
+        "evaluate",
+        "data=unseen_text_causal",
+        f"student_model={run_dir / 'student'}",
+        f"teacher_model={shared_assets_dir() / TEACHER}",
+        f"report={tmp_path}/report.json",
+        "max_batches=1",
+        "data.val_batch_size=4",
+        "data.num_workers=0",
+        "continuations.max_new_tokens=4",
+        *FAST_SPEED,
+    )
+    report = evaluate(cfg)
+    assert report["prediction"] == "next_token" and report["next_tokens"] == 4 * 255
+    assert 1 < report["teacher"]["ppl"] < report["student"]["ppl"]
+
+
+def test_the_squad_instruction_demo_trains_on_answers(tmp_path):
+    """The README's `experiment=demo_causal data=squad_instructions`, 2 steps."""
+    overrides = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1"]
+    overrides += ["data.batch_size=4", "data.val_batch_size=4", "data.num_workers=0", "logger=csv"]
+    overrides += ["data.prescan=false", "trainer.log_every_n_steps=1"]
+    result = run_cli(
+        tmp_path, "experiment=demo_causal", "data=squad_instructions", f"hydra.run.dir={tmp_path / 'run'}", *overrides
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = assert_logged_terms_weigh_into_the_loss(tmp_path / "run", steps=2)
+    assert any(row.get("val/student_next_token_acc") for row in rows)
