@@ -5,6 +5,8 @@ next-token metrics on the held-out documents the run prints and which generates 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,24 +56,34 @@ def test_the_student_is_three_teacher_layers_and_generates(causal_demo_run):
     assert output.shape[1] == prompt["input_ids"].shape[1] + 8
 
 
-def test_evaluate_scores_the_demo_student_on_text_neither_model_saw(causal_demo_run, tmp_path):
-    """The README's `distil.evaluate ... data=unseen_text_causal` (1 batch of the SQuAD dev / CoNLL test text)."""
+@pytest.mark.parametrize("data", ["demo_causal", "unseen_text_causal"])
+def test_evaluate_scores_the_demo_student_against_its_teacher(causal_demo_run, data, tmp_path):
+    """The README's `distil.evaluate` of the demo student, on 2 batches of the teacher's held-out paragraphs
+    (`data=demo_causal`) and of text neither model saw (`data=unseen_text_causal`: SQuAD dev, CoNLL test)."""
     run_dir, _ = causal_demo_run
     cfg = compose_config(
         "evaluate",
-        "data=unseen_text_causal",
+        f"data={data}",
         f"student_model={run_dir / 'student'}",
         f"teacher_model={shared_assets_dir() / TEACHER}",
         f"report={tmp_path}/report.json",
-        "max_batches=1",
+        "max_batches=2",
         "data.val_batch_size=4",
         "data.num_workers=0",
-        "continuations.max_new_tokens=4",
+        "continuations.max_new_tokens=8",
         *FAST_SPEED,
     )
     report = evaluate(cfg)
-    assert report["prediction"] == "next_token" and report["next_tokens"] == 4 * 255
-    assert 1 < report["teacher"]["ppl"] < report["student"]["ppl"]
+    assert report["prediction"] == "next_token"
+    assert report["next_tokens"] == 2 * 4 * 255  # 2 batches of 4 full 256-token rows: 255 next tokens each
+    assert report["teacher"]["parameters"] == 3_934_656  # the shared teacher's pretrain_report.json
+    for name in ("teacher", "student"):
+        assert report[name]["ppl"] == pytest.approx(math.exp(report[name]["next_token_loss"]), rel=1e-5)
+    if data == "demo_causal":  # 103.6 on its held-out paragraphs per its pretraining report
+        assert 30 < report["teacher"]["ppl"] < 300
+    assert report["student"]["ppl"] > report["teacher"]["ppl"]  # half the layers, 2 steps of distillation
+    assert [entry["prompt"] for entry in report["continuations"]] == list(cfg.continuations.prompts)
+    assert any(char.isalpha() for entry in report["continuations"] for char in entry["teacher"])  # it writes words
 
 
 def test_the_squad_instruction_demo_trains_on_answers(tmp_path):

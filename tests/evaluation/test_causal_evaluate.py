@@ -1,6 +1,6 @@
 """`distil.evaluate` on causal LMs: next-token loss, accuracy, perplexity and top-1 agreement against a hand
 computation over the shifted logits of the held-out rows, greedy continuations against a hand-written greedy loop,
-the command's table, and the kind checks. The last test runs on the shared Llama-layout teacher."""
+the command's table, and the kind checks (the shared Llama-layout teacher: tests/test_shared_causal_demo.py)."""
 
 import json
 import math
@@ -16,7 +16,7 @@ from distil.evaluate import evaluate
 from distil.evaluation.report import format_continuations, report_rows
 from distil.evaluation.tables import format_comparison
 from distil.modules.student import build_student
-from tests.conftest import compose_config, run_cli, shared_assets_dir, tiny_data_overrides
+from tests.conftest import compose_config, run_cli, tiny_data_overrides
 from tests.model_fixtures import FAST_SPEED
 from tests.tiny_assets import causal_tokenizer, write_tiny_causal_teacher
 
@@ -175,49 +175,3 @@ def test_bad_continuation_settings_are_named(
 ):
     with pytest.raises(ValueError, match=message):
         evaluate(evaluate_config(tmp_path, causal_student_dir, causal_teacher_dir, tiny_corpus_dir, override))
-
-
-@pytest.mark.shared
-def test_shared_llama_teacher_against_a_two_step_demo_causal_student(tmp_path):
-    """`experiment=demo_causal` for 2 steps, then `distil.evaluate` of its student on 2 held-out batches."""
-    shared = shared_assets_dir()
-    teacher_dir = shared / "models" / "llama-teacher-6x192"
-    if not teacher_dir.is_dir():
-        pytest.skip(f"shared Llama-layout teacher not found at {teacher_dir} (set DISTIL_SHARED)")
-    small_batches = ["data.val_batch_size=4", "data.num_workers=0"]
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        tmp_path,
-        "experiment=demo_causal",
-        f"hydra.run.dir={run_dir}",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-        "data.batch_size=4",
-        "logger=csv",
-        f"paths.shared_dir={shared}",
-        "data.val_documents=5",
-        *small_batches,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    cfg = compose_config(
-        "evaluate",
-        "data=demo_causal",
-        f"student_model={run_dir / 'student'}",
-        f"teacher_model={teacher_dir}",
-        f"report={tmp_path}/report.json",
-        f"paths.shared_dir={shared}",
-        "max_batches=2",  # of the teacher's held-out paragraphs (data=demo_causal's validation documents)
-        *small_batches,
-        *FAST_SPEED,
-        "continuations.max_new_tokens=8",
-    )
-    report = evaluate(cfg)
-    assert report["next_tokens"] == 2 * 4 * 255  # 2 batches of 4 full 256-token rows: 255 next tokens each
-    assert report["teacher"]["parameters"] == 3_934_656  # the shared teacher's pretrain_report.json
-    assert 30 < report["teacher"]["ppl"] < 300  # 103.6 on its held-out paragraphs per its pretraining report
-    for name in ("teacher", "student"):
-        assert report[name]["ppl"] == pytest.approx(math.exp(report[name]["next_token_loss"]), rel=1e-5)
-    assert report["student"]["ppl"] > report["teacher"]["ppl"]  # half the layers, 2 steps of distillation
-    assert [entry["prompt"] for entry in report["continuations"]] == list(cfg.continuations.prompts)
-    assert any(char.isalpha() for entry in report["continuations"] for char in entry["teacher"])  # it writes words
