@@ -184,6 +184,7 @@ LONG_RUNNING_FIRST = (
     "tasks",
     "test_train.py",
     "test_shared_demo.py",
+    "test_shared_causal_demo.py",
     "test_ablation.py",
     "test_extending.py",
 )

@@ -21,7 +21,8 @@ from distil.exporting.int8_files import VARIANT_FILES
 from distil.exporting.int8_gate import QualityGateError, check_int8_settings
 from distil.exporting.lm_int8 import Int8Settings
 from distil.exporting.onnx_model import cpu_session, graph_input_names, padded_batch, write_checked_onnx
-from tests.conftest import compose_config, run_cli, tiny_data_overrides, tiny_run_overrides
+from distil.train import train
+from tests.conftest import compose_config, tiny_data_overrides, tiny_run_overrides
 from tests.model_fixtures import FAST_SPEED
 from tests.tiny_assets import write_tiny_causal_teacher
 
@@ -39,12 +40,11 @@ def causal_teacher_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def causal_run(tmp_path_factory, causal_teacher_dir, tiny_corpus_dir):
-    """The run directory of `python -m distil.train` for 2 steps on the tiny causal teacher (DistilGPT2's objective)."""
+    """The run directory of `distil.train` (in this process) for 2 steps on the tiny causal teacher (DistilGPT2's
+    objective)."""
     run_dir = tmp_path_factory.mktemp("causal_run")
     overrides = tiny_run_overrides(causal_teacher_dir, tiny_corpus_dir, steps=2)
-    home = run_dir.parent / f"{run_dir.name}.home"
-    result = run_cli(home, f"hydra.run.dir={run_dir}", *overrides, "distill=distilgpt2", "logger=csv")
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(compose_config("train", *overrides, "distill=distilgpt2", "logger=csv", f"paths.output_dir={run_dir}"))
     return run_dir
 
 

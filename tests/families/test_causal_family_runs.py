@@ -1,5 +1,5 @@
 """`python -m distil.train teacher.name_or_path=<tiny causal teacher> distill=distilgpt2` for every causal layout
-(gpt2, llama, mistral, qwen2, qwen3; 2 steps each, run side by side): the exported student is the teacher's class at
+(gpt2, llama, mistral, qwen2, qwen3; 2 steps each): the exported student is the teacher's class at
 half depth, holds the run's trained weights, loads with `AutoModelForCausalLM` and generates in
 `pipeline("text-generation")`."""
 
@@ -11,25 +11,23 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, pipeline
 
-from tests.conftest import CAUSAL_TYPES, tiny_run_overrides
-from tests.reliability.runs import start_in_dir
+from distil.train import train
+from tests.conftest import CAUSAL_TYPES, compose_config, tiny_run_overrides
 from tests.tiny_assets import write_tiny_causal_teacher
 
 
 @pytest.fixture(scope="module")
 def causal_runs(tmp_path_factory, tiny_corpus_dir) -> dict[str, tuple[Path, Path]]:
-    """model_type -> (teacher dir, run dir) of a finished 2-step run; the gpt2 teacher's output embeddings untied."""
-    runs, processes = {}, {}
+    """model_type -> (teacher dir, run dir) of a finished 2-step run (`distil.train.train` in this process: the
+    command without its interpreter start); the gpt2 teacher's output embeddings untied."""
+    runs = {}
     for model_type in CAUSAL_TYPES:
         teacher_dir = tmp_path_factory.mktemp(model_type)
         write_tiny_causal_teacher(teacher_dir, model_type, num_layers=4, tied=model_type != "gpt2")
-        run_dir = tmp_path_factory.mktemp(f"{model_type}_run") / "run"
+        run_dir = tmp_path_factory.mktemp(f"{model_type}_run")
         overrides = [*tiny_run_overrides(teacher_dir, tiny_corpus_dir), "distill=distilgpt2", "logger=csv"]
-        log_file = run_dir.parent / "console.txt"
-        processes[model_type] = start_in_dir(run_dir, overrides, log_file), log_file
+        train(compose_config("train", *overrides, f"paths.output_dir={run_dir}"))
         runs[model_type] = teacher_dir, run_dir
-    for model_type, (process, log_file) in processes.items():
-        assert process.wait(timeout=300) == 0, f"{model_type}: {log_file.read_text()[-3000:]}"
     return runs
 
 
