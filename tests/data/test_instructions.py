@@ -20,7 +20,8 @@ from distil.data.instruction_examples import InstructionFiles, squad_examples
 from distil.data.instruction_rows import InstructionRows
 from distil.data.text_rows import EmptySlotError
 from distil.modules.losses import IGNORE_INDEX
-from tests.conftest import assert_logged_terms_weigh_into_the_loss, compose_config, run_cli
+from distil.train import train
+from tests.conftest import assert_logged_terms_weigh_into_the_loss, compose_config
 from tests.tiny_assets import WORDS, causal_tokenizer, write_tiny_causal_teacher
 
 END_OF_TEXT = 0  # `<|endoftext|>` of tests.tiny_assets.causal_tokenizer: end-of-text and padding
@@ -240,9 +241,9 @@ def test_a_two_step_run_on_instruction_data_logs_finite_loss_terms(tmp_path):
     teacher_dir = write_tiny_causal_teacher(tmp_path / "teacher")
     examples = write_jsonl(tmp_path / "examples.jsonl", random_pairs(24))
     run_dir = tmp_path / "run"
-    result = run_cli(
-        tmp_path,
-        f"hydra.run.dir={run_dir}",
+    cfg = compose_config(
+        "train",
+        f"paths.output_dir={run_dir}",
         f"teacher.name_or_path={teacher_dir}",
         "distill=distilgpt2",
         "data=instructions",
@@ -259,7 +260,7 @@ def test_a_two_step_run_on_instruction_data_logs_finite_loss_terms(tmp_path):
         "callbacks.progress_bar.refresh_rate=0",
         "logger=csv",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(cfg)  # the command's body, in this process
     rows = assert_logged_terms_weigh_into_the_loss(run_dir, steps=2)
     validation = [float(row["val/student_next_token_acc"]) for row in rows if row.get("val/student_next_token_acc")]
     assert len(validation) == 1 and 0 <= validation[0] <= 1

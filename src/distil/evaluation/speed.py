@@ -19,10 +19,12 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def timed_forward(model: PreTrainedModel, with_mlm_head: bool):
-    """What is timed: the encoder alone (what a downstream task runs), or the full masked-LM forward."""
+    """What is timed: the encoder alone (what a downstream task runs), or with the vocabulary head on every position
+    (the model's whole forward; a causal LM's without its key-value cache, as the model parts run it)."""
+    parts = model_parts(model)
     if with_mlm_head:
-        return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return model_parts(model).encode
+        return lambda input_ids, attention_mask: parts.vocab_head(parts.encode(input_ids, attention_mask))
+    return parts.encode
 
 
 @torch.inference_mode()
