@@ -312,10 +312,17 @@ def tiny_masked_lm(
 def perturbed(auto_class, config, seed: int) -> PreTrainedModel:
     """A model of `config` (built by `auto_class`) in eval mode, every parameter moved by noise of scale 0.1."""
     torch.manual_seed(seed)
-    model = auto_class.from_config(config).eval()
+    return perturb(auto_class.from_config(config).eval(), 0.1)
+
+
+def perturb(model: torch.nn.Module, scale: float, seed: int | None = None) -> torch.nn.Module:
+    """`model` with every parameter moved by Gaussian noise of `scale` (drawn after seeding torch with `seed`, if
+    given), so that it predicts otherwise than the weights it was copied from."""
+    if seed is not None:
+        torch.manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
+            parameter.add_(scale * torch.randn_like(parameter))
     return model
 
 

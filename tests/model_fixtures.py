@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from distil.modules.student import build_student
-from tests.conftest import run_cli, tiny_config, tiny_data_overrides, tiny_run_overrides
+from tests.conftest import perturb, run_cli, tiny_config, tiny_data_overrides, tiny_run_overrides
 from tests.tiny_assets import VOCAB_SIZE, tiny_tokenizer
 
 FILLER = ["the", "a", "of", "and", "to", "in", "is", "was", "he", "she", "it", "they", "with"]
@@ -66,11 +66,7 @@ def student_checkpoint(tmp_path_factory, fresh_teacher_dir) -> tuple[Path, torch
     """(path of a .ckpt in distil.train's layout, the student it holds); the student's weights are perturbed so
     that they differ from any teacher copy."""
     teacher = AutoModelForMaskedLM.from_pretrained(fresh_teacher_dir)
-    student = build_student(teacher, num_layers=1).eval()
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for parameter in student.parameters():
-            parameter.add_(0.01 * torch.randn_like(parameter))
+    student = perturb(build_student(teacher, num_layers=1).eval(), 0.01, seed=1)
     path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
     torch.save(checkpoint_like_training(student, fresh_teacher_dir), path)
     return path, student

@@ -16,7 +16,8 @@ from distil.evaluate import evaluate
 from distil.evaluation.report import format_continuations, report_rows
 from distil.evaluation.tables import format_comparison
 from distil.modules.student import build_student
-from tests.conftest import compose_config, run_cli, tiny_data_overrides
+from tests.conftest import perturb, run_cli, tiny_data_overrides
+from tests.evaluation.test_evaluate import evaluate_config
 from tests.model_fixtures import FAST_SPEED
 from tests.tiny_assets import causal_tokenizer, write_tiny_causal_teacher
 
@@ -33,28 +34,16 @@ def causal_teacher_dir(tmp_path_factory):
 def causal_student_dir(tmp_path_factory, causal_teacher_dir):
     """A 2-layer student built from the teacher, every weight perturbed (so it predicts otherwise), on disk."""
     teacher = AutoModelForCausalLM.from_pretrained(causal_teacher_dir)
-    student = build_student(teacher, num_layers=2).eval()
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for parameter in student.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    student = perturb(build_student(teacher, num_layers=2).eval(), 0.05, seed=3)
     directory = tmp_path_factory.mktemp("causal_student")
     student.save_pretrained(directory)
     causal_tokenizer().save_pretrained(directory)
     return directory
 
 
-def evaluate_config(tmp_path, student, teacher, corpus_dir, *extra):
-    return compose_config(
-        "evaluate",
-        f"student_model={student}",
-        f"teacher_model={teacher}",
-        f"report={tmp_path}/report.json",
-        *tiny_data_overrides(corpus_dir),
-        *FAST_SPEED,
-        f"continuations.max_new_tokens={NEW_TOKENS}",
-        *extra,
-    )
+def causal_evaluate_config(tmp_path, student, teacher, corpus_dir, *extra):
+    """`evaluate_config` of the masked tests, continuing the prompts by `NEW_TOKENS` tokens."""
+    return evaluate_config(tmp_path, student, teacher, corpus_dir, f"continuations.max_new_tokens={NEW_TOKENS}", *extra)
 
 
 def shifted_logits_and_targets(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +76,7 @@ def greedy_by_hand(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 def test_next_token_scores_and_continuations_equal_a_hand_computation(
     tmp_path, causal_teacher_dir, causal_student_dir, tiny_corpus_dir
 ):
-    cfg = evaluate_config(tmp_path, causal_student_dir, causal_teacher_dir, tiny_corpus_dir)
+    cfg = causal_evaluate_config(tmp_path, causal_student_dir, causal_teacher_dir, tiny_corpus_dir)
     report = evaluate(cfg)
 
     datamodule = instantiate(cfg.data, causal=True)
@@ -153,7 +142,7 @@ def test_the_command_prints_next_token_rows_and_the_continuations(
 def test_a_masked_student_of_a_causal_teacher_is_refused_before_any_weights(
     tmp_path, causal_teacher_dir, tiny_teacher_dir, tiny_corpus_dir
 ):
-    cfg = evaluate_config(tmp_path, tiny_teacher_dir, causal_teacher_dir, tiny_corpus_dir)
+    cfg = causal_evaluate_config(tmp_path, tiny_teacher_dir, causal_teacher_dir, tiny_corpus_dir)
     teacher, student = repr(str(causal_teacher_dir)), repr(str(tiny_teacher_dir))
     message = (
         f"teacher_model={teacher} is a causal-LM model, student_model={student} is a masked-LM model: "
@@ -174,4 +163,4 @@ def test_bad_continuation_settings_are_named(
     tmp_path, causal_teacher_dir, causal_student_dir, tiny_corpus_dir, override, message
 ):
     with pytest.raises(ValueError, match=message):
-        evaluate(evaluate_config(tmp_path, causal_student_dir, causal_teacher_dir, tiny_corpus_dir, override))
+        evaluate(causal_evaluate_config(tmp_path, causal_student_dir, causal_teacher_dir, tiny_corpus_dir, override))

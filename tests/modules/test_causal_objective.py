@@ -14,7 +14,7 @@ from distil.modules.distillation import DistillationModule
 from distil.modules.row_index import IndexedBatch, RowIndex
 from distil.modules.student import build_student
 from distil.perf.step_speed import StepSpeed
-from tests.conftest import tiny_causal_lm
+from tests.conftest import perturb, tiny_causal_lm
 
 EOS = 0
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
@@ -67,10 +67,7 @@ def hand_reference(module: DistillationModule, batch, divergence: str, temperatu
 
 def causal_module(divergence: str = "forward_kl", speed: StepSpeed = StepSpeed(), **kwargs) -> DistillationModule:
     teacher = tiny_causal_lm("llama", num_layers=4, vocab_size=64)
-    student = build_student(teacher, num_layers=2)
-    with torch.no_grad():  # the student apart from the teacher, so that every divergence is far from 0
-        for parameter in student.parameters():
-            parameter.add_(0.2 * torch.randn_like(parameter))
+    student = perturb(build_student(teacher, num_layers=2), 0.2)  # apart from the teacher: every divergence > 0
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-2)
     return DistillationModule(
         teacher, student, optimizer, divergence=divergence, beta=0.3, temperature=2.0, speed=speed, **kwargs
