@@ -23,8 +23,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distil.evaluation.scoring import PREDICTIONS
 from distil.evaluation.tables import format_comparison, format_percent, percent
+from distil.modules.metrics import PREDICTIONS
 
 log = logging.getLogger(__name__)
 

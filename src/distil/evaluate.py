@@ -40,10 +40,11 @@ from distil.evaluation.report import (
     greedy_continuations,
     report_rows,
 )
-from distil.evaluation.scoring import PREDICTIONS, held_out_batches, held_out_scores, prediction_of, scored_logits
+from distil.evaluation.scoring import held_out_batches, held_out_scores, scored_logits
 from distil.evaluation.tables import format_comparison
 from distil.exporting.checkpoint_export import hf_model_path
 from distil.exporting.lm_int8 import exported_models
+from distil.modules.metrics import PREDICTIONS, prediction_of
 from distil.run.devices import present_devices, resolve_device
 from distil.run.quiet import quiet_third_party_output
 

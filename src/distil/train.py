@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from distil.evaluation.tables import format_comparison, format_percent, percent
 from distil.exporting.hf_model import save_model_folder, stored_dtype
 from distil.families import teacher_family
+from distil.modules.metrics import PREDICTIONS
 from distil.modules.teacher import load_teacher_config
 from distil.run.callbacks.run_config import RunConfigInCheckpoint
 from distil.run.checkpoint_io import AtomicCheckpointIO, check_free_space
@@ -135,22 +136,20 @@ def describe_models(teacher, student) -> str:
     )
 
 
-ACCURACY_LABELS = {  # the validation accuracy of each kind of model -> its line in the end-of-run table
-    "mlm_acc": "held-out masked-LM accuracy (%)",
-    "next_token_acc": "held-out next-token accuracy (%)",
-}
-
-
 def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_dir: Path) -> str:
     """The end-of-run table: teacher and student on the last validation, and where the student is."""
     minutes, rest = divmod(round(seconds), 60)
     footer = f"{steps} steps in {minutes} min {rest:02d} s; student written to {student_dir}"
-    accuracy = next((key for key in ACCURACY_LABELS if f"val/student_{key}" in metrics), None)
-    if accuracy is None:
+    prediction = next((p for p in PREDICTIONS.values() if f"val/student_{p.accuracy}" in metrics), None)
+    if prediction is None:
         return footer
+    accuracy = prediction.accuracy
     rows = [
         (label, f"{metrics[f'val/teacher_{key}'] * scale:.2f}", f"{metrics[f'val/student_{key}'] * scale:.2f}")
-        for label, key, scale in ((ACCURACY_LABELS[accuracy], accuracy, 100), ("perplexity", "ppl", 1))
+        for label, key, scale in (
+            (f"held-out {prediction.label} accuracy (%)", accuracy, 100),
+            ("perplexity", "ppl", 1),
+        )
     ]
     share = percent(metrics[f"val/student_{accuracy}"], metrics[f"val/teacher_{accuracy}"])
     rows[0] += (format_percent(share),)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM
 
-from distil.evaluation.scoring import MASKED_TOKENS, held_out_scores, scored_logits
-from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
+from distil.evaluation.scoring import held_out_scores, scored_logits
+from distil.modules.metrics import MASKED_TOKENS, TokenPredictionMetrics, Top1Agreement
 from distil.modules.student import build_student
 from tests.conftest import masked_batch
 from tests.tiny_assets import VOCAB_SIZE

@@ -4,7 +4,7 @@ disk, held-out scores and speed, the student's numbers as a share of the teacher
 a few prompts.
 
 The scores are masked-LM or next-token scores as the models' kind decides (`report["prediction"]`, the name of a
-`distil.evaluation.scoring.Prediction`); the tables label their rows accordingly."""
+`distil.modules.metrics.Prediction`); the tables label their rows accordingly."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from distil.evaluation.models import count_parameters, disk_bytes, weights_dir
-from distil.evaluation.scoring import PREDICTIONS, Prediction
 from distil.evaluation.speed import measure_speed, timed_forward
 from distil.evaluation.tables import format_percent, percent
+from distil.modules.metrics import PREDICTIONS, Prediction
 from distil.value_checks import check_integer
 
 MODELS = ("teacher", "student")  # column order of the table and keys of the report

@@ -4,64 +4,25 @@ for every model, and top-1 agreement between pairs of them.
 
 A masked LM is scored at its masked positions (the label is the original token), a causal LM at every position that
 has a next real token (the label is that token: causal batches hold their labels already shifted,
-`distil.data.next_token`), so one function scores both kinds; the kind only names the numbers (`Prediction`). A model
-is anything that gives logits at the labelled positions (`ScoredLogits`): a PyTorch model (`scored_logits`) or an
-ONNX Runtime session (`distil.exporting.onnx_model`).
+`distil.data.next_token`), so one function scores both kinds; the kind only names the numbers
+(`distil.modules.metrics.Prediction`). A model is anything that gives logits at the labelled positions
+(`ScoredLogits`): a PyTorch model (`scored_logits`) or an ONNX Runtime session (`distil.exporting.onnx_model`).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
 from distil.families import model_parts
 from distil.modules.losses import IGNORE_INDEX
-from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
+from distil.modules.metrics import Prediction, TokenPredictionMetrics, Top1Agreement
 
 ScoredLogits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(input_ids, attention_mask, scored) -> vocabulary logits at the scored positions, one row per True of `scored`."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What a kind of language model is scored on, as the scores, reports and tables name it.
-
-    name: the metrics' prefix (`TokenPredictionMetrics`): `<name>_loss`, `<name>_acc`.
-    label: the metrics in tables, e.g. "masked-LM" in "masked-LM accuracy (%)".
-    tokens: the scored positions in words, e.g. "masked tokens"; with "_" for " ", the key of their count.
-    head: the model's vocabulary head in words (what `speed.with_mlm_head` adds to the timed forward).
-    """
-
-    name: str
-    label: str
-    tokens: str
-    head: str
-
-    @property
-    def accuracy(self) -> str:
-        return f"{self.name}_acc"
-
-    @property
-    def loss(self) -> str:
-        return f"{self.name}_loss"
-
-    @property
-    def count_key(self) -> str:
-        return self.tokens.replace(" ", "_")
-
-
-MASKED_TOKENS = Prediction("mlm", "masked-LM", "masked tokens", "MLM head")
-NEXT_TOKENS = Prediction("next_token", "next-token", "next tokens", "LM head")
-PREDICTIONS = {prediction.name: prediction for prediction in (MASKED_TOKENS, NEXT_TOKENS)}  # by report["prediction"]
-
-
-def prediction_of(causal: bool) -> Prediction:
-    """The next tokens of a causal LM, the masked tokens of a masked LM."""
-    return NEXT_TOKENS if causal else MASKED_TOKENS
 
 
 def scored_logits(model: PreTrainedModel) -> ScoredLogits:

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
-from distil.evaluation.scoring import ScoredLogits, held_out_batches, held_out_scores, prediction_of, scored_logits
+from distil.evaluation.scoring import ScoredLogits, held_out_batches, held_out_scores, scored_logits
 from distil.evaluation.speed import Forward, timed_forward
 from distil.exporting.int8_files import (
     VARIANT_FILES,
@@ -41,6 +41,7 @@ from distil.exporting.int8_gate import (
 )
 from distil.exporting.onnx_model import ONNX_FILE, OnnxLanguageModel, check_onnx_installed, onnx_file_bytes
 from distil.families import model_family, model_parts
+from distil.modules.metrics import prediction_of
 
 ONNX_FLOAT = "onnx_float"  # name of the float model.onnx among the exported models
 LABELS = {  # what each exported model is, for the tables of distil.evaluate

@@ -31,7 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from distil.families import model_parts, teacher_family
 from distil.modules.losses import cosine_hidden_loss
-from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement
+from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement, prediction_of
 from distil.modules.objective import LogitsTerm, logits_terms, objective_weights, weighted_logits_loss
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.perf.step_speed import StepSpeed
@@ -125,7 +125,7 @@ class DistillationModule(pl.LightningModule):
         self.chunked_logits_loss = speed.chunked(self.logits_objective)  # None: all logits at once
         self.schedule_steps: int | None = None  # optimizer steps the LR schedule spans (set with the optimizer)
         self.restored_schedule_steps: int | None = None  # the same, of the checkpoint resumed from
-        prediction = "next_token" if teacher_family(teacher.config).causal else "mlm"  # the metrics' names
+        prediction = prediction_of(teacher_family(teacher.config).causal).name  # the metrics' names
         self.val_student = TokenPredictionMetrics(prediction)
         self.val_teacher = TokenPredictionMetrics(prediction)
         self.val_agreement = Top1Agreement()

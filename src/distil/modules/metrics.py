@@ -1,15 +1,58 @@
-"""Held-out token-prediction metrics (torchmetrics, so they sum correctly across batches and DDP ranks)."""
+"""Held-out token-prediction metrics (torchmetrics, so they sum correctly across batches and DDP ranks), and what
+each kind of language model is scored on and how its numbers are named (`Prediction`): the one owner of those names
+for validation, the end-of-run table, `distil.evaluate` and the INT8 gate."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a kind of language model is scored on, as the scores, reports and tables name it.
+
+    name: the metrics' prefix (`TokenPredictionMetrics`): `<name>_loss`, `<name>_acc`.
+    label: the metrics in tables, e.g. "masked-LM" in "masked-LM accuracy (%)".
+    tokens: the scored positions in words, e.g. "masked tokens"; with "_" for " ", the key of their count.
+    head: the model's vocabulary head in words (what `speed.with_mlm_head` adds to the timed forward).
+    """
+
+    name: str
+    label: str
+    tokens: str
+    head: str
+
+    @property
+    def accuracy(self) -> str:
+        return f"{self.name}_acc"
+
+    @property
+    def loss(self) -> str:
+        return f"{self.name}_loss"
+
+    @property
+    def count_key(self) -> str:
+        return self.tokens.replace(" ", "_")
+
+
+MASKED_TOKENS = Prediction("mlm", "masked-LM", "masked tokens", "MLM head")
+NEXT_TOKENS = Prediction("next_token", "next-token", "next tokens", "LM head")
+PREDICTIONS = {prediction.name: prediction for prediction in (MASKED_TOKENS, NEXT_TOKENS)}  # by report["prediction"]
+
+
+def prediction_of(causal: bool) -> Prediction:
+    """The next tokens of a causal LM, the masked tokens of a masked LM."""
+    return NEXT_TOKENS if causal else MASKED_TOKENS
+
+
 class TokenPredictionMetrics(Metric):
     """Cross-entropy, top-1 accuracy and perplexity of a model's predictions at the positions with a label: the
-    masked tokens of a masked LM (`prediction="mlm"`), the next tokens of a causal LM (`"next_token"`).
+    masked tokens of a masked LM (`prediction="mlm"`), the next tokens of a causal LM (`"next_token"`): the `name`
+    of a `Prediction`.
 
     `update(logits, labels)` takes (N, V) logits and (N,) target token ids at the N labelled positions.
     `compute()` returns {"<prediction>_loss": mean CE in nats, "<prediction>_acc": fraction correct,
