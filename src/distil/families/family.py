@@ -172,3 +172,13 @@ def renumbered_layer_names(student: nn.Module, layer_prefix: str, layer_map: Seq
         return pattern.sub(lambda match: f"{layer_prefix}{layer_map[int(match.group(1))]}.", name)
 
     return {name: teacher_name(name) for name, _ in student.named_parameters()}
+
+
+class CausalFamily(SameClassFamily):
+    """A decoder family whose student is the teacher's own class with fewer layers (GPT-2, the Llama layout): the
+    final norm belongs to the base model, so the vocabulary head is the output projection alone."""
+
+    causal = True
+
+    def head_features(self, model: PreTrainedModel) -> HeadFeatures:
+        return lambda hidden: hidden

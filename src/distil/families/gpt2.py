@@ -8,16 +8,10 @@ loads with `AutoModelForCausalLM` and runs in `pipeline("text-generation")`.
 
 from __future__ import annotations
 
-from transformers import PreTrainedModel
-
-from distil.families.family import HeadFeatures, SameClassFamily
+from distil.families.family import CausalFamily
 
 
-class Gpt2Family(SameClassFamily):
+class Gpt2Family(CausalFamily):
     name = "gpt2"
     teacher_types = ("gpt2",)
-    causal = True
     layer_prefix = "transformer.h."
-
-    def head_features(self, model: PreTrainedModel) -> HeadFeatures:
-        return lambda hidden: hidden  # the final LayerNorm is the base model's; the head is the projection alone

@@ -13,16 +13,10 @@ Supported model types, each tested with a tiny teacher built from its config: ll
 
 from __future__ import annotations
 
-from transformers import PreTrainedModel
-
-from distil.families.family import HeadFeatures, SameClassFamily
+from distil.families.family import CausalFamily
 
 
-class LlamaFamily(SameClassFamily):
+class LlamaFamily(CausalFamily):
     name = "llama"
     teacher_types = ("llama", "mistral", "qwen2", "qwen3")
-    causal = True
     layer_prefix = "model.layers."
-
-    def head_features(self, model: PreTrainedModel) -> HeadFeatures:
-        return lambda hidden: hidden  # the final RMSNorm is the base model's; the head is the projection alone
