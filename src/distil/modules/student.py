@@ -78,7 +78,7 @@ def resolve_layer_map(
 def load_student_config(name_or_path: str, teacher_config: PretrainedConfig) -> PretrainedConfig:
     """The config of a given pretrained student, checked against the teacher before any weights load: a model of a
     known family, of the teacher's kind (masked or causal), with an embedding for every id of the teacher's
-    vocabulary. (That both use the same tokenizer is checked on the tokenizers: `check_student_vocabulary`.)"""
+    vocabulary. (That both use the same tokenizer is checked on the tokenizers: `config_checks.check_vocabulary`.)"""
     key = f"student.name_or_path={name_or_path!r}"
     try:
         config = AutoConfig.from_pretrained(name_or_path)
