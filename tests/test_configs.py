@@ -35,13 +35,15 @@ PUBLISHED_TEACHERS = {  # the hub teachers' configs as published (nothing is dow
         tie_word_embeddings=True,
     ),
 }
-RECIPE_TOKENS = {  # tokens per optimizer step: DistilBERT's published 4096 x 512 (about 2M) for every recipe
+RECIPE_TOKENS = {  # tokens per optimizer step: each recipe's published batch (DistilBERT's 4096 x 512 for its kin)
     "distilbert": 4096 * 512,
     "distilroberta": 4096 * 512,
     "distil_xlmr": 4096 * 512,
     "distil_modernbert": 4096 * 512,
     "distilgpt2": 2048 * 1024,
     "distil_llama": 1024 * 2048,
+    "minilm": 1024 * 512,  # MiniLM v2's 1,024 rows of 512 tokens
+    "tinybert": 256 * 128,  # TinyBERT's general distillation: 256 rows of 128 tokens
 }
 
 

@@ -90,7 +90,7 @@ def train(cfg: DictConfig) -> float | None:
 
     teacher = instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
-    log.info("%s", describe_models(teacher, student))
+    log.info("%s", describe_models(teacher, student, cfg.student.get("name_or_path")))
     check_resumed_student(ckpt_path, student.config.to_dict(), OmegaConf.to_container(cfg.student, resolve=True))
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
     trainer: pl.Trainer = instantiate(
@@ -125,14 +125,16 @@ def checkpoints_kept(cfg: DictConfig) -> int:
     return kept if kept >= 0 else cfg.trainer.max_steps // every
 
 
-def describe_models(teacher, student) -> str:
-    """One line: the teacher and the student, their parameters, and the teacher layers the student starts from."""
+def describe_models(teacher, student, pretrained: str | None = None) -> str:
+    """One line: the teacher and the student, their parameters and shapes, and the teacher layers the student starts
+    from."""
     millions = [sum(p.numel() for p in model.parameters()) / 1e6 for model in (teacher, student)]
-    layers = student.config.distil_layer_map or "random initialisation"
+    layers = student.config.distil_layer_map
+    start = f"pretrained {pretrained}" if pretrained else f"from teacher layers {layers}" if layers else "random init"
+    shapes = [f"{m.config.num_hidden_layers} layers x {m.config.hidden_size}" for m in (teacher, student)]
     return (
-        f"teacher {type(teacher).__name__} ({millions[0]:.1f}M parameters, {teacher.config.num_hidden_layers} layers, "
-        f"frozen) -> student {type(student).__name__} ({millions[1]:.1f}M, {student.config.num_hidden_layers} layers "
-        f"from teacher layers {layers})"
+        f"teacher {type(teacher).__name__} ({millions[0]:.1f}M parameters, {shapes[0]}, frozen) -> student "
+        f"{type(student).__name__} ({millions[1]:.1f}M, {shapes[1]}, {start})"
     )
 
 

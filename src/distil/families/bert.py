@@ -47,6 +47,7 @@ class BertFamily(ModelFamily):
     name = "bert"
     teacher_types = ("bert",)
     student_only_types = ("distilbert",)
+    intermediate_key = "hidden_dim"  # DistilBertConfig's feed-forward width
 
     def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> DistilBertConfig:
         """DistilBERT config with the teacher's width, heads, FFN, vocabulary and positions."""
@@ -87,6 +88,11 @@ class BertFamily(ModelFamily):
             embeddings.position_embeddings.weight + embeddings.token_type_embeddings.weight[0]
         )
         return {FOLDED_POSITIONS}
+
+    def attention_module(self, model: PreTrainedModel, layer: int) -> nn.Module:
+        if model.config.model_type == "distilbert":
+            return model.distilbert.transformer.layer[layer].attention
+        return model.bert.encoder.layer[layer].attention.self
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         if model.config.model_type == "distilbert":

@@ -18,6 +18,7 @@ class ElectraFamily(SameClassFamily):
     name = "electra"
     teacher_types = ("electra",)
     layer_prefix = "electra.encoder.layer."
+    attention_name = "attention.self"
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         return model.generator_predictions  # dense -> activation -> LayerNorm; generator_lm_head is the projection

@@ -5,7 +5,9 @@ A family (one file in this folder) knows, for its Hugging Face language-model cl
 - which teacher tensor each student tensor starts from (`parameter_map`), and any tensor that is computed from
   several teacher tensors instead (`fold_embeddings`, e.g. BERT's token-type row folded into positions);
 - where its vocabulary head splits into features and output projection (`head_features`);
-- the longest sequence its position embeddings allow (`max_length`).
+- the longest sequence its position embeddings allow (`max_length`);
+- where each layer's attention module sits (`attention_module`: internals terms read its queries, keys and values)
+  and which student config key is the feed-forward width (`intermediate_key`: a narrower student sets it).
 
 Common to all families and done here: the encoder is the model's `base_model` (tokens -> last hidden states), the
 output projection is its `get_output_embeddings()` linear layer (a zero bias where it has none), the Auto class that
@@ -33,6 +35,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+LayerEncoder = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 HeadFeatures = Callable[[torch.Tensor], torch.Tensor]
 OutputProjection = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,13 +47,19 @@ class ModelParts:
     Plain functions rather than modules, so holding them registers no weight a second time.
 
     encode: `(input_ids (B, L), attention_mask (B, L) or None) -> last hidden states (B, L, H)`.
+    encode_layers: the same, also returning every layer's hidden states (the embeddings' output first), from the same
+        forward pass (`output_hidden_states`): the hidden-state terms read them.
     head_features: `(N, H) -> (N, H)`, the vocabulary head up to its output projection.
     output_projection: `() -> (weight (V, H), bias (V,))`, read at call time so later dtype or device moves are seen.
+    attention_module: `layer -> the module of that layer that calls transformers' attention function` (the internal
+        terms tap its queries, keys and values: `attention_taps.py`).
     """
 
     encode: Encoder
+    encode_layers: LayerEncoder
     head_features: HeadFeatures
     output_projection: OutputProjection
+    attention_module: Callable[[int], nn.Module]
 
     def vocab_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """`(N, H) -> logits (N, V)`: the model's own vocabulary head on the given rows."""
@@ -65,6 +74,7 @@ class ModelFamily(ABC):
     teacher_types: tuple[str, ...] = ()  # `config.model_type` of the teachers this family distils
     student_only_types: tuple[str, ...] = ()  # model types that occur only as this family's students
     causal: bool = False  # a causal (next-token) LM; else a masked LM
+    intermediate_key: str = "intermediate_size"  # the student config's feed-forward width (DistilBERT: hidden_dim)
 
     @property
     def auto_class(self) -> type:
@@ -92,6 +102,10 @@ class ModelFamily(ABC):
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         """The model's vocabulary head up to (not including) its output projection."""
 
+    @abstractmethod
+    def attention_module(self, model: PreTrainedModel, layer: int) -> nn.Module:
+        """The module of layer `layer` that hands queries, keys and values to transformers' attention function."""
+
     def max_length(self, config: PretrainedConfig) -> int:
         """Longest row (special tokens included) the model's position embeddings allow."""
         return int(config.max_position_embeddings)
@@ -116,12 +130,20 @@ class ModelFamily(ABC):
             bias = projection.bias
             return projection.weight, bias if bias is not None else projection.weight.new_zeros(len(projection.weight))
 
+        def encode_layers(input_ids, attention_mask):
+            out = model.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **no_cache
+            )
+            return out.last_hidden_state, out.hidden_states
+
         return ModelParts(
             encode=lambda input_ids, attention_mask: (
                 model.base_model(input_ids=input_ids, attention_mask=attention_mask, **no_cache).last_hidden_state
             ),
+            encode_layers=encode_layers,
             head_features=self.head_features(model),
             output_projection=output_projection,
+            attention_module=lambda layer: self.attention_module(model, layer),
         )
 
     @torch.no_grad()
@@ -143,14 +165,19 @@ class ModelFamily(ABC):
 class SameClassFamily(ModelFamily):
     """A family whose student is the teacher's own class with fewer layers: every tensor outside the layers is the
     teacher's, and student layer i is teacher layer `layer_map[i]` (`layer_prefix` is where the layers sit, e.g.
-    "roberta.encoder.layer."). Subclasses set `name`, `teacher_types` and `layer_prefix` and say where the
-    vocabulary head splits (`head_features`).
+    "roberta.encoder.layer."). Subclasses set `name`, `teacher_types`, `layer_prefix` and `attention_name` (the
+    attention module's name inside a layer, e.g. "attention.self") and say where the vocabulary head splits
+    (`head_features`).
 
     Where the config lists an attention kind per layer (`layer_types`: ModernBERT's global and local layers, Qwen's
     full and sliding-window layers), each student layer keeps the kind of the teacher layer it starts from: a layer's
     weights were trained for its kind."""
 
     layer_prefix: str = ""
+    attention_name: str = ""
+
+    def attention_module(self, model: PreTrainedModel, layer: int) -> nn.Module:
+        return model.get_submodule(f"{self.layer_prefix}{layer}.{self.attention_name}")
 
     def student_config(self, teacher_config: PretrainedConfig, layer_map: Sequence[int]) -> PretrainedConfig:
         config = copy.deepcopy(teacher_config)

@@ -15,3 +15,5 @@ class Gpt2Family(CausalFamily):
     name = "gpt2"
     teacher_types = ("gpt2",)
     layer_prefix = "transformer.h."
+    attention_name = "attn"
+    intermediate_key = "n_inner"  # None: 4 x n_embd

@@ -20,3 +20,4 @@ class LlamaFamily(CausalFamily):
     name = "llama"
     teacher_types = ("llama", "mistral", "qwen2", "qwen3")
     layer_prefix = "model.layers."
+    attention_name = "self_attn"

@@ -25,6 +25,7 @@ class ModernBertFamily(SameClassFamily):
     name = "modernbert"
     teacher_types = ("modernbert",)
     layer_prefix = "model.layers."
+    attention_name = "attn"
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         return lambda hidden: model.head(hidden)  # dense -> activation -> norm; `decoder` is the output projection

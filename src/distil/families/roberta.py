@@ -20,6 +20,7 @@ class RobertaFamily(SameClassFamily):
     name = "roberta"
     teacher_types = ("roberta", "xlm-roberta", "camembert")
     layer_prefix = "roberta.encoder.layer."
+    attention_name = "attention.self"
 
     def head_features(self, model: PreTrainedModel) -> HeadFeatures:
         head = model.lm_head  # dense -> gelu -> layer_norm -> decoder (the output projection)

@@ -4,7 +4,8 @@ One training step:
     teacher encoder (no_grad) and student encoder over the batch
     -> vocabulary heads of both, only at the positions a loss covers (the row index, found on the host)
     -> the objective (`objective.py`): soft-target divergence (x T^2, `kl`), cross-entropy on the labels (`label`),
-       optional logits MSE (`mse`) and any extra term, plus the hidden-state cosine (`cos`)
+       optional logits MSE (`mse`) and any extra term, the hidden-state cosine (`cos`), the internal terms
+       (`internal_terms.py`: `hidden_mse`, `attention`, `relation`)
     -> weighted sum (the alphas of `ObjectiveWeights`), each term logged on its own as `train/loss_<name>`.
 
 Masked and causal LMs take the same step: a batch's `labels` hold the target of each position that has one (the
@@ -30,9 +31,16 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from distil.families import model_parts, teacher_family
+from distil.modules.internal_terms import internal_terms_of
 from distil.modules.losses import cosine_hidden_loss
 from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement, prediction_of
-from distil.modules.objective import LogitsTerm, logits_terms, objective_weights, weighted_logits_loss
+from distil.modules.objective import (
+    LogitsTerm,
+    check_cosine_widths,
+    logits_terms,
+    objective_weights,
+    weighted_logits_loss,
+)
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.perf.step_speed import StepSpeed
 from distil.value_checks import is_number
@@ -56,6 +64,8 @@ class DistillationModule(pl.LightningModule):
         alpha_label: weight of the cross-entropy on the labels (masked tokens, or next tokens for a causal LM).
         alpha_cos: weight of the cosine loss between last hidden states (the student's width must be the teacher's).
         alpha_mse: weight of the MSE between logits.
+        alpha_hidden_mse, alpha_attention, alpha_relation, layer_targets, relation_teacher_layer, relation_heads:
+            the terms on the models' internals and the layers they compare (`internal_terms.py`).
         divergence: "forward_kl" (KL(teacher || student), DistilBERT's), "reverse_kl" or "jsd" (with `beta`).
         beta: the generalized JSD's interpolation, 0 < beta < 1 (TRL's convention: `losses.generalized_jsd_loss`).
         kl_positions: "all" non-padding positions (the published run) or only the "masked" ones, the positions with
@@ -79,6 +89,12 @@ class DistillationModule(pl.LightningModule):
         alpha_label: float = 2.0,
         alpha_cos: float = 1.0,
         alpha_mse: float = 0.0,
+        alpha_hidden_mse: float = 0.0,
+        alpha_attention: float = 0.0,
+        alpha_relation: float = 0.0,
+        layer_targets: Sequence[int] | None = None,
+        relation_teacher_layer: int | None = None,
+        relation_heads: int | None = None,
         divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl",
         beta: float = 0.5,
         kl_positions: Literal["all", "masked"] = "all",
@@ -96,6 +112,9 @@ class DistillationModule(pl.LightningModule):
             alpha_label=alpha_label,
             alpha_cos=alpha_cos,
             alpha_mse=alpha_mse,
+            alpha_hidden_mse=alpha_hidden_mse,
+            alpha_attention=alpha_attention,
+            alpha_relation=alpha_relation,
             divergence=divergence,
             beta=beta,
             extra_weights=tuple(term.weight for term in extra_terms),
@@ -116,6 +135,8 @@ class DistillationModule(pl.LightningModule):
         check_cosine_widths(weights.alpha_cos, teacher.config.hidden_size, student.config.hidden_size)
         self.teacher_parts = model_parts(teacher, "teacher")
         self.student_parts = model_parts(student, "student")
+        pairs = (student, self.student_parts), (teacher, self.teacher_parts)
+        self.internal_terms = internal_terms_of(weights, *pairs, layer_targets, relation_teacher_layer, relation_heads)
         self.teacher_encoder = speed.compiled(self.teacher_parts.encode)
         self.student_encoder = speed.compiled(self.student_parts.encode)
         self.cosine_loss = speed.compiled(mean_cosine_loss)
@@ -148,15 +169,21 @@ class DistillationModule(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """Each loss term (unweighted) and their weighted sum under "loss", for one batch (`rows`: its row index, found
         from the batch when not given)."""
-        input_ids, labels = inputs["input_ids"], inputs["labels"]
+        labels = inputs["labels"]
         rows = rows if rows is not None else RowIndex.of(inputs)
         attention_mask = None if rows.padding_free else inputs["attention_mask"]  # no padding: no mask (flash SDPA)
         with torch.no_grad():
-            teacher_hidden = self.teacher_encoder(input_ids, attention_mask).flatten(0, 1)
-        student_hidden = self.student_encoder(input_ids, attention_mask).flatten(0, 1)
+            teacher_hidden, teacher_states = self.encode(
+                self.teacher_encoder, self.teacher_parts, inputs, attention_mask
+            )
+        student_hidden, student_states = self.encode(self.student_encoder, self.student_parts, inputs, attention_mask)
+        teacher_hidden, student_hidden = teacher_hidden.flatten(0, 1), student_hidden.flatten(0, 1)
 
         losses: dict[str, torch.Tensor] = {}
         loss = 0.0
+        if self.internal_terms is not None:
+            losses = self.internal_terms(student_states, teacher_states, rows.real)
+            loss = sum(self.internal_terms.weights[name] * value for name, value in losses.items())
         if self.logits_terms:
             vocab_rows = rows.real if self.logits_on_all_rows else rows.masked  # None: every position
             total, contributions = self.logits_loss(
@@ -165,14 +192,25 @@ class DistillationModule(pl.LightningModule):
                 select_rows(labels.flatten(), vocab_rows),
                 rows.masked.numel(),
             )
-            losses = {term.name: value for term, value in zip(self.logits_terms, contributions)}
-            loss = total
+            losses |= {term.name: value for term, value in zip(self.logits_terms, contributions)}
+            loss = loss + total
         if self.alpha_cos > 0:
             real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
             losses["cos"] = self.cosine_loss(real_student, real_teacher)
             loss = loss + self.alpha_cos * losses["cos"]
         losses["loss"] = loss
         return losses
+
+    def encode(self, encoder, parts, inputs, attention_mask) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Last hidden states (B, L, H), and every layer's when the internal terms read them."""
+        if self.internal_terms is not None and self.internal_terms.needs_hidden_states:
+            return parts.encode_layers(inputs["input_ids"], attention_mask)
+        return encoder(inputs["input_ids"], attention_mask), None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The student's parameters and the internal terms' projections: what the optimizer updates and clips."""
+        extra = list(self.internal_terms.parameters()) if self.internal_terms is not None else []
+        return [*self.student.parameters(), *extra]
 
     def logits_loss(
         self, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, labels: torch.Tensor, masked_rows: int
@@ -238,12 +276,12 @@ class DistillationModule(pl.LightningModule):
         no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
         fused = getattr(optimizer, "_step_supports_amp_scaling", False)
         if gradient_clip_val and fused and no_scaler and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), gradient_clip_val)
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), gradient_clip_val)
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.student.parameters())
+        optimizer = self.optimizer_factory(self.trainable_parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         self.schedule_steps = int(self.trainer.estimated_stepping_batches)
@@ -298,15 +336,6 @@ class DistillationModule(pl.LightningModule):
 def mean_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
     """The hidden-state cosine term: `cosine_hidden_loss` averaged over the real tokens."""
     return cosine_hidden_loss(student_hidden, teacher_hidden).mean()
-
-
-def check_cosine_widths(alpha_cos: float, teacher_width: int, student_width: int) -> None:
-    """The cosine term compares last hidden states, so it needs a student as wide as the teacher."""
-    if alpha_cos > 0 and teacher_width != student_width:
-        raise ValueError(
-            f"distill.alpha_cos={alpha_cos} needs the student's hidden size to be the teacher's: the student has "
-            f"{student_width}, the teacher {teacher_width}; set distill.alpha_cos=0"
-        )
 
 
 def check_module_settings(kl_positions: str, warmup_fraction: float) -> None:

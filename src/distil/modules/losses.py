@@ -1,7 +1,8 @@
 """The distillation loss terms: pure tensor functions, one loss per row.
 
 Each function takes already-selected rows (one row per token position the term covers) and returns the loss of each
-row, shape (N,). The objective (`objective.py`) averages them over the rows a term covers and weights them, on all
+row, shape (N,); the attention and relation terms take a layer's (B, H, L, d) states and return (B, L), one loss per
+query position. The objective (`objective.py`) averages them over the rows a term covers and weights them, on all
 rows at once or chunk by chunk (`chunked_vocab_loss.py`): both call these same functions, and the chunked path gets
 its gradients from autograd over them. To add a term, write its function here and give it to the objective.
 """
@@ -9,6 +10,7 @@ its gradients from autograd over them. To add a term, write its function here an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,3 +92,70 @@ def cosine_hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
 def logits_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Squared error between logits summed over the vocabulary, per row (DistilBERT's `alpha_mse` term)."""
     return (student_logits.float() - teacher_logits.float()).square().sum(dim=-1)
+
+
+def hidden_mse_loss(projected_student: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's hidden states, projected to the teacher's width, and the teacher's,
+    per row (TinyBERT's hidden-state and embedding terms). Args are (N, H_teacher)."""
+    return (projected_student.float() - teacher_hidden.float()).square().mean(dim=-1)
+
+
+def attention_log_probs(query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Log attention distributions of every head, (B, H, L, L): log softmax(q k^T x scaling) over the allowed keys.
+
+    Args:
+        query: (B, H, L, d); key: (B, H_kv, L, d), each key head shared by H / H_kv query heads (grouped-query).
+        allowed: bool, broadcastable to (B, H, L, L): the keys each query attends to. A key that is not allowed gets
+            the dtype's lowest value rather than -inf, so that its probability is 0 and KL terms stay finite.
+    """
+    key = key.float().repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    scores = query.float() @ key.transpose(-1, -2) * scaling
+    return scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).log_softmax(dim=-1)
+
+
+def attention_kl_loss(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) between the attention distributions of each head, averaged over the heads, per query
+    row: (B, H, L, L) log probabilities of the same number of heads -> (B, L) (MiniLM v1; TinyBERT matches the same
+    maps by MSE on their scores)."""
+    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
+    return kl.sum(dim=-1).mean(dim=1)
+
+
+def relation_log_probs(states: torch.Tensor, relation_heads: int, allowed: torch.Tensor) -> torch.Tensor:
+    """MiniLM v2's self-attention relation of one kind (queries, keys or values) of a layer, (B, R, L, L).
+
+    The attention heads' vectors are concatenated, (B, H, L, d) -> (B, L, H x d), and split again into `relation_heads`
+    (R) heads of H x d / R features; each relation head's relation is log softmax(x x^T / sqrt(H x d / R)) over the
+    allowed keys. It depends on the concatenated vectors only, not on how the model splits them into attention heads,
+    so teacher and student may have any head counts and widths that R divides.
+    """
+    batch, heads, length, size = states.shape
+    split = states.transpose(1, 2).reshape(batch, length, relation_heads, heads * size // relation_heads)
+    split = split.transpose(1, 2)
+    return attention_log_probs(split, split, allowed, (heads * size // relation_heads) ** -0.5)
+
+
+def relation_kl_loss(
+    student_states: Sequence[torch.Tensor],
+    teacher_states: Sequence[torch.Tensor],
+    relation_heads: int,
+    student_allowed: torch.Tensor,
+    teacher_allowed: torch.Tensor,
+) -> torch.Tensor:
+    """MiniLM v2's loss, per query row (B, L): for each kind of state given (queries, keys, values: the paper's
+    query-query, key-key and value-value relations), KL(teacher relation || student relation) averaged over the
+    relation heads, summed over the kinds.
+
+    Args:
+        student_states, teacher_states: the same kinds in the same order, each (B, H, L, d) with the model's own
+            head count and size.
+        relation_heads: R, dividing every kind's H x d.
+        student_allowed, teacher_allowed: each model's allowed keys (`attention_log_probs`).
+    """
+    return sum(
+        attention_kl_loss(
+            relation_log_probs(student, relation_heads, student_allowed),
+            relation_log_probs(teacher, relation_heads, teacher_allowed),
+        )
+        for student, teacher in zip(student_states, teacher_states, strict=True)
+    )

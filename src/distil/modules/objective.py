@@ -6,7 +6,9 @@ soft targets (a divergence between teacher and student at temperature T, x T^2: 
 by default, or the reverse KL, or the generalized Jensen-Shannon divergence with its `beta`; `DIVERGENCES`),
 `alpha_label` the loss on the labels (the masked-LM cross-entropy, or a causal LM's next-token cross-entropy, in
 pretraining; the task's own loss on its gold labels), `alpha_cos` 1 - cos of the last hidden states, `alpha_mse` the
-squared error between logits (pretraining). Each term is logged as `train/loss_<name>` under
+squared error between logits (pretraining); `alpha_hidden_mse`, `alpha_attention` and `alpha_relation` the terms on
+the models' internals (TinyBERT's hidden-state MSE through projections, attention KL, MiniLM v2's relations:
+`internal_terms.py`). Each term is logged as `train/loss_<name>` under
 the names of `TERMS`. `objective_weights` builds them from a config section and maps the keys of the previous release
 (`alpha_ce`, `alpha_mlm`; `alpha_hard`, `alpha_soft`, `alpha_hidden`) to these, with a warning naming the new key.
 
@@ -39,7 +41,7 @@ from distil.modules.losses import (
 )
 from distil.value_checks import is_number
 
-TERMS = ("kl", "label", "cos", "mse")  # the terms' names: alpha_<name> weighs train/loss_<name>
+TERMS = ("kl", "label", "cos", "mse", "hidden_mse", "attention", "relation")  # alpha_<name> weighs train/loss_<name>
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")  # the soft-target term's divergence (`divergence`)
 OBJECTIVE_KEYS = (  # ObjectiveWeights' keys
     "temperature",
@@ -47,6 +49,9 @@ OBJECTIVE_KEYS = (  # ObjectiveWeights' keys
     "alpha_label",
     "alpha_cos",
     "alpha_mse",
+    "alpha_hidden_mse",
+    "alpha_attention",
+    "alpha_relation",
     "divergence",
     "beta",
 )
@@ -66,6 +71,8 @@ class ObjectiveWeights:
     Args:
         temperature: T > 0 of the softened distributions; the KL term is multiplied by T^2.
         alpha_kl, alpha_label, alpha_cos, alpha_mse: the terms' weights, finite and >= 0 (0 leaves a term out).
+        alpha_hidden_mse, alpha_attention, alpha_relation: the weights of the terms on the models' internals
+            (pretraining; `internal_terms.py`), likewise.
         divergence: the soft-target term's divergence, one of `DIVERGENCES` (still logged as `train/loss_kl`).
         beta: the interpolation of `divergence=jsd`, 0 < beta < 1 (`losses.generalized_jsd_loss`); unread otherwise.
         extra_weights: weights of further terms (pretraining's `extra_terms`), checked the same way.
@@ -77,6 +84,9 @@ class ObjectiveWeights:
     alpha_label: float = 0.0
     alpha_cos: float = 0.0
     alpha_mse: float = 0.0
+    alpha_hidden_mse: float = 0.0
+    alpha_attention: float = 0.0
+    alpha_relation: float = 0.0
     divergence: str = "forward_kl"
     beta: float = 0.5
     extra_weights: tuple[float, ...] = ()
@@ -109,6 +119,15 @@ class ObjectiveWeights:
     def weight(self, term: str) -> float:
         """The weight of the term named `term` (one of `TERMS`)."""
         return getattr(self, f"alpha_{term}")
+
+
+def check_cosine_widths(alpha_cos: float, teacher_width: int, student_width: int) -> None:
+    """The cosine term compares last hidden states, so it needs a student as wide as the teacher."""
+    if alpha_cos > 0 and teacher_width != student_width:
+        raise ValueError(
+            f"distill.alpha_cos={alpha_cos} needs the student's hidden size to be the teacher's: the student has "
+            f"{student_width}, the teacher {teacher_width}; set distill.alpha_cos=0"
+        )
 
 
 def objective_weights(key: str = "distill", **values) -> ObjectiveWeights:

@@ -15,39 +15,63 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from distil.data.datamodule import MIN_MAX_LENGTH
 from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
 from distil.families import teacher_family
-from distil.modules.distillation import check_cosine_widths, check_module_settings
-from distil.modules.objective import OBJECTIVE_KEYS, RENAMED_KEYS, objective_weights
-from distil.modules.student import check_init, check_pretrained_student, load_student_config, resolve_layer_map
+from distil.modules.distillation import check_module_settings
+from distil.modules.internal_terms import plan_internals
+from distil.modules.objective import (
+    OBJECTIVE_KEYS,
+    RENAMED_KEYS,
+    ObjectiveWeights,
+    check_cosine_widths,
+    objective_weights,
+)
+from distil.modules.student import WIDTH_KEYS, check_pretrained_student, load_student_config, student_model_config
 from distil.run.devices import check_precision, precision_name, training_device
 from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
 
 
-def check_distill_config(cfg: DictConfig) -> None:
-    """Temperature, loss weights, KL positions, warm-up and the speed options (`distill.*`), by the checks of the
-    module's constructor and of `StepSpeed`'s."""
+def distill_weights(cfg: DictConfig) -> ObjectiveWeights:
+    """The objective's temperature and weights of `distill.*`, checked (`ObjectiveWeights`)."""
     d = cfg.distill
     weights = {key: d[key] for key in (*OBJECTIVE_KEYS, *RENAMED_KEYS) if key in d}
     extra_weights = tuple(term.get("weight") for term in d.get("extra_terms") or [])
-    objective_weights("distill", **weights, extra_weights=extra_weights)
-    check_module_settings(d.kl_positions, d.warmup_fraction)
-    instantiate(d.speed)
+    return objective_weights("distill", **weights, extra_weights=extra_weights)
+
+
+def check_distill_config(cfg: DictConfig) -> None:
+    """Temperature, loss weights, KL positions, warm-up and the speed options (`distill.*`), by the checks of the
+    module's constructor and of `StepSpeed`'s."""
+    distill_weights(cfg)
+    check_module_settings(cfg.distill.kl_positions, cfg.distill.warmup_fraction)
+    instantiate(cfg.distill.speed)
 
 
 def check_student_config(cfg: DictConfig, teacher_config) -> None:
-    """Student depth within 1..teacher layers, a layer map of in-range, strictly increasing integer indices, and a
-    known initialisation; or a given pretrained student (`student.name_or_path`) of the teacher's kind and vocabulary
-    size, with depth and layer map unset. The cosine term needs the student's width to be the teacher's."""
+    """Student depth within 1..teacher layers, a layer map of in-range, strictly increasing integer indices, a width
+    its heads divide, and a known initialisation (the teacher's only at its width); or a given pretrained student
+    (`student.name_or_path`) of the teacher's kind and vocabulary size, with its shape unset. The cosine term needs
+    the student's width to be the teacher's, and the internal terms their layers and heads (`plan_internals`)."""
     name_or_path = cfg.student.get("name_or_path")
+    width = {key: cfg.student.get(key) for key in WIDTH_KEYS}
     if name_or_path is None:
-        resolve_layer_map(teacher_config, cfg.student.num_layers, cfg.student.layer_map)
-        check_init(cfg.student.init)
-        student_width = teacher_config.hidden_size
+        student_config, _ = student_model_config(
+            teacher_config, cfg.student.num_layers, cfg.student.layer_map, cfg.student.init, **width
+        )
     else:
-        check_pretrained_student(name_or_path, cfg.student.num_layers, cfg.student.layer_map)
-        student_width = load_student_config(name_or_path, teacher_config).hidden_size
-    check_cosine_widths(cfg.distill.alpha_cos, teacher_config.hidden_size, student_width)
+        check_pretrained_student(name_or_path, cfg.student.num_layers, cfg.student.layer_map, **width)
+        student_config = load_student_config(name_or_path, teacher_config)
+    check_cosine_widths(cfg.distill.alpha_cos, teacher_config.hidden_size, student_config.hidden_size)
+    d = cfg.distill
+    layer_targets = OmegaConf.to_container(d.layer_targets) if d.get("layer_targets") is not None else None
+    plan_internals(
+        distill_weights(cfg),
+        teacher_config,
+        student_config,
+        layer_targets,
+        d.get("relation_teacher_layer"),
+        d.get("relation_heads"),
+    )
 
 
 def check_vocabulary(
