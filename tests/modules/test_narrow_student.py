@@ -258,3 +258,19 @@ def test_the_narrow_recipes_build_students_of_the_published_size(experiment, mil
     config, _ = student_model_config(BertConfig(), cfg.student.num_layers, None, cfg.student.init, **width)
     parameters = sum(p.numel() for p in AutoModelForMaskedLM.from_config(config).parameters()) / 1e6
     assert parameters == pytest.approx(millions, rel=0.01)
+
+
+def test_teacher_embeddings_are_the_teachers_table_on_its_leading_principal_directions():
+    """`init=teacher_embeddings` keeps the most variance a linear map to the narrower width can (Eckart-Young): the
+    variance of the student's table is the top singular values' share of the teacher's."""
+    teacher = tiny_language_model("bert", num_layers=4)
+    student = build_student(teacher, num_layers=2, init="teacher_embeddings", hidden_size=16)
+    table = teacher.get_input_embeddings().weight.detach()
+    projected = student.get_input_embeddings().weight.detach()
+    singular = torch.linalg.svdvals(table - table.mean(dim=0))
+    kept = (projected - projected.mean(dim=0)).square().sum()
+    assert kept.item() == pytest.approx(singular[:16].square().sum().item(), rel=1e-4)
+    assert kept.item() < 0.99 * singular.square().sum().item()
+    assert torch.equal(student.vocab_projector.weight, student.get_input_embeddings().weight)  # tied: the head too
+    with pytest.raises(ValueError, match=r"teacher_embeddings .* student.hidden_size=64 is above the teacher's 32"):
+        student_model_config(teacher.config, 2, None, "teacher_embeddings", hidden_size=64, num_attention_heads=4)

@@ -55,7 +55,8 @@ def test_bad_student_shape_is_rejected(tiny_teacher, num_layers, layer_map, mess
 
 
 def test_bad_init_is_rejected(tiny_teacher):
-    with pytest.raises(ValueError, match=r"student.init='zeros' is not allowed: use one of \['teacher', 'random'\]"):
+    allowed = r"\['teacher', 'random', 'teacher_embeddings'\]"
+    with pytest.raises(ValueError, match=rf"student.init='zeros' is not allowed: use one of {allowed}"):
         build_student(tiny_teacher, init="zeros")
 
 

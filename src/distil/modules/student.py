@@ -23,7 +23,7 @@ from distil.value_checks import validate_layer_map
 
 log = logging.getLogger(__name__)
 
-INITS = ("teacher", "random")
+INITS = ("teacher", "random", "teacher_embeddings")
 
 
 WIDTH_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size")  # student.<key>: the student's width
@@ -140,7 +140,12 @@ def student_model_config(
         )
         raise ValueError(
             f"student.init=teacher copies the teacher's layers and needs the teacher's width, but {differ}: use "
-            "student.init=random for a narrower student (or a pretrained student.name_or_path)"
+            "student.init=random or teacher_embeddings for a narrower student (or a pretrained student.name_or_path)"
+        )
+    if init == "teacher_embeddings" and student_width["hidden_size"] > teacher_width["hidden_size"]:
+        raise ValueError(
+            f"student.init=teacher_embeddings projects the teacher's embeddings to a narrower width: "
+            f"student.hidden_size={student_width['hidden_size']} is above the teacher's {teacher_width['hidden_size']}"
         )
     return config, layers
 
@@ -177,7 +182,7 @@ def build_student(
     teacher: PreTrainedModel,
     num_layers: int | None = None,
     layer_map: Sequence[int] | None = None,
-    init: Literal["teacher", "random"] = "teacher",
+    init: Literal["teacher", "random", "teacher_embeddings"] = "teacher",
     name_or_path: str | None = None,
     hidden_size: int | None = None,
     num_attention_heads: int | None = None,
@@ -190,7 +195,9 @@ def build_student(
         num_layers: student depth; default half the teacher's (at least 1).
         layer_map: teacher layer each student layer is copied from; default the family's (evenly spread).
         init: "teacher" copies embeddings, vocabulary head and mapped layers; "random" keeps the fresh
-            initialisation (the paper's ablation), with the same architecture.
+            initialisation (the paper's ablation), with the same architecture; "teacher_embeddings" starts a
+            narrower student's token embeddings from the teacher's, projected on their principal directions
+            (`project_embeddings`), the rest random.
         name_or_path: a pretrained student to start from instead (hub id or folder), of the teacher's kind and
             vocabulary; it keeps its own depth, width and weights, so the keys of its shape must be left unset.
         hidden_size, num_attention_heads, intermediate_size: a narrower student (default: the teacher's; see
@@ -202,13 +209,31 @@ def build_student(
     family = teacher_family(teacher.config)
     config, layers = student_model_config(teacher.config, num_layers, layer_map, init, **width)
     student = family.auto_class.from_config(config)
-    if init == "teacher":
+    if init == "teacher_embeddings":
+        project_embeddings(student, teacher)
+        log.info(
+            "student: %d layers of width %d, token embeddings projected from the teacher's",
+            len(layers),
+            config.hidden_size,
+        )
+    elif init == "teacher":
         family.copy_teacher_weights(student, teacher, layers)
         log.info("student: %d layers initialised from teacher layers %s", len(layers), layers)
     else:
         log.info("student: %d layers of width %d, random initialisation", len(layers), config.hidden_size)
     student.config.distil_layer_map = layers if init == "teacher" else None
     return student
+
+
+@torch.no_grad()
+def project_embeddings(student: PreTrainedModel, teacher: PreTrainedModel) -> None:
+    """Overwrite the student's token embeddings (tied to its output projection where the family ties them) with the
+    teacher's, projected on their leading principal directions: the best rank-k linear map of the teacher's table
+    into the student's width k (one SVD of the V x H table, a second on the CPU for BERT-base's)."""
+    table = teacher.get_input_embeddings().weight.float()
+    target = student.get_input_embeddings().weight
+    _, _, directions = torch.linalg.svd(table - table.mean(dim=0), full_matrices=False)
+    target[: len(table)].copy_(table @ directions[: target.shape[1]].T)
 
 
 def check_pretrained_student(name_or_path: str, num_layers, layer_map, **width) -> None:
