@@ -274,3 +274,21 @@ def test_teacher_embeddings_are_the_teachers_table_on_its_leading_principal_dire
     assert torch.equal(student.vocab_projector.weight, student.get_input_embeddings().weight)  # tied: the head too
     with pytest.raises(ValueError, match=r"teacher_embeddings .* student.hidden_size=64 is above the teacher's 32"):
         student_model_config(teacher.config, 2, None, "teacher_embeddings", hidden_size=64, num_attention_heads=4)
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "llama", "gpt2"])
+def test_every_internal_term_trains_a_narrow_student_of_other_layouts(model_type):
+    """Rotary positions and sliding windows (ModernBERT), grouped-query heads (Llama), GPT-2's fused projection:
+    each term is finite and > 0, and the step's gradient reaches the student, the projections and nothing of the
+    teacher."""
+    teacher = tiny_language_model(model_type, num_layers=4)
+    student = build_student(teacher, num_layers=2, init="random", hidden_size=16, num_attention_heads=4)
+    weights = dict(alpha_hidden_mse=1.0, alpha_attention=1.0, alpha_relation=1.0, relation_heads=2)
+    module = internal_module(teacher, student, **weights)
+    losses = module.distillation_losses(masked_batch())
+    assert all(torch.isfinite(losses[k]) and losses[k] > 0 for k in ("hidden_mse", "attention", "relation"))
+    losses["loss"].backward()
+    attention = module.student_parts.attention_module(1)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in attention.parameters())
+    assert all(p.weight.grad.abs().sum() > 0 for p in module.internal_terms.hidden_projections)
+    assert all(p.grad is None for p in teacher.parameters())
