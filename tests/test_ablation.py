@@ -10,7 +10,9 @@ import pytest
 from omegaconf import open_dict
 
 from distil.ablation import ablation_rows, run_ablation
-from tests.conftest import compose_config
+from distil.modules.teacher import load_teacher_config
+from distil.run.config_checks import check_distill_config, check_student_config
+from tests.conftest import CONF_DIR, compose_config
 
 TEACHER_ACC = {"unseen_text": 0.25, "demo": 0.50}
 STUDENT_ACC = {"full": 0.24, "no_kl": 0.20}  # on unseen_text; the demo split gets 2x these
@@ -120,3 +122,21 @@ def test_a_causal_ablation_without_fine_tuning_tables_next_token_scores(tmp_path
     table = {row[0]: row[1:] for row in rows}
     assert table["unseen_text_causal: next-token accuracy (%)"] == ("25.00", "24.00", "20.00")
     assert not any("sst2" in label for label in table)
+
+
+TABLES = sorted(path.stem for path in (CONF_DIR / "table").glob("*.yaml"))
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("table", TABLES)
+def test_every_variant_of_every_table_passes_the_run_checks_on_its_teacher(table):
+    """Each variant's distil.train command (the table's overrides + its own) composes and passes the checks a run
+    makes before any weights load, against the shared teacher it names."""
+    cfg = compose_config("ablation", f"table={table}")
+    for overrides in cfg.variants.values():
+        run = compose_config("train", *cfg.train_overrides, *overrides)
+        teacher = Path(run.teacher.name_or_path)
+        if not teacher.is_dir():
+            pytest.skip(f"shared teacher not found at {teacher} (set DISTIL_SHARED)")
+        check_distill_config(run)
+        check_student_config(run, load_teacher_config(str(teacher)))
