@@ -86,6 +86,7 @@ def test_grouped_query_heads_must_keep_whole_groups():
     [
         (["distill.alpha_attention=1", "student.num_attention_heads=2"], r"alpha_attention=1.* 2 heads .* teacher 4"),
         (["distill.alpha_relation=1", "distill.relation_heads=3"], r"distill.relation_heads=3 is not allowed"),
+        (["distill.alpha_relation=1", "distill.relation_heads=0"], r"relation_heads=0 .* student queries 16"),
         (["distill.alpha_relation=1", "distill.relation_teacher_layer=4"], r"relation_teacher_layer=4 is not allowed"),
         (["distill.alpha_hidden_mse=1", "distill.layer_targets=[3,1]"], r"distill.layer_targets=\[3, 1\] must be"),
         (["distill.alpha_cos=1"], r"distill.alpha_cos=1 needs the student's hidden size"),

@@ -111,16 +111,17 @@ def plan_internals(
                 f"0..{teacher_layers - 1}, or null for the last"
             )
         widths = {"student": attention_widths(student_config), "teacher": attention_widths(teacher_config)}
-        uneven = {
-            f"{model} {kind}": width
+        whole = isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1
+        uneven = [
+            f"{model} {kind} {width}"
             for model, pair in widths.items()
             for kind, width in zip(("queries", "keys/values"), pair)
-            if width % heads
-        }
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or uneven:
+            if not whole or width % heads
+        ]
+        if uneven:
             raise ValueError(
                 f"distill.relation_heads={heads!r} is not allowed: an integer >= 1 dividing the widths of both "
-                f"models' queries, keys and values {widths} (heads x head size; these do not divide: {uneven})"
+                f"models' queries and keys/values (heads x head size; not divided: {', '.join(uneven)})"
             )
     return InternalsPlan(tuple(targets), (student_layers - 1, teacher_layer), heads)
 
