@@ -87,6 +87,11 @@ class ShardRows:
             mine = self.pass_order(pass_index)[slot::num_slots]
             first = start[1] if pass_index == start[0] else 0
             for chunk_start in range(first, len(mine), chunk):
-                rows = self.read_rows(mine[chunk_start : chunk_start + chunk])
-                for k, row in enumerate(rows, start=chunk_start + 1):
-                    yield row, (pass_index, k)
+                indices = mine[chunk_start : chunk_start + chunk]
+                for k, (row, index) in enumerate(zip(self.read_rows(indices), indices), start=chunk_start + 1):
+                    yield self.item(row, int(index), pass_index), (pass_index, k)
+
+    def item(self, row: np.ndarray, row_index: int, pass_index: int):
+        """What the stream yields for row `row_index` in pass `pass_index`: the row (`distil.topk_cache.stream` adds
+        its index and pass, to find its cached masks and teacher outputs)."""
+        return row
