@@ -183,5 +183,14 @@ class TeacherCache:
         )
 
 
+def open_teacher_cache(directory: str | None, shards_dir: str | None, verify: bool | str) -> TeacherCache | None:
+    """The cache at `directory` (None when it is None); it needs the shards it was written on."""
+    if directory is None:
+        return None
+    if not shards_dir:
+        raise ValueError(f"distill.teacher_cache={directory!r} needs data=shards (the shards it was written on)")
+    return TeacherCache(directory, verify)
+
+
 def shape_record(shape: CacheShape) -> dict:
     return asdict(shape)

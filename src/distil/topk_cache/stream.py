@@ -15,17 +15,13 @@ reads, row-major in the order `distil.modules.row_index.RowIndex` finds them: `t
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import torch
 
 from distil.data.masking import seeded_generator
 from distil.data.next_token import next_token_labels
 from distil.data.packing import pad_rows
-from distil.data.shard_rows import ShardRows
 from distil.modules.losses import IGNORE_INDEX
-from distil.topk_cache.store import TeacherCache
 
 CACHE_STREAM_ID = 2**31 - 2  # keeps the cached masks independent of every training slot's and of validation's
 TEACHER_TARGETS = ("teacher_topk_ids", "teacher_topk_log_probs", "teacher_tail_log_prob")  # batch keys, in the order
@@ -44,36 +40,22 @@ def cached_positions(labels: torch.Tensor, kl_positions: str) -> torch.Tensor:
     return torch.nonzero(labels != IGNORE_INDEX).squeeze(1)
 
 
-class CachedRow(NamedTuple):
-    """A row of token ids, its index in the shards, and the pass that reads it."""
-
-    ids: np.ndarray
-    index: int
-    pass_index: int
-
-
-class CachedShardRows(ShardRows):
-    """`ShardRows` that yield each row with its index and pass (`CachedRow`), for `CachedTargetsCollator`."""
-
-    def item(self, row: np.ndarray, row_index: int, pass_index: int) -> CachedRow:
-        return CachedRow(row, row_index, pass_index)
-
-
 class CachedTargetsCollator:
-    """`CachedRow`s -> a batch with the cached masks and the teacher's cached outputs (module docstring).
+    """`IndexedRow`s (`ShardRows(indexed=True)`) -> a batch with the cached masks and the teacher's cached outputs
+    (module docstring).
 
     Args:
-        cache: the teacher cache (checked against the run before).
+        cache: the `distil.topk_cache.store.TeacherCache` (checked against the run before).
         pad_id: the tokenizer's padding id (shard rows are full: no padding is ever added).
         max_length: L.
     """
 
-    def __init__(self, cache: TeacherCache, pad_id: int, max_length: int) -> None:
+    def __init__(self, cache, pad_id: int, max_length: int) -> None:
         self.cache = cache
         self.pad_id = pad_id
         self.max_length = max_length
 
-    def __call__(self, rows: list[CachedRow], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         arrays, maskings = self.cache.arrays(), self.cache.shape.maskings
         input_ids, attention_mask = pad_rows([row.ids for row in rows], self.max_length, self.pad_id)
         keys = [(row.pass_index % maskings, row.index) for row in rows]

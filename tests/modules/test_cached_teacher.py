@@ -1,0 +1,125 @@
+"""Training from a teacher cache (`distill.teacher_cache`): at k = V it equals live-teacher training with the same
+masks, step for step; the teacher is dropped; what a cache cannot give is refused; the stream resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from distil.data.batch_stream import BatchStream
+from distil.data.datamodule import CorpusDataModule
+from distil.data.shard_rows import IndexedRow
+from distil.data.sources import LocalFiles
+from distil.modules.cached_teacher import distillation_module
+from distil.modules.distillation import DistillationModule
+from distil.modules.student import build_student
+from distil.prepare import prepare
+from distil.topk_cache.writer import cache_teacher
+
+LENGTH, SEED, VOCAB = 16, 7, 128
+LIVE_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+@pytest.fixture(scope="module")
+def shards_dir(tiny_teacher_dir, tiny_corpus_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("cached_training") / "shards"
+    sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
+    prepare(str(tiny_teacher_dir), sources, [], str(output), val_documents=5, seed=0, num_proc=1)
+    return output
+
+
+@pytest.fixture(scope="module")
+def full_cache(shards_dir, tiny_teacher_dir, tmp_path_factory):
+    """k = V, float32, every position, two maskings, hidden states: the cache that must reproduce live training."""
+    out = tmp_path_factory.mktemp("cached_training_cache") / "full"
+    cache_teacher(
+        str(shards_dir), str(tiny_teacher_dir), str(out), topk=VOCAB, maskings=2, max_length=LENGTH, seed=SEED,
+        mlm_smoothing=None, temperature=2.0, kl_positions="all", hidden_states=True, precision="float32",
+        batch_size=32,
+    )  # fmt: skip
+    return out
+
+
+def data_module(teacher_dir, shards_dir, cache) -> CorpusDataModule:
+    return CorpusDataModule(
+        str(teacher_dir), shards_dir=str(shards_dir), max_length=LENGTH, batch_size=4, mlm_smoothing=None,
+        seed=SEED, teacher_cache=str(cache),
+    )  # fmt: skip
+
+
+def test_training_from_the_cache_at_k_equal_to_v_equals_live_training_step_for_step(
+    full_cache, shards_dir, tiny_teacher_dir
+):
+    batches = iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader())
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    student = build_student(teacher)
+    initial = copy.deepcopy(student)
+    optimizer = functools.partial(torch.optim.SGD, lr=0.5)
+    settings = dict(optimizer=optimizer, temperature=2.0, kl_positions="all")  # published weights: kl, label, cos
+    live = DistillationModule(teacher, student, **settings).eval()
+    cached = distillation_module(copy.deepcopy(teacher), copy.deepcopy(student), str(full_cache), **settings).eval()
+    assert cached.teacher is None and not any(key.startswith("teacher") for key in cached.state_dict())
+    optimizers = [torch.optim.SGD(module.trainable_parameters(), lr=0.5) for module in (live, cached)]
+    for step in range(4):
+        batch = next(batches)
+        assert batch["teacher_topk_ids"].shape == (4 * LENGTH, VOCAB)  # every position of 4 full rows
+        live_losses = live.distillation_losses({key: batch[key] for key in LIVE_KEYS})
+        cached_losses = cached.distillation_losses(batch)
+        assert set(cached_losses) == set(live_losses) == {"kl", "label", "cos", "loss"}
+        for name, value in live_losses.items():
+            assert cached_losses[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), (step, name)
+        for module, losses, opt in zip((live, cached), (live_losses, cached_losses), optimizers):
+            opt.zero_grad()
+            losses["loss"].backward()
+            opt.step()
+    for (name, a), b in zip(live.student.named_parameters(), cached.student.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    moved = [not torch.equal(a, b) for a, b in zip(initial.parameters(), cached.student.parameters())]
+    assert sum(moved) > len(moved) // 2  # the steps trained most parameters: the equality is not of untouched ones
+
+
+def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(shards_dir, tiny_teacher_dir, tmp_path):
+    out = tmp_path / "k4"
+    cache_teacher(
+        str(shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
+        kl_positions="masked", batch_size=64,
+    )  # fmt: skip
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    student = build_student(teacher)
+    optimizer = torch.optim.SGD
+    with pytest.raises(ValueError, match=r"distill.alpha_cos=1.0 needs the teacher's hidden states"):
+        distillation_module(teacher, student, str(out), optimizer=optimizer)
+    with pytest.raises(ValueError, match=r"distill.alpha_mse=1.0 needs the teacher's full outputs"):
+        distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, alpha_mse=1.0)
+    cached = distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
+    live = DistillationModule(teacher, student, optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
+    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, out).train_dataloader()))
+    assert batch["teacher_topk_ids"].shape == (4 * 3, 4)  # ceil(15% x 14) = 3 masked positions per row, k = 4
+    with torch.no_grad():
+        cached_kl = cached.eval().distillation_losses(batch)["kl"]
+        live_kl = live.eval().distillation_losses({key: batch[key] for key in LIVE_KEYS})["kl"]
+    assert 0 < cached_kl < live_kl  # the top-4 + tail KL is a lower bound of the full one
+    wrong = distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, kl_positions="all")
+    with pytest.raises(ValueError, match=r"other kl_positions than distill.kl_positions='all'"):
+        wrong.distillation_losses(batch)
+
+
+def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(full_cache, shards_dir, tiny_teacher_dir):
+    module = data_module(tiny_teacher_dir, shards_dir, full_cache)
+    collator = module.train_dataset().collator
+    row = module.train_dataset().rows.read_rows(np.array([5]))[0]
+    ids = [collator([IndexedRow(row, 5, p)])["input_ids"] for p in range(3)]
+    assert torch.equal(ids[0], ids[2]) and not torch.equal(ids[0], ids[1])
+    stream = module.train_dataset()
+    uninterrupted = [batch for batch, _ in zip(stream, range(6))]
+    _, position = uninterrupted[2]
+    slot, *after = position.tolist()
+    resumed = BatchStream(stream.rows, collator, 4, SEED, start_positions={slot: tuple(after)})
+    for (expected, _), (batch, _) in zip(uninterrupted[3:], resumed):
+        assert batch.keys() == expected.keys()
+        assert all(torch.equal(batch[key], expected[key]) for key in batch)
