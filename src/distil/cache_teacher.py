@@ -1,9 +1,14 @@
 """`python -m distil.cache_teacher`: run the teacher once over prepared shards and store its top-k outputs.
 
-Example: python -m distil.cache_teacher shards=outputs/shards/demo teacher=/models/bert topk=32 out=outputs/cache/k32
-then train without the teacher in the loop: python -m distil.train data=shards data.shards_dir=outputs/shards/demo
-distill.teacher_cache=outputs/cache/k32 (with the same max_length, seed, masking, temperature and kl_positions,
-checked by the cache's fingerprint). The layout, what it costs and the approximation: `distil.topk_cache`.
+Example (`teacher=` picks a file of the teacher config group, as in `distil.train`; a folder goes in
+`teacher.name_or_path`):
+
+    python -m distil.cache_teacher shards=outputs/shards/demo teacher.name_or_path=/models/bert topk=32 \
+        out=outputs/cache/k32
+    python -m distil.train data=shards data.shards_dir=outputs/shards/demo distill.teacher_cache=outputs/cache/k32
+
+The run must use the same max_length, seed, masking, temperature and kl_positions (the cache's fingerprint checks
+them). The layout, what it costs and the approximation: `distil.topk_cache`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     metadata = cache_teacher(
         shards=cfg.shards,
-        teacher=cfg.teacher,
+        teacher=cfg.teacher.name_or_path,
         out=cfg.out,
         topk=cfg.topk,
         maskings=cfg.maskings,
@@ -36,7 +41,7 @@ def main(cfg: DictConfig) -> None:
         precision=cfg.precision,
         batch_size=cfg.batch_size,
         overwrite=cfg.overwrite,
-        trust_remote_code=cfg.trust_remote_code,
+        trust_remote_code=cfg.teacher.trust_remote_code,
     )
     files = sum(entry["bytes"] for entry in metadata["files"].values())
     log.info("wrote %s: %d files, %.1f MB", cfg.out, len(metadata["files"]), files / 1e6)

@@ -20,6 +20,7 @@ from distil.modules.distillation import DistillationModule
 from distil.modules.student import build_student
 from distil.prepare import prepare
 from distil.topk_cache.writer import cache_teacher
+from tests.conftest import assert_logged_terms_weigh_into_the_loss, run_cli
 
 LENGTH, SEED, VOCAB = 16, 7, 128
 LIVE_KEYS = ("input_ids", "attention_mask", "labels")
@@ -123,3 +124,34 @@ def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(ful
     for (expected, _), (batch, _) in zip(uninterrupted[3:], resumed):
         assert batch.keys() == expected.keys()
         assert all(torch.equal(batch[key], expected[key]) for key in batch)
+
+
+def test_cache_teacher_then_train_from_it_on_the_command_line(shards_dir, tiny_teacher_dir, tmp_path):
+    cache = tmp_path / "cache"
+    common = [
+        f"hydra.run.dir={tmp_path / 'cache_log'}",
+        f"shards={shards_dir}",
+        f"teacher.name_or_path={tiny_teacher_dir}",
+    ]
+    settings = ["max_length=16", "seed=7", "mlm_smoothing=null", "kl_positions=masked", "hidden_states=true"]
+    result = run_cli(tmp_path, *common, "topk=8", f"out={cache}", *settings, module="distil.cache_teacher")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (cache / "metadata.json").is_file() and (cache / "hidden.bin").is_file()
+    run_dir = tmp_path / "run"
+    overrides = [
+        f"hydra.run.dir={run_dir}", f"teacher.name_or_path={tiny_teacher_dir}", "data=shards",
+        f"data.shards_dir={shards_dir}", "data.max_length=16", "data.batch_size=4", "data.val_batch_size=4",
+        "data.num_workers=0", "data.mlm_smoothing=null", "seed=7", "trainer.max_steps=3",
+        "trainer.val_check_interval=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
+        "callbacks.progress_bar.refresh_rate=0", "logger=csv", f"distill.teacher_cache={cache}",
+    ]  # fmt: skip
+    refused = run_cli(tmp_path, *overrides, "distill.temperature=3.0", "data.max_length=32")
+    assert refused.returncode != 0
+    assert "max_length: cache '16', this run '32'; temperature: cache '2.0', this run '3.0'" in refused.stderr
+    assert not (run_dir / "checkpoints").exists()
+    result = run_cli(tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = assert_logged_terms_weigh_into_the_loss(run_dir, 3)  # kl, label and cos (from cached hidden states)
+    validation = [row for row in rows if row.get("val/student_mlm_acc")]
+    assert len(validation) == 1 and not any(key.startswith("val/teacher") and row[key] for row in rows for key in row)
+    assert (run_dir / "student" / "config.json").is_file()
