@@ -40,6 +40,7 @@ def main(cfg: DictConfig) -> None:
         hidden_states=cfg.hidden_states,
         precision=cfg.precision,
         batch_size=cfg.batch_size,
+        devices=cfg.devices,
         overwrite=cfg.overwrite,
         trust_remote_code=cfg.teacher.trust_remote_code,
     )

@@ -123,13 +123,19 @@ def test_a_damaged_file_is_named(cache_dir, tmp_path):
 def test_an_interrupted_write_continues_to_the_same_cache(cache_dir, shards_dir, tiny_teacher_dir, tmp_path):
     out = tmp_path / "resumed"
     arguments = dict(topk=5, maskings=2, kl_positions="masked", precision="float32", batch_size=16, **SETTINGS)
-    stopped = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), stop_after_rows=16, **arguments)
+    stopped = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), stop_after_batches=2, **arguments)
     assert stopped is None and not out.exists()
-    progress = json.loads((tmp_path / ".resumed.partial" / "progress.json").read_text())
-    assert progress == {"rows_done": 16}
+    done = np.fromfile(tmp_path / ".resumed.partial" / "done.bin", dtype=np.uint8)
+    assert done.tolist() == [1, 1] + [0] * (len(done) - 2)
     metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), **arguments)
     assert metadata["files"] == json.loads((cache_dir / "metadata.json").read_text())["files"]
     assert not (tmp_path / ".resumed.partial").exists()
+
+
+def test_two_writing_processes_write_the_same_cache(cache_dir, shards_dir, tiny_teacher_dir, tmp_path):
+    arguments = dict(topk=5, maskings=2, kl_positions="masked", precision="float32", batch_size=16, **SETTINGS)
+    metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(tmp_path / "split"), devices=2, **arguments)
+    assert metadata["files"] == json.loads((cache_dir / "metadata.json").read_text())["files"]
 
 
 def test_bad_settings_are_refused_before_any_work(shards_dir, tiny_teacher_dir, tmp_path):

@@ -3,11 +3,14 @@
 Rows are read by index (`ShardRows.read_rows`), masked on their own (`stream.row_batch`), batched through the teacher
 under inference mode, and its top-k log-probabilities at temperature T, the log of the mass outside them and
 optionally the last hidden states are written into preallocated arrays (`store.py`). Everything is written into the
-staging folder `.<out>.partial` beside `out`, which also records the plan (fingerprint and shapes) and the rows done
-so far (`progress.json`, after the arrays are flushed); a rerun with the same plan continues after the last rows
-recorded, a rerun with another plan starts again. When every row is done, the files' sha256s and `metadata.json` are
-written and the folder is renamed into place (an earlier cache at `out` is replaced, any other non-empty folder
-refused unless `overwrite`; `distil.run.output_dirs`). One process writes a cache at a time (`FolderLock`).
+staging folder `.<out>.partial` beside `out`, which also records the plan (fingerprint, shapes, batch size) and one
+done marker per batch of rows, set once that batch's outputs are flushed to disk. `devices` processes (one per GPU)
+share the batches not done yet, every `devices`-th one each, writing disjoint rows of the same arrays; a rerun with the
+same plan continues with the batches not marked done (with any number of processes), a rerun with another plan starts
+again. When every batch is done, the files' sha256s and `metadata.json` are written and the folder is renamed into
+place (an earlier cache at `out` is replaced, any other non-empty folder refused unless `overwrite`;
+`distil.run.output_dirs`). One command writes a cache at a time (`FolderLock`). Rows are independent of the batch and
+of the process that computes them (masks are seeded per row), so the cache is the same however it was split.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +56,19 @@ from distil.value_checks import check_integer, is_number
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 64  # batches between progress lines of a writing process
 PLAN_FILE = "plan.json"  # in the staging folder: the fingerprint and shapes it is being written for
-PROGRESS_FILE = "progress.json"  # in the staging folder: rows done
+DONE_FILE = "done.bin"  # in the staging folder: one byte per batch of rows, 1 once its outputs are on disk
 
 
-def check_settings(topk, maskings, precision, kl_positions, temperature, batch_size, max_length, causal, config):
+def check_settings(
+    topk, maskings, precision, kl_positions, temperature, batch_size, devices, max_length, causal, config
+):
     """Raise naming the bad key, its value and what is allowed, before any work."""
     check_integer("topk", topk, 1)
     check_integer("maskings", maskings, 1)
     check_integer("batch_size", batch_size, 1)
+    check_integer("devices", devices, 1)
     if topk > config.vocab_size:
         raise ValueError(f"topk={topk} is not allowed: at most the teacher's vocabulary, {config.vocab_size} ids")
     if causal and maskings != 1:
@@ -118,25 +127,27 @@ def write_rows(arrays, parts, shard_rows, collator, shape: CacheShape, start, en
                 arrays["hidden"][m, r] = states[i].numpy()
 
 
-def open_staging(staging: Path, plan: dict, shape: CacheShape) -> tuple[dict, int]:
-    """The staging folder's arrays and rows done: continued when it was started for `plan`, else created anew."""
-    plan_file, progress_file = staging / PLAN_FILE, staging / PROGRESS_FILE
-    if plan_file.is_file() and progress_file.is_file():
+def open_staging(staging: Path, plan: dict, shape: CacheShape, batches: int) -> np.ndarray:
+    """The staging folder's markers of the batches done (its arrays created, zero-filled, when it is new): continued
+    when it was started for `plan`, else created anew."""
+    plan_file, done_file = staging / PLAN_FILE, staging / DONE_FILE
+    if plan_file.is_file() and done_file.is_file():
         try:
             same = json.loads(plan_file.read_text(encoding="utf-8")) == plan
-            done = int(json.loads(progress_file.read_text(encoding="utf-8"))["rows_done"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError):
             same = False
-        if same:
-            log.info("continuing the partial cache %s after row %d of %d", staging, done, shape.rows)
-            return open_arrays(staging, shape, "r+"), done
+        if same and done_file.stat().st_size == batches:
+            done = np.memmap(done_file, dtype=np.uint8, mode="r+")
+            log.info("continuing the partial cache %s: %d of %d batches done", staging, int(done.sum()), batches)
+            return done
         log.info("the partial cache %s was started for other settings: starting again", staging)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    arrays = open_arrays(staging, shape, "w+")
+    open_arrays(staging, shape, "w+")
+    done = np.memmap(done_file, dtype=np.uint8, mode="w+", shape=(batches,))
+    done.flush()
     write_json(plan_file, plan)
-    write_json(progress_file, {"rows_done": 0})
-    return arrays, 0
+    return done
 
 
 def write_json(path: Path, value) -> None:
@@ -148,7 +159,7 @@ def write_json(path: Path, value) -> None:
 
 def finish(staging: Path, target: Path, plan: dict, shape: CacheShape, causal: bool, kl_positions: str) -> dict:
     """Record every file's size and sha256 in metadata.json, then rename the staging folder into place."""
-    (staging / PROGRESS_FILE).unlink()
+    (staging / DONE_FILE).unlink()
     (staging / PLAN_FILE).unlink()
     files = {
         array_file(name): {"bytes": (staging / array_file(name)).stat().st_size}
@@ -194,15 +205,18 @@ def cache_teacher(
     batch_size: int = 32,
     overwrite: bool = False,
     trust_remote_code: bool = False,
-    progress_every: int = 64,
-    stop_after_rows: int | None = None,
+    devices: int = 1,
+    stop_after_batches: int | None = None,
 ) -> dict | None:
     """Write the cache of `teacher` on `shards` to `out` (module docstring); returns its metadata. Settings are the
-    config keys of `conf/cache_teacher.yaml`. `stop_after_rows` stops (leaving the staging folder to continue from)
-    once that many rows are done: for tests of the resumption; None returns only when the cache is complete."""
+    config keys of `conf/cache_teacher.yaml`; `devices` processes write at once (one per GPU). `stop_after_batches`
+    stops after that many batches, leaving the staging folder to continue from, and returns None (tests of the
+    resumption)."""
     config = AutoConfig.from_pretrained(teacher, trust_remote_code=trust_remote_code)
     family = teacher_family(config, where=f"teacher={teacher!r}")
-    check_settings(topk, maskings, precision, kl_positions, temperature, batch_size, max_length, family.causal, config)
+    check_settings(
+        topk, maskings, precision, kl_positions, temperature, batch_size, devices, max_length, family.causal, config
+    )
     shards_metadata = read_metadata(shards)
     check_split_files(shards, shards_metadata, "train", verify=True)
     tokenizer = load_tokenizer(teacher, key="teacher", causal=family.causal)
@@ -244,32 +258,86 @@ def cache_teacher(
     )
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
+    batches = math.ceil(shape.rows / batch_size)
+    plan["batch_size"] = batch_size  # the unit of the progress markers
+    job = SlotJob(teacher, trust_remote_code, shard_rows, collator, shape, (seed, kl_positions, topk, temperature))
     with FolderLock(target.parent / f".{target.name}.lock", target, "out"):
         check_replaceable(target, KIND, overwrite, "out")
         staging = target.parent / f".{target.name}.partial"
-        arrays, done = open_staging(staging, plan, shape)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = family.auto_class.from_pretrained(teacher, dtype=torch.float32, trust_remote_code=trust_remote_code)
-        parts = model_parts(model.to(device).eval(), "teacher")
-        settings = (seed, kl_positions, topk, temperature)
-        started, first = time.perf_counter(), done
-        with torch.inference_mode():
-            for start in range(done, shape.rows, batch_size):
-                end = min(start + batch_size, shape.rows)
-                write_rows(arrays, parts, shard_rows, collator, shape, start, end, settings, device)
-                if (start // batch_size) % progress_every == progress_every - 1 or end == shape.rows:
-                    record_progress(arrays, staging, end, end - first, started)
-                if stop_after_rows is not None and end >= stop_after_rows and end < shape.rows:
-                    record_progress(arrays, staging, end, end - first, started)
-                    return None
-        del arrays
+        done = open_staging(staging, plan, shape, batches)
+        remaining = np.flatnonzero(done == 0)  # read once, before any process marks a batch: every one is given out
+        del done
+        if devices == 1:
+            write_slot(job, staging, batch_size, remaining[:stop_after_batches], 0, 1)
+        else:
+            run_slots(job, staging, batch_size, remaining, devices)
+        if not np.memmap(staging / DONE_FILE, dtype=np.uint8, mode="r").all():
+            if stop_after_batches is not None:
+                return None  # stopped early: the staging folder continues at the next run
+            raise RuntimeError(f"batches of {staging} are still not done; run again to continue")
         return finish(staging, target, plan, shape, family.causal, kl_positions)
 
 
-def record_progress(arrays: dict, staging: Path, rows_done: int, rows_now: int, started: float) -> None:
-    """Flush the arrays, then record the rows done (so a recorded row is always on disk)."""
-    for array in arrays.values():
-        array.flush()
-    write_json(staging / PROGRESS_FILE, {"rows_done": rows_done})
-    seconds = time.perf_counter() - started
-    log.info("%d rows done (%.1f rows/s in this run)", rows_done, rows_now / max(seconds, 1e-9))
+@dataclass(frozen=True)
+class SlotJob:
+    """What a writing process needs (picklable: memory maps are opened in the process)."""
+
+    teacher: str
+    trust_remote_code: bool
+    shard_rows: ShardRows
+    collator: object
+    shape: CacheShape
+    settings: tuple  # seed, kl_positions, topk, temperature
+
+
+def slot_device(slot: int) -> torch.device:
+    """GPU `slot` (modulo the GPUs present), else the CPU."""
+    return (
+        torch.device(f"cuda:{slot % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
+    )
+
+
+def write_slot(job: SlotJob, staging: Path, batch_size: int, mine: np.ndarray, slot: int, slots: int) -> None:
+    """Write the batches `mine` (those of `slot` of `slots` writing processes): each batch's rows into the arrays,
+    then, once they are flushed, its done marker."""
+    done = np.memmap(staging / DONE_FILE, dtype=np.uint8, mode="r+")
+    if len(mine) == 0:
+        return
+    device = slot_device(slot)
+    config = AutoConfig.from_pretrained(job.teacher, trust_remote_code=job.trust_remote_code)
+    family = teacher_family(config)
+    model = family.auto_class.from_pretrained(job.teacher, dtype=torch.float32, trust_remote_code=job.trust_remote_code)
+    parts = model_parts(model.to(device).eval(), "teacher")
+    arrays = open_arrays(staging, job.shape, "r+")
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for count, batch in enumerate(mine, start=1):
+            start, end = int(batch) * batch_size, min((int(batch) + 1) * batch_size, job.shape.rows)
+            write_rows(arrays, parts, job.shard_rows, job.collator, job.shape, start, end, job.settings, device)
+            for array in arrays.values():
+                array.flush()
+            done[batch] = 1
+            done.flush()
+            if count % PROGRESS_EVERY == 0 or count == len(mine):
+                rate = count * batch_size / max(time.perf_counter() - started, 1e-9)
+                log.info("slot %d of %d: %d of its %d batches done (%.1f rows/s)", slot, slots, count, len(mine), rate)
+
+
+def run_slots(job: SlotJob, staging: Path, batch_size: int, remaining: np.ndarray, devices: int) -> None:
+    """`write_slot` in `devices` processes at once (one per GPU), slot s writing every devices-th of the `remaining`
+    batches from the s-th; raises naming the slots that failed (the staging folder keeps what the others wrote, for
+    the next run)."""
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=write_slot, args=(job, staging, batch_size, remaining[slot::devices], slot, devices))
+        for slot in range(devices)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [slot for slot, process in enumerate(processes) if process.exitcode != 0]
+    if failed:
+        raise RuntimeError(
+            f"cache writing slots {failed} of {devices} failed (see their errors above); run again to continue"
+        )
