@@ -6,16 +6,18 @@ from __future__ import annotations
 import copy
 import functools
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoModelForMaskedLM
 
 from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
 from distil.data.shard_rows import IndexedRow
 from distil.data.sources import LocalFiles
-from distil.modules.cached_teacher import distillation_module
+from distil.modules.cached_teacher import distillation_module, skeleton_of
 from distil.modules.distillation import DistillationModule
 from distil.modules.student import build_student
 from distil.prepare import prepare
@@ -155,3 +157,63 @@ def test_cache_teacher_then_train_from_it_on_the_command_line(shards_dir, tiny_t
     validation = [row for row in rows if row.get("val/student_mlm_acc")]
     assert len(validation) == 1 and not any(key.startswith("val/teacher") and row[key] for row in rows for key in row)
     assert (run_dir / "student" / "config.json").is_file()
+
+
+class LossRecorder(pl.Callback):
+    """The training loss of every step, by global step."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index) -> None:
+        self.losses[trainer.global_step - 1] = outputs["loss"].item()
+
+
+def fit_from_cache(teacher_dir, shards_dir, cache, checkpoint_dir, ckpt_path=None) -> dict[int, float]:
+    """6 steps of a cached run (one dataloader worker, no dropout), checkpointed at step 3; the losses by step."""
+    teacher = AutoModelForMaskedLM.from_pretrained(teacher_dir)
+    student = build_student(teacher)
+    for layer in student.modules():
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+    optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)
+    module = distillation_module(teacher, student, str(cache), optimizer=optimizer, scheduler=None, alpha_cos=0.0)
+    datamodule = data_module(teacher_dir, shards_dir, cache)
+    datamodule.num_workers = 1
+    recorder = LossRecorder()
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    trainer = pl.Trainer(
+        max_steps=6, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[recorder, checkpoints],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return recorder.losses
+
+
+def test_a_resumed_cached_run_continues_with_the_uninterrupted_losses(
+    full_cache, shards_dir, tiny_teacher_dir, tmp_path
+):
+    full = fit_from_cache(tiny_teacher_dir, shards_dir, full_cache, tmp_path / "full")
+    checkpoint = tmp_path / "full" / "step=3.ckpt"
+    assert not any(key.startswith("teacher") for key in torch.load(checkpoint, weights_only=False)["state_dict"])
+    resumed = fit_from_cache(tiny_teacher_dir, shards_dir, full_cache, tmp_path / "resumed", str(checkpoint))
+    assert sorted(full) == list(range(6)) and sorted(resumed) == [3, 4, 5]
+    assert [resumed[step] for step in (3, 4, 5)] == [full[step] for step in (3, 4, 5)]  # bitwise equal
+    assert len(set(full.values())) == 6
+
+
+def test_a_skeleton_teacher_gives_the_same_cached_step_as_the_loaded_one(full_cache, shards_dir, tiny_teacher_dir):
+    skeleton = skeleton_of(str(tiny_teacher_dir))
+    assert all(parameter.is_meta for parameter in skeleton.parameters())  # no weight read or allocated
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    student = build_student(teacher)  # stands for a given pretrained student (student.name_or_path)
+    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader()))
+    optimizer = torch.optim.SGD
+    losses = [
+        distillation_module(model, copy.deepcopy(student), str(full_cache), optimizer=optimizer)
+        .eval()
+        .distillation_losses(batch)["loss"]
+        .item()
+        for model in (skeleton, teacher)
+    ]
+    assert losses[0] == losses[1] > 0
