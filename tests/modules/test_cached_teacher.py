@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
@@ -23,6 +23,7 @@ from distil.modules.student import build_student
 from distil.prepare import prepare
 from distil.topk_cache.writer import cache_teacher
 from tests.conftest import assert_logged_terms_weigh_into_the_loss, run_cli
+from tests.tiny_assets import write_tiny_causal_teacher
 
 LENGTH, SEED, VOCAB = 16, 7, 128
 LIVE_KEYS = ("input_ids", "attention_mask", "labels")
@@ -217,3 +218,40 @@ def test_a_skeleton_teacher_gives_the_same_cached_step_as_the_loaded_one(full_ca
         for model in (skeleton, teacher)
     ]
     assert losses[0] == losses[1] > 0
+
+
+def test_causal_rows_from_the_cache_at_k_equal_to_v_equal_live_training(tiny_corpus_dir, tmp_path):
+    teacher_dir = write_tiny_causal_teacher(tmp_path / "teacher")
+    shards = tmp_path / "shards"
+    sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
+    prepare(str(teacher_dir), sources, [], str(shards), val_documents=5, seed=0, num_proc=1, causal=True)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    vocab = teacher.config.vocab_size
+    arguments = dict(max_length=LENGTH, seed=SEED, kl_positions="masked", precision="float32", batch_size=32)
+    with pytest.raises(ValueError, match=r"maskings=2 is not allowed for a causal teacher"):
+        cache_teacher(str(shards), str(teacher_dir), str(tmp_path / "never"), topk=vocab, maskings=2, **arguments)
+    cache = tmp_path / "cache"
+    metadata = cache_teacher(str(shards), str(teacher_dir), str(cache), topk=vocab, **arguments)
+    assert metadata["shape"]["positions"] == LENGTH - 1 and "masked_positions.bin" not in metadata["files"]
+    module = CorpusDataModule(
+        str(teacher_dir), causal=True, shards_dir=str(shards), max_length=LENGTH, batch_size=4, seed=SEED,
+        teacher_cache=str(cache),
+    )  # fmt: skip
+    batches = iter(module.train_dataloader())
+    student = build_student(teacher)
+    settings = dict(optimizer=torch.optim.SGD, temperature=2.0, kl_positions="masked", alpha_cos=0.0)
+    live = DistillationModule(teacher, student, **settings).eval()
+    cached = distillation_module(copy.deepcopy(teacher), copy.deepcopy(student), str(cache), **settings).eval()
+    optimizers = [torch.optim.SGD(module.trainable_parameters(), lr=0.5) for module in (live, cached)]
+    for step in range(2):
+        batch = next(batches)
+        assert batch["teacher_topk_ids"].shape == (4 * (LENGTH - 1), vocab)
+        live_losses = live.distillation_losses({key: batch[key] for key in LIVE_KEYS})
+        cached_losses = cached.distillation_losses(batch)
+        assert set(cached_losses) == set(live_losses) == {"kl", "label", "loss"}
+        for name, value in live_losses.items():
+            assert cached_losses[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), (step, name)
+        for losses, optimizer in zip((live_losses, cached_losses), optimizers):
+            optimizer.zero_grad()
+            losses["loss"].backward()
+            optimizer.step()
