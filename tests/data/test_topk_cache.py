@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
+from distil.data.datamodule import CorpusDataModule
 from distil.data.masking import MaskingCollator
 from distil.data.packing import RowFormat
 from distil.data.shard_rows import ShardRows
@@ -145,3 +146,10 @@ def test_bad_settings_are_refused_before_any_work(shards_dir, tiny_teacher_dir, 
     with pytest.raises(ValueError, match=r"precision='bfloat16' is not allowed"):
         cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), precision="bfloat16")
     assert not out.exists()
+
+
+def test_a_cache_needs_shards(tiny_teacher_dir, tiny_corpus_dir, cache_dir):
+    with pytest.raises(ValueError, match=r"distill.teacher_cache='.*' needs data=shards"):
+        CorpusDataModule(
+            str(tiny_teacher_dir), sources=[LocalFiles(str(tiny_corpus_dir / "*.txt"))], teacher_cache=str(cache_dir)
+        )

@@ -77,6 +77,10 @@ def check_teacher_cache(cfg: DictConfig) -> None:
     has_hidden = metadata["shape"]["hidden_size"] > 0
     chunk = cfg.distill.speed.get("vocab_chunk_rows")
     check_cached_objective(dataclasses.asdict(distill_weights(cfg)), has_hidden, directory, chunk)
+    shape = metadata["shape"]
+    log.info(
+        "no teacher forward: top-%d teacher outputs of %s, %d masking(s)", shape["k"], directory, shape["maskings"]
+    )
 
 
 def check_student_config(cfg: DictConfig, teacher_config) -> None:
