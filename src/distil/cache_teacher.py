@@ -41,6 +41,7 @@ def main(cfg: DictConfig) -> None:
         precision=cfg.precision,
         batch_size=cfg.batch_size,
         devices=cfg.devices,
+        num_workers=cfg.num_workers,
         overwrite=cfg.overwrite,
         trust_remote_code=cfg.teacher.trust_remote_code,
     )

@@ -133,9 +133,12 @@ def test_an_interrupted_write_continues_to_the_same_cache(cache_dir, shards_dir,
     assert not (tmp_path / ".resumed.partial").exists()
 
 
-def test_two_writing_processes_write_the_same_cache(cache_dir, shards_dir, tiny_teacher_dir, tmp_path):
+def test_two_writing_processes_with_a_worker_each_write_the_same_cache(
+    cache_dir, shards_dir, tiny_teacher_dir, tmp_path
+):
     arguments = dict(topk=5, maskings=2, kl_positions="masked", precision="float32", batch_size=16, **SETTINGS)
-    metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(tmp_path / "split"), devices=2, **arguments)
+    out = str(tmp_path / "split")
+    metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), out, devices=2, num_workers=1, **arguments)
     assert metadata["files"] == json.loads((cache_dir / "metadata.json").read_text())["files"]
 
 

@@ -4,9 +4,10 @@ Rows are read by index (`ShardRows.read_rows`), masked on their own (`stream.row
 under inference mode, and its top-k log-probabilities at temperature T, the log of the mass outside them and
 optionally the last hidden states are written into preallocated arrays (`store.py`). Everything is written into the
 staging folder `.<out>.partial` beside `out`, which also records the plan (fingerprint, shapes, batch size) and one
-done marker per batch of rows, set once that batch's outputs are flushed to disk. `devices` processes (one per GPU)
-share the batches not done yet, every `devices`-th one each, writing disjoint rows of the same arrays; a rerun with the
-same plan continues with the batches not marked done (with any number of processes), a rerun with another plan starts
+done marker per batch of rows, set once that batch's outputs are flushed to disk (`teacher_pass.py`). `devices`
+processes (one per GPU) share the batches not done yet, every `devices`-th one each, writing disjoint rows of the same
+arrays, each with `num_workers` dataloader workers masking its rows while the teacher runs; a rerun with the same
+plan continues with the batches not marked done (with any number of processes), a rerun with another plan starts
 again. When every batch is done, the files' sha256s and `metadata.json` are written and the folder is renamed into
 place (an earlier cache at `out` is replaced, any other non-empty folder refused unless `overwrite`;
 `distil.run.output_dirs`). One command writes a cache at a time (`FolderLock`). Rows are independent of the batch and
@@ -20,12 +21,9 @@ import logging
 import math
 import multiprocessing
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoConfig
 
 from distil.data.masking import MaskingCollator
@@ -34,7 +32,7 @@ from distil.data.packing import RowFormat
 from distil.data.shard_rows import ShardRows
 from distil.data.shards import TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, file_sha256, read_metadata
 from distil.data.tokenization import load_tokenizer
-from distil.families import model_parts, teacher_family
+from distil.families import teacher_family
 from distil.run.checkpoint_io import fsync_directory
 from distil.run.folder_lock import FolderLock
 from distil.run.output_dirs import MARKER_FILE, check_replaceable, give_umask_permissions
@@ -51,24 +49,23 @@ from distil.topk_cache.store import (
     open_arrays,
     shape_record,
 )
-from distil.topk_cache.stream import cached_positions, row_batch
+from distil.topk_cache.teacher_pass import DONE_FILE, SlotJob, write_slot
 from distil.value_checks import check_integer, is_number
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 64  # batches between progress lines of a writing process
 PLAN_FILE = "plan.json"  # in the staging folder: the fingerprint and shapes it is being written for
-DONE_FILE = "done.bin"  # in the staging folder: one byte per batch of rows, 1 once its outputs are on disk
 
 
 def check_settings(
-    topk, maskings, precision, kl_positions, temperature, batch_size, devices, max_length, causal, config
+    topk, maskings, precision, kl_positions, temperature, batch_size, devices, num_workers, max_length, causal, config
 ):
     """Raise naming the bad key, its value and what is allowed, before any work."""
     check_integer("topk", topk, 1)
     check_integer("maskings", maskings, 1)
     check_integer("batch_size", batch_size, 1)
     check_integer("devices", devices, 1)
+    check_integer("num_workers", num_workers, 0)
     if topk > config.vocab_size:
         raise ValueError(f"topk={topk} is not allowed: at most the teacher's vocabulary, {config.vocab_size} ids")
     if causal and maskings != 1:
@@ -82,49 +79,6 @@ def check_settings(
     longest = teacher_family(config).max_length(config)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 8 <= max_length <= longest:
         raise ValueError(f"max_length={max_length!r} is not allowed: an integer in 8..{longest} (data.max_length)")
-
-
-def teacher_top_k(parts, batch: dict, kl_positions: str, topk: int, temperature: float, hidden: bool, device):
-    """The teacher's outputs on a batch of full rows: per row its cached positions, top-k ids and log-probabilities,
-    tail log-mass, and (with `hidden`) its last hidden states (L, H)."""
-    input_ids = batch["input_ids"].to(device)
-    states = parts.encode(input_ids, None)  # full rows: no padding, no mask (as training runs them)
-    positions = [cached_positions(labels, kl_positions) for labels in batch["labels"]]
-    flat = torch.cat([row * input_ids.shape[1] + p for row, p in enumerate(positions)]).to(device)
-    logits = parts.vocab_head(states.flatten(0, 1).index_select(0, flat)).float()
-    log_probs = torch.log_softmax(logits / temperature, dim=-1)
-    values, ids = log_probs.topk(topk, dim=-1)
-    tail = log_probs.scatter(-1, ids, -math.inf).logsumexp(dim=-1)
-    counts = [len(p) for p in positions]
-    split = [t.cpu().split(counts) for t in (ids, values, tail)]
-    return positions, *split, (states.cpu() if hidden else None)
-
-
-def write_rows(arrays, parts, shard_rows, collator, shape: CacheShape, start, end, settings, device) -> None:
-    """Rows start..end-1 under every masking, into `arrays`."""
-    seed, kl_positions, topk, temperature = settings
-    rows = shard_rows.read_rows(np.arange(start, end))
-    for m in range(shape.maskings):
-        batches = [row_batch(collator, row, seed, start + i, m) for i, row in enumerate(rows)]
-        batch = {key: torch.cat([b[key] for b in batches]) for key in ("input_ids", "labels")}
-        hidden = shape.hidden_size > 0
-        positions, ids, values, tails, states = teacher_top_k(
-            parts, batch, kl_positions, topk, temperature, hidden, device
-        )
-        for i in range(len(rows)):
-            r, count = start + i, len(positions[i])
-            if count > shape.positions:
-                raise RuntimeError(f"row {r} has {count} cached positions, more than the {shape.positions} planned")
-            if shape.mask_slots:
-                masked = torch.nonzero(batch["labels"][i] != -100).squeeze(1)
-                arrays["masked_positions"][m, r] = -1
-                arrays["masked_positions"][m, r, : len(masked)] = masked.numpy()
-                arrays["masked_ids"][m, r, : len(masked)] = batch["input_ids"][i, masked].numpy()
-            arrays["topk_ids"][m, r, :count] = ids[i].numpy()
-            arrays["topk_log_probs"][m, r, :count] = values[i].numpy()
-            arrays["tail_log_prob"][m, r, :count] = tails[i].numpy()
-            if hidden:
-                arrays["hidden"][m, r] = states[i].numpy()
 
 
 def open_staging(staging: Path, plan: dict, shape: CacheShape, batches: int) -> np.ndarray:
@@ -206,6 +160,7 @@ def cache_teacher(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     devices: int = 1,
+    num_workers: int = 0,
     stop_after_batches: int | None = None,
 ) -> dict | None:
     """Write the cache of `teacher` on `shards` to `out` (module docstring); returns its metadata. Settings are the
@@ -215,7 +170,17 @@ def cache_teacher(
     config = AutoConfig.from_pretrained(teacher, trust_remote_code=trust_remote_code)
     family = teacher_family(config, where=f"teacher={teacher!r}")
     check_settings(
-        topk, maskings, precision, kl_positions, temperature, batch_size, devices, max_length, family.causal, config
+        topk,
+        maskings,
+        precision,
+        kl_positions,
+        temperature,
+        batch_size,
+        devices,
+        num_workers,
+        max_length,
+        family.causal,
+        config,
     )
     shards_metadata = read_metadata(shards)
     check_split_files(shards, shards_metadata, "train", verify=True)
@@ -260,7 +225,8 @@ def cache_teacher(
     target.parent.mkdir(parents=True, exist_ok=True)
     batches = math.ceil(shape.rows / batch_size)
     plan["batch_size"] = batch_size  # the unit of the progress markers
-    job = SlotJob(teacher, trust_remote_code, shard_rows, collator, shape, (seed, kl_positions, topk, temperature))
+    settings = (seed, kl_positions, topk, temperature)
+    job = SlotJob(teacher, trust_remote_code, shard_rows, collator, shape, settings, batch_size, num_workers)
     with FolderLock(target.parent / f".{target.name}.lock", target, "out"):
         check_replaceable(target, KIND, overwrite, "out")
         staging = target.parent / f".{target.name}.partial"
@@ -268,9 +234,9 @@ def cache_teacher(
         remaining = np.flatnonzero(done == 0)  # read once, before any process marks a batch: every one is given out
         del done
         if devices == 1:
-            write_slot(job, staging, batch_size, remaining[:stop_after_batches], 0, 1)
+            write_slot(job, staging, remaining[:stop_after_batches], 0, 1)
         else:
-            run_slots(job, staging, batch_size, remaining, devices)
+            run_slots(job, staging, remaining, devices)
         if not np.memmap(staging / DONE_FILE, dtype=np.uint8, mode="r").all():
             if stop_after_batches is not None:
                 return None  # stopped early: the staging folder continues at the next run
@@ -278,58 +244,13 @@ def cache_teacher(
         return finish(staging, target, plan, shape, family.causal, kl_positions)
 
 
-@dataclass(frozen=True)
-class SlotJob:
-    """What a writing process needs (picklable: memory maps are opened in the process)."""
-
-    teacher: str
-    trust_remote_code: bool
-    shard_rows: ShardRows
-    collator: object
-    shape: CacheShape
-    settings: tuple  # seed, kl_positions, topk, temperature
-
-
-def slot_device(slot: int) -> torch.device:
-    """GPU `slot` (modulo the GPUs present), else the CPU."""
-    return (
-        torch.device(f"cuda:{slot % torch.cuda.device_count()}") if torch.cuda.is_available() else torch.device("cpu")
-    )
-
-
-def write_slot(job: SlotJob, staging: Path, batch_size: int, mine: np.ndarray, slot: int, slots: int) -> None:
-    """Write the batches `mine` (those of `slot` of `slots` writing processes): each batch's rows into the arrays,
-    then, once they are flushed, its done marker."""
-    done = np.memmap(staging / DONE_FILE, dtype=np.uint8, mode="r+")
-    if len(mine) == 0:
-        return
-    device = slot_device(slot)
-    config = AutoConfig.from_pretrained(job.teacher, trust_remote_code=job.trust_remote_code)
-    family = teacher_family(config)
-    model = family.auto_class.from_pretrained(job.teacher, dtype=torch.float32, trust_remote_code=job.trust_remote_code)
-    parts = model_parts(model.to(device).eval(), "teacher")
-    arrays = open_arrays(staging, job.shape, "r+")
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for count, batch in enumerate(mine, start=1):
-            start, end = int(batch) * batch_size, min((int(batch) + 1) * batch_size, job.shape.rows)
-            write_rows(arrays, parts, job.shard_rows, job.collator, job.shape, start, end, job.settings, device)
-            for array in arrays.values():
-                array.flush()
-            done[batch] = 1
-            done.flush()
-            if count % PROGRESS_EVERY == 0 or count == len(mine):
-                rate = count * batch_size / max(time.perf_counter() - started, 1e-9)
-                log.info("slot %d of %d: %d of its %d batches done (%.1f rows/s)", slot, slots, count, len(mine), rate)
-
-
-def run_slots(job: SlotJob, staging: Path, batch_size: int, remaining: np.ndarray, devices: int) -> None:
+def run_slots(job: SlotJob, staging: Path, remaining: np.ndarray, devices: int) -> None:
     """`write_slot` in `devices` processes at once (one per GPU), slot s writing every devices-th of the `remaining`
     batches from the s-th; raises naming the slots that failed (the staging folder keeps what the others wrote, for
     the next run)."""
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=write_slot, args=(job, staging, batch_size, remaining[slot::devices], slot, devices))
+        context.Process(target=write_slot, args=(job, staging, remaining[slot::devices], slot, devices))
         for slot in range(devices)
     ]
     for process in processes:
