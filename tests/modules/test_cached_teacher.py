@@ -255,3 +255,17 @@ def test_causal_rows_from_the_cache_at_k_equal_to_v_equal_live_training(tiny_cor
             optimizer.zero_grad()
             losses["loss"].backward()
             optimizer.step()
+
+
+def test_the_cosine_term_alone_trains_from_cached_hidden_states(full_cache, shards_dir, tiny_teacher_dir):
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    student = build_student(teacher)
+    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader()))
+    settings = dict(optimizer=torch.optim.SGD, alpha_kl=0.0, alpha_label=0.0, kl_positions="all")
+    live = DistillationModule(teacher, student, **settings).eval()
+    cached = distillation_module(teacher, student, str(full_cache), **settings).eval()
+    with torch.no_grad():
+        expected = live.distillation_losses({key: batch[key] for key in LIVE_KEYS})
+        losses = cached.distillation_losses(batch)
+    assert set(losses) == {"cos", "loss"}
+    assert losses["loss"].item() == pytest.approx(expected["loss"].item(), rel=1e-5) and losses["loss"] > 0

@@ -94,6 +94,17 @@ class CachedTeacherDistillation(DistillationModule):
         rows = rows if rows is not None else RowIndex.of(inputs)
         attention_mask = None if rows.padding_free else inputs["attention_mask"]
         student_hidden = self.student_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
+        losses, total = self.cached_logits_losses(inputs, rows, student_hidden) if self.cached_terms else ({}, 0.0)
+        if self.alpha_cos > 0:
+            teacher_hidden = inputs[TEACHER_HIDDEN].flatten(0, 1)
+            real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
+            losses["cos"] = self.cosine_loss(real_student, real_teacher)
+            total = total + self.alpha_cos * losses["cos"]
+        losses["loss"] = total
+        return losses
+
+    def cached_logits_losses(self, inputs, rows: RowIndex, student_hidden: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The terms on the student's logits (the KL against the cached top-k outputs) and their weighted sum."""
         vocab_rows = rows.real if self.logits_on_all_rows else rows.masked
         labels = select_rows(inputs["labels"].flatten(), vocab_rows)
         features = self.student_parts.head_features(select_rows(student_hidden, vocab_rows))
@@ -108,14 +119,7 @@ class CachedTeacherDistillation(DistillationModule):
         total, contributions = weighted_logits_loss(
             self.cached_terms, student_logits, targets, labels, labels.shape[0], rows.masked.numel()
         )
-        losses = {term.name: value for term, value in zip(self.cached_terms, contributions)}
-        if self.alpha_cos > 0:
-            teacher_hidden = inputs[TEACHER_HIDDEN].flatten(0, 1)
-            real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
-            losses["cos"] = self.cosine_loss(real_student, real_teacher)
-            total = total + self.alpha_cos * losses["cos"]
-        losses["loss"] = total
-        return losses
+        return {term.name: value for term, value in zip(self.cached_terms, contributions)}, total
 
     def validation_step(self, batch: IndexedBatch, batch_idx: int) -> None:
         inputs, rows = batch
