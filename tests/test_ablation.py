@@ -88,6 +88,17 @@ def test_every_variant_is_trained_scored_and_fine_tuned_once_and_the_teacher_fin
     assert again.calls == []  # every report exists: nothing runs again
 
 
+def test_every_variant_trains_from_the_one_teacher_cache(tmp_path):
+    cfg = ablation_config()
+    with open_dict(cfg):
+        cfg.teacher_cache = "/caches/k32"
+    runner = RecordingRunner(tmp_path)
+    run_ablation(cfg, tmp_path, runner)
+    trained = [arguments for module, arguments in runner.calls if module == "distil.train"]
+    assert [arguments[2] for arguments in trained] == ["distill.teacher_cache=/caches/k32"] * 2
+    assert trained[1][3] == "distill.alpha_kl=0"  # the variant's own overrides after the cache's
+
+
 def test_the_table_has_each_quantity_for_the_teacher_and_every_variant(tmp_path):
     header, rows = ablation_rows(run_ablation(ablation_config(), tmp_path, RecordingRunner(tmp_path)))
     assert header == ["", "teacher", "full", "no_kl"]

@@ -19,6 +19,7 @@ COMMANDS = {  # the entry points: `python -m <name>`
     "distil.prepare",
     "distil.ablation",
     "distil.perf.bench",
+    "distil.cache_teacher",
 }
 
 

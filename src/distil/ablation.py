@@ -7,8 +7,9 @@ agreement, share of the teacher) and fine-tuned by `distil.finetune` (`finetune_
 null for none, as for causal LMs), the teacher once, the same way. The
 commands are the ones a user would type; each writes its usual report into `out_dir/<variant>/`, and the table (in
 `distil.evaluate`'s layout: one row per quantity, one column per model) is built from those reports, printed and
-written to `out_dir/ablation.json`. A step whose report already exists is not run again, so the same command
-continues an interrupted ablation (pass the same `hydra.run.dir`).
+written to `out_dir/ablation.json`. With `teacher_cache`, every variant trains from that one cache of the teacher's
+outputs (`distil.cache_teacher`) instead of running the teacher. A step whose report already exists is not run
+again, so the same command continues an interrupted ablation (pass the same `hydra.run.dir`).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def run_ablation(cfg: DictConfig, out_dir: Path, run: Runner = run_module) -> di
     check_variants(variants)
     results: dict = {"variants": {}, "evaluate_data": list(cfg.evaluate_data)}
     teacher = None
+    cache = [f"distill.teacher_cache={cfg.teacher_cache}"] if cfg.get("teacher_cache") else []  # one for all runs
     for name, overrides in variants.items():
         run_dir = out_dir / name
         if not (run_dir / "student" / "config.json").is_file():
-            run("distil.train", [*cfg.train_overrides, *overrides, f"hydra.run.dir={run_dir}"], run_dir / "train.out")
+            arguments = [*cfg.train_overrides, *cache, *overrides, f"hydra.run.dir={run_dir}"]
+            run("distil.train", arguments, run_dir / "train.out")
         teacher = teacher or teacher_of_run(run_dir)
         scores = {}
         for data in cfg.evaluate_data:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from distil.evaluation.tables import format_comparison, format_percent, percent
 from distil.exporting.hf_model import save_model_folder, stored_dtype
 from distil.families import teacher_family
+from distil.modules.cached_teacher import skeleton_teacher
 from distil.modules.metrics import PREDICTIONS
 from distil.modules.teacher import load_teacher_config
 from distil.run.callbacks.run_config import RunConfigInCheckpoint
@@ -30,6 +31,7 @@ from distil.run.config_checks import (
     check_distill_config,
     check_sequence_length,
     check_student_config,
+    check_teacher_cache,
     check_trainer_config,
     check_vocabulary,
 )
@@ -77,9 +79,11 @@ def train(cfg: DictConfig) -> float | None:
     teacher_config = load_teacher_config(cfg.teacher.name_or_path, cfg.teacher.trust_remote_code)
     check_student_config(cfg, teacher_config)
     check_sequence_length(cfg.data.max_length, teacher_config)
+    check_teacher_cache(cfg)
+    cache = {"teacher_cache": cfg.distill.teacher_cache} if cfg.distill.get("teacher_cache") else {}
 
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, causal=teacher_family(teacher_config).causal)
+    datamodule = instantiate(cfg.data, causal=teacher_family(teacher_config).causal, **cache)
     check_vocabulary(
         teacher_config,
         cfg.teacher.name_or_path,
@@ -88,11 +92,13 @@ def train(cfg: DictConfig) -> float | None:
         cfg.student.get("name_or_path"),
     )
 
-    teacher = instantiate(cfg.teacher)
+    pretrained = cfg.student.get("name_or_path")  # from a cache with a given student: the teacher's weights unread
+    teacher = skeleton_teacher(teacher_config) if cache and pretrained else instantiate(cfg.teacher)
     student = instantiate(cfg.student)(teacher=teacher)
     log.info("%s", describe_models(teacher, student, cfg.student.get("name_or_path")))
     check_resumed_student(ckpt_path, student.config.to_dict(), OmegaConf.to_container(cfg.student, resolve=True))
     module = instantiate(cfg.distill)(teacher=teacher, student=student)
+    del teacher  # with a teacher cache the module has dropped it: it is freed now
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), plugins=build_plugins(cfg)
     )
@@ -146,6 +152,10 @@ def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_d
     if prediction is None:
         return footer
     accuracy = prediction.accuracy
+    if f"val/teacher_{accuracy}" not in metrics:  # trained from a teacher cache: no teacher was scored
+        rows = [(f"held-out {prediction.label} accuracy (%)", f"{metrics[f'val/student_{accuracy}'] * 100:.2f}")]
+        rows.append(("perplexity", f"{metrics['val/student_ppl']:.2f}"))
+        return format_comparison(rows, ("", "student")) + "\n" + footer
     rows = [
         (label, f"{metrics[f'val/teacher_{key}'] * scale:.2f}", f"{metrics[f'val/student_{key}'] * scale:.2f}")
         for label, key, scale in (

@@ -45,6 +45,8 @@ from distil.data.sources import SourceUnavailable, describe_sources, prescan_sou
 from distil.data.text_rows import TextRows, batched
 from distil.data.tokenization import TextEncoder, load_tokenizer
 from distil.data.validation import ValidationBatches
+from distil.topk_cache.store import open_teacher_cache
+from distil.topk_cache.stream import CachedTargetsCollator
 from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class CorpusDataModule(pl.LightningDataModule):
             out from the start of the files).
         documents_per_block: documents per block, the unit tokenized together and given to one reader slot.
         seed: seed of source interleaving and masking.
+        teacher_cache: a `distil.cache_teacher` folder on the shards: the training batches' masks and teacher outputs
+            (`distil.topk_cache.stream`); passed by the entry point from `distill.teacher_cache` (no data key).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class CorpusDataModule(pl.LightningDataModule):
         val_documents: int = 100,
         documents_per_block: int = 256,
         seed: int = 0,
+        teacher_cache: str | None = None,
     ) -> None:
         super().__init__()
         for key, value, minimum in (
@@ -171,6 +176,7 @@ class CorpusDataModule(pl.LightningDataModule):
                 check_split_files(shards_dir, self.shards_metadata, split, verify)
             if mlm_smoothing is not None and token_counts is None:
                 token_counts = str(Path(shards_dir) / TOKEN_COUNTS_FILE)
+        self.teacher_cache = open_teacher_cache(teacher_cache, shards_dir, verify_shards)
         self.max_length = max_length
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -264,17 +270,21 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> BatchStream:
         rank, world_size = self.rank_and_world_size()
+        collator = self.collator
         if self.instructions is not None:
             rows = self.instruction_rows()
         elif self.shards_metadata is not None:
+            index = self.teacher_cache is not None  # rows come with their index, which finds their cached outputs
             rows = ShardRows(
-                self.shards_dir, self.shards_metadata, self.max_length, self.row_format, self.shuffle, self.seed
+                self.shards_dir, self.shards_metadata, self.max_length, self.row_format, self.shuffle, self.seed, index
             )
+            if index:
+                collator = CachedTargetsCollator(self.teacher_cache, self.tokenizer.pad_token_id, self.max_length)
         else:
             rows = TextRows(
                 self.corpus(), TextEncoder(self.tokenizer), self.max_length, self.row_format, self.documents_per_block
             )
-        return BatchStream(rows, self.collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
+        return BatchStream(rows, collator, self.batch_size, self.seed, rank, world_size, self.consumed_positions)
 
     def train_dataloader(self) -> PositionedLoader:
         if self.num_workers > 0:
@@ -303,6 +313,8 @@ class CorpusDataModule(pl.LightningDataModule):
         """What the slot positions depend on; a resume with another layout cannot continue exactly."""
         _, world_size = self.rank_and_world_size()
         instructions = {"instructions": self.instructions.patterns} if self.instructions is not None else {}
+        if self.teacher_cache is not None:
+            instructions["teacher_cache"] = str(self.teacher_cache.directory)
         return instructions | {
             "world_size": world_size,
             "num_workers": max(self.num_workers, 1),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,13 +21,29 @@ from distil.data.shards import open_split
 Position = tuple[int, int]
 
 
+class IndexedRow(NamedTuple):
+    """A row of token ids, its index in the shards and the pass that reads it (`ShardRows(indexed=True)`: a teacher
+    cache finds the row's masks and outputs by them, `distil.topk_cache.stream`)."""
+
+    ids: np.ndarray
+    index: int
+    pass_index: int
+
+
 class ShardRows:
     """One slot's rows of the training shards, pass after pass."""
 
     initial_position: Position = (0, 0)
 
     def __init__(
-        self, directory: str, metadata: dict, max_length: int, row_format: RowFormat, shuffle: bool, seed: int
+        self,
+        directory: str,
+        metadata: dict,
+        max_length: int,
+        row_format: RowFormat,
+        shuffle: bool,
+        seed: int,
+        indexed: bool = False,
     ) -> None:
         self.directory = directory
         self.metadata = metadata
@@ -35,6 +52,7 @@ class ShardRows:
         self.content = row_format.content_length(max_length)
         self.shuffle = shuffle
         self.seed = seed
+        self.indexed = indexed  # yield `IndexedRow`s instead of bare rows
         self.num_rows = metadata["splits"]["train"]["tokens"] // self.content
         if self.num_rows == 0:
             raise ValueError(
@@ -87,6 +105,11 @@ class ShardRows:
             mine = self.pass_order(pass_index)[slot::num_slots]
             first = start[1] if pass_index == start[0] else 0
             for chunk_start in range(first, len(mine), chunk):
-                rows = self.read_rows(mine[chunk_start : chunk_start + chunk])
-                for k, row in enumerate(rows, start=chunk_start + 1):
-                    yield row, (pass_index, k)
+                indices = mine[chunk_start : chunk_start + chunk]
+                for k, (row, index) in enumerate(zip(self.read_rows(indices), indices), start=chunk_start + 1):
+                    yield self.item(row, int(index), pass_index), (pass_index, k)
+
+    def item(self, row: np.ndarray, row_index: int, pass_index: int) -> np.ndarray | IndexedRow:
+        """What the stream yields for row `row_index` in pass `pass_index`: the row, or with `indexed` an
+        `IndexedRow`."""
+        return IndexedRow(row, row_index, pass_index) if self.indexed else row

@@ -32,6 +32,43 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return kl.sum(dim=-1) * temperature**2
 
 
+def topk_kl_loss(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_log_probs: torch.Tensor,
+    tail_log_prob: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """KL(teacher || student) on the teacher's top-k support plus one tail bucket, times T^2, per row: the soft-target
+    term from a cache of the teacher's top-k outputs (`distil.topk_cache`).
+
+        sum_i p_i (log p_i - log q_i) + p_tail (log p_tail - log q_tail),   q = softmax(student / T)
+
+    over the k ids i the teacher ranks highest, with p_tail the teacher's mass outside them and q_tail the student's.
+    This is the KL between the two distributions coarsened to k + 1 outcomes (the tail ids merged into one): a lower
+    bound of the full KL that misses only how each model spreads its tail mass, and equals it when k = V (tail mass 0;
+    `soft_target_loss`). The teacher's log-probabilities were taken at the same temperature T.
+
+    Args:
+        student_logits: (N, V) logits.
+        topk_ids: (N, k) the teacher's top-k ids per row (any integer dtype).
+        topk_log_probs: (N, k) the teacher's log-probabilities of those ids at temperature T.
+        tail_log_prob: (N,) log of the teacher's probability outside them (-inf when there is none).
+        temperature: T > 0.
+    """
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    ids = topk_ids.long()
+    teacher_log_probs = topk_log_probs.float()
+    head = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs.gather(-1, ids))).sum(dim=-1)
+    lowest = torch.finfo(student_log_probs.dtype).min  # finite, so rows without a tail keep finite gradients
+    student_tail = student_log_probs.scatter(-1, ids, lowest).logsumexp(dim=-1)
+    tail = tail_log_prob.float()
+    has_tail = tail > -math.inf
+    teacher_tail = torch.where(has_tail, tail, 0.0)
+    tail_term = torch.where(has_tail, teacher_tail.exp() * (teacher_tail - student_tail), 0.0)
+    return (head + tail_term) * temperature**2
+
+
 def reverse_kl_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

@@ -5,6 +5,7 @@ Each error names the config key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from hydra.utils import instantiate
@@ -13,6 +14,7 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from distil.data.datamodule import MIN_MAX_LENGTH
+from distil.data.shards import read_metadata
 from distil.data.tokenization import check_same_vocabulary, check_tokenizer_matches
 from distil.families import teacher_family
 from distil.modules.distillation import check_module_settings
@@ -26,6 +28,9 @@ from distil.modules.objective import (
 )
 from distil.modules.student import WIDTH_KEYS, check_pretrained_student, load_student_config, student_model_config
 from distil.run.devices import check_precision, precision_name, training_device
+from distil.topk_cache.fingerprint import check_fingerprint, run_fingerprint
+from distil.topk_cache.objective import check_cached_objective
+from distil.topk_cache.store import read_cache_metadata
 from distil.value_checks import check_integer
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,37 @@ def check_distill_config(cfg: DictConfig) -> None:
     distill_weights(cfg)
     check_module_settings(cfg.distill.kl_positions, cfg.distill.warmup_fraction)
     instantiate(cfg.distill.speed)
+
+
+def check_teacher_cache(cfg: DictConfig) -> None:
+    """With `distill.teacher_cache`: shards to read it with, a fingerprint equal to this run's (teacher weights,
+    tokenizer, shards, max_length, masking seed and probability, temperature, kl_positions; `distil.topk_cache`),
+    and an objective it can give. Reads the teacher's weight files to hash them, and loads no model."""
+    directory = cfg.distill.get("teacher_cache")
+    if directory is None:
+        return
+    if not cfg.data.get("shards_dir"):
+        raise ValueError(f"distill.teacher_cache={directory!r} needs data=shards (the shards it was written on)")
+    metadata = read_cache_metadata(directory)
+    d = cfg.data
+    expected = run_fingerprint(
+        cfg.teacher.name_or_path,
+        read_metadata(d.shards_dir),
+        d.max_length,
+        d.seed,
+        d.get("mlm_probability", 0.15),
+        d.get("mlm_smoothing"),
+        cfg.distill.temperature,
+        cfg.distill.kl_positions,
+    )
+    check_fingerprint(metadata["fingerprint"], expected, directory)
+    has_hidden = metadata["shape"]["hidden_size"] > 0
+    chunk = cfg.distill.speed.get("vocab_chunk_rows")
+    check_cached_objective(dataclasses.asdict(distill_weights(cfg)), has_hidden, directory, chunk)
+    shape = metadata["shape"]
+    log.info(
+        "no teacher forward: top-%d teacher outputs of %s, %d masking(s)", shape["k"], directory, shape["maskings"]
+    )
 
 
 def check_student_config(cfg: DictConfig, teacher_config) -> None:
