@@ -376,3 +376,15 @@ def model_without_tokenizer_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("no_tokenizer")
     tiny_masked_lm(vocab_size=128).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_shards_dir(tiny_teacher_dir, tiny_corpus_dir, tmp_path_factory) -> Path:
+    """`distil.prepare`'s shards of the tiny corpus with the tiny teacher's tokenizer (5 documents held out)."""
+    from distil.data.sources import LocalFiles
+    from distil.prepare import prepare
+
+    output = tmp_path_factory.mktemp("tiny_shards") / "shards"
+    sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
+    prepare(str(tiny_teacher_dir), sources, [], str(output), val_documents=5, seed=0, num_proc=1)
+    return output

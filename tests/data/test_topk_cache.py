@@ -19,7 +19,6 @@ from distil.data.shard_rows import ShardRows
 from distil.data.shards import read_metadata
 from distil.data.sources import LocalFiles
 from distil.data.tokenization import load_tokenizer
-from distil.prepare import prepare
 from distil.topk_cache.fingerprint import check_fingerprint, run_fingerprint
 from distil.topk_cache.store import TeacherCache
 from distil.topk_cache.stream import row_batch
@@ -30,34 +29,26 @@ SETTINGS = dict(max_length=LENGTH, seed=7, mlm_probability=0.15, mlm_smoothing=N
 
 
 @pytest.fixture(scope="module")
-def shards_dir(tiny_teacher_dir, tiny_corpus_dir, tmp_path_factory):
-    output = tmp_path_factory.mktemp("cache_shards") / "shards"
-    sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
-    prepare(str(tiny_teacher_dir), sources, [], str(output), val_documents=5, seed=0, num_proc=1)
-    return output
-
-
-@pytest.fixture(scope="module")
-def cache_dir(shards_dir, tiny_teacher_dir, tmp_path_factory):
+def cache_dir(tiny_shards_dir, tiny_teacher_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("caches") / "k5"
     cache_teacher(
-        str(shards_dir), str(tiny_teacher_dir), str(out), topk=5, maskings=2, kl_positions="masked",
+        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=5, maskings=2, kl_positions="masked",
         precision="float32", batch_size=16, **SETTINGS,
     )  # fmt: skip
     return out
 
 
-def rows_and_collator(shards_dir, teacher_dir):
+def rows_and_collator(tiny_shards_dir, teacher_dir):
     tokenizer = load_tokenizer(str(teacher_dir))
-    metadata = read_metadata(shards_dir)
-    rows = ShardRows(str(shards_dir), metadata, LENGTH, RowFormat.of(tokenizer, False), shuffle=False, seed=0)
+    metadata = read_metadata(tiny_shards_dir)
+    rows = ShardRows(str(tiny_shards_dir), metadata, LENGTH, RowFormat.of(tokenizer, False), shuffle=False, seed=0)
     return rows, MaskingCollator.from_tokenizer(tokenizer, LENGTH, mlm_probability=0.15)
 
 
-def test_written_values_equal_the_teachers(cache_dir, shards_dir, tiny_teacher_dir):
+def test_written_values_equal_the_teachers(cache_dir, tiny_shards_dir, tiny_teacher_dir):
     cache = TeacherCache(cache_dir, verify=True)
     arrays, shape = cache.arrays(), cache.shape
-    rows, collator = rows_and_collator(shards_dir, tiny_teacher_dir)
+    rows, collator = rows_and_collator(tiny_shards_dir, tiny_teacher_dir)
     assert shape.maskings == 2 and shape.k == 5 and shape.mask_slots == shape.positions == math.ceil(0.15 * 14)
     assert shape.rows == rows.num_rows > 40
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir).eval()
@@ -80,9 +71,9 @@ def test_written_values_equal_the_teachers(cache_dir, shards_dir, tiny_teacher_d
     assert (first != second).any(axis=1).mean() > 0.5  # two maskings differ on most rows
 
 
-def test_a_cache_of_other_settings_is_refused_naming_each_difference(cache_dir, shards_dir, tiny_teacher_dir):
+def test_a_cache_of_other_settings_is_refused_naming_each_difference(cache_dir, tiny_shards_dir, tiny_teacher_dir):
     cache = TeacherCache(cache_dir)
-    metadata = read_metadata(shards_dir)
+    metadata = read_metadata(tiny_shards_dir)
     same = run_fingerprint(str(tiny_teacher_dir), metadata, kl_positions="masked", **SETTINGS)
     check_fingerprint(cache.fingerprint, same, cache_dir)  # this run's own cache: accepted
     other = run_fingerprint(
@@ -92,14 +83,14 @@ def test_a_cache_of_other_settings_is_refused_naming_each_difference(cache_dir, 
         check_fingerprint(cache.fingerprint, other, cache_dir)
 
 
-def test_another_teacher_is_refused(cache_dir, shards_dir, tiny_teacher_dir, tmp_path):
+def test_another_teacher_is_refused(cache_dir, tiny_shards_dir, tiny_teacher_dir, tmp_path):
     changed = tmp_path / "teacher"
     shutil.copytree(tiny_teacher_dir, changed)
     model = AutoModelForMaskedLM.from_pretrained(changed)
     with torch.no_grad():
         model.bert.encoder.layer[0].output.dense.bias.add_(0.01)  # fine-tuned: same shapes, other weights
     model.save_pretrained(changed)
-    other = run_fingerprint(str(changed), read_metadata(shards_dir), kl_positions="masked", **SETTINGS)
+    other = run_fingerprint(str(changed), read_metadata(tiny_shards_dir), kl_positions="masked", **SETTINGS)
     with pytest.raises(ValueError, match=r"teacher: cache '[0-9a-f]{64}', this run '[0-9a-f]{64}'") as error:
         check_fingerprint(TeacherCache(cache_dir).fingerprint, other, cache_dir)
     assert "tokenizer:" not in str(error.value) and "shards:" not in str(error.value)
@@ -121,33 +112,33 @@ def test_a_damaged_file_is_named(cache_dir, tmp_path):
         TeacherCache(damaged, verify=False)
 
 
-def test_an_interrupted_write_continues_to_the_same_cache(cache_dir, shards_dir, tiny_teacher_dir, tmp_path):
+def test_an_interrupted_write_continues_to_the_same_cache(cache_dir, tiny_shards_dir, tiny_teacher_dir, tmp_path):
     out = tmp_path / "resumed"
     arguments = dict(topk=5, maskings=2, kl_positions="masked", precision="float32", batch_size=16, **SETTINGS)
-    stopped = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), stop_after_batches=2, **arguments)
+    stopped = cache_teacher(str(tiny_shards_dir), str(tiny_teacher_dir), str(out), stop_after_batches=2, **arguments)
     assert stopped is None and not out.exists()
     done = np.fromfile(tmp_path / ".resumed.partial" / "done.bin", dtype=np.uint8)
     assert done.tolist() == [1, 1] + [0] * (len(done) - 2)
-    metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), **arguments)
+    metadata = cache_teacher(str(tiny_shards_dir), str(tiny_teacher_dir), str(out), **arguments)
     assert metadata["files"] == json.loads((cache_dir / "metadata.json").read_text())["files"]
     assert not (tmp_path / ".resumed.partial").exists()
 
 
 def test_two_writing_processes_with_a_worker_each_write_the_same_cache(
-    cache_dir, shards_dir, tiny_teacher_dir, tmp_path
+    cache_dir, tiny_shards_dir, tiny_teacher_dir, tmp_path
 ):
     arguments = dict(topk=5, maskings=2, kl_positions="masked", precision="float32", batch_size=16, **SETTINGS)
     out = str(tmp_path / "split")
-    metadata = cache_teacher(str(shards_dir), str(tiny_teacher_dir), out, devices=2, num_workers=1, **arguments)
+    metadata = cache_teacher(str(tiny_shards_dir), str(tiny_teacher_dir), out, devices=2, num_workers=1, **arguments)
     assert metadata["files"] == json.loads((cache_dir / "metadata.json").read_text())["files"]
 
 
-def test_bad_settings_are_refused_before_any_work(shards_dir, tiny_teacher_dir, tmp_path):
+def test_bad_settings_are_refused_before_any_work(tiny_shards_dir, tiny_teacher_dir, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=r"topk=129 is not allowed: at most the teacher's vocabulary, 128 ids"):
-        cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), topk=129)
+        cache_teacher(str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=129)
     with pytest.raises(ValueError, match=r"precision='bfloat16' is not allowed"):
-        cache_teacher(str(shards_dir), str(tiny_teacher_dir), str(out), precision="bfloat16")
+        cache_teacher(str(tiny_shards_dir), str(tiny_teacher_dir), str(out), precision="bfloat16")
     assert not out.exists()
 
 

@@ -30,36 +30,28 @@ LIVE_KEYS = ("input_ids", "attention_mask", "labels")
 
 
 @pytest.fixture(scope="module")
-def shards_dir(tiny_teacher_dir, tiny_corpus_dir, tmp_path_factory):
-    output = tmp_path_factory.mktemp("cached_training") / "shards"
-    sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
-    prepare(str(tiny_teacher_dir), sources, [], str(output), val_documents=5, seed=0, num_proc=1)
-    return output
-
-
-@pytest.fixture(scope="module")
-def full_cache(shards_dir, tiny_teacher_dir, tmp_path_factory):
+def full_cache(tiny_shards_dir, tiny_teacher_dir, tmp_path_factory):
     """k = V, float32, every position, two maskings, hidden states: the cache that must reproduce live training."""
     out = tmp_path_factory.mktemp("cached_training_cache") / "full"
     cache_teacher(
-        str(shards_dir), str(tiny_teacher_dir), str(out), topk=VOCAB, maskings=2, max_length=LENGTH, seed=SEED,
+        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=VOCAB, maskings=2, max_length=LENGTH, seed=SEED,
         mlm_smoothing=None, temperature=2.0, kl_positions="all", hidden_states=True, precision="float32",
         batch_size=32,
     )  # fmt: skip
     return out
 
 
-def data_module(teacher_dir, shards_dir, cache) -> CorpusDataModule:
+def data_module(teacher_dir, tiny_shards_dir, cache) -> CorpusDataModule:
     return CorpusDataModule(
-        str(teacher_dir), shards_dir=str(shards_dir), max_length=LENGTH, batch_size=4, mlm_smoothing=None,
+        str(teacher_dir), shards_dir=str(tiny_shards_dir), max_length=LENGTH, batch_size=4, mlm_smoothing=None,
         seed=SEED, teacher_cache=str(cache),
     )  # fmt: skip
 
 
 def test_training_from_the_cache_at_k_equal_to_v_equals_live_training_step_for_step(
-    full_cache, shards_dir, tiny_teacher_dir
+    full_cache, tiny_shards_dir, tiny_teacher_dir
 ):
-    batches = iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader())
+    batches = iter(data_module(tiny_teacher_dir, tiny_shards_dir, full_cache).train_dataloader())
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
     student = build_student(teacher)
     initial = copy.deepcopy(student)
@@ -87,10 +79,12 @@ def test_training_from_the_cache_at_k_equal_to_v_equals_live_training_step_for_s
     assert sum(moved) > len(moved) // 2  # the steps trained most parameters: the equality is not of untouched ones
 
 
-def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(shards_dir, tiny_teacher_dir, tmp_path):
+def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
+    tiny_shards_dir, tiny_teacher_dir, tmp_path
+):
     out = tmp_path / "k4"
     cache_teacher(
-        str(shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
+        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
         kl_positions="masked", batch_size=64,
     )  # fmt: skip
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
@@ -102,7 +96,7 @@ def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
         distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, alpha_mse=1.0)
     cached = distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
     live = DistillationModule(teacher, student, optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
-    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, out).train_dataloader()))
+    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, out).train_dataloader()))
     assert batch["teacher_topk_ids"].shape == (4 * 3, 4)  # ceil(15% x 14) = 3 masked positions per row, k = 4
     with torch.no_grad():
         cached_kl = cached.eval().distillation_losses(batch)["kl"]
@@ -113,8 +107,10 @@ def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
         wrong.distillation_losses(batch)
 
 
-def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(full_cache, shards_dir, tiny_teacher_dir):
-    module = data_module(tiny_teacher_dir, shards_dir, full_cache)
+def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(
+    full_cache, tiny_shards_dir, tiny_teacher_dir
+):
+    module = data_module(tiny_teacher_dir, tiny_shards_dir, full_cache)
     collator = module.train_dataset().collator
     row = module.train_dataset().rows.read_rows(np.array([5]))[0]
     ids = [collator([IndexedRow(row, 5, p)])["input_ids"] for p in range(3)]
@@ -129,11 +125,11 @@ def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(ful
         assert all(torch.equal(batch[key], expected[key]) for key in batch)
 
 
-def test_cache_teacher_then_train_from_it_on_the_command_line(shards_dir, tiny_teacher_dir, tmp_path):
+def test_cache_teacher_then_train_from_it_on_the_command_line(tiny_shards_dir, tiny_teacher_dir, tmp_path):
     cache = tmp_path / "cache"
     common = [
         f"hydra.run.dir={tmp_path / 'cache_log'}",
-        f"shards={shards_dir}",
+        f"shards={tiny_shards_dir}",
         f"teacher.name_or_path={tiny_teacher_dir}",
     ]
     settings = ["max_length=16", "seed=7", "mlm_smoothing=null", "kl_positions=masked", "hidden_states=true"]
@@ -143,7 +139,7 @@ def test_cache_teacher_then_train_from_it_on_the_command_line(shards_dir, tiny_t
     run_dir = tmp_path / "run"
     overrides = [
         f"hydra.run.dir={run_dir}", f"teacher.name_or_path={tiny_teacher_dir}", "data=shards",
-        f"data.shards_dir={shards_dir}", "data.max_length=16", "data.batch_size=4", "data.val_batch_size=4",
+        f"data.shards_dir={tiny_shards_dir}", "data.max_length=16", "data.batch_size=4", "data.val_batch_size=4",
         "data.num_workers=0", "data.mlm_smoothing=null", "seed=7", "trainer.max_steps=3",
         "trainer.val_check_interval=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
         "callbacks.progress_bar.refresh_rate=0", "logger=csv", f"distill.teacher_cache={cache}",
@@ -170,7 +166,7 @@ class LossRecorder(pl.Callback):
         self.losses[trainer.global_step - 1] = outputs["loss"].item()
 
 
-def fit_from_cache(teacher_dir, shards_dir, cache, checkpoint_dir, ckpt_path=None) -> dict[int, float]:
+def fit_from_cache(teacher_dir, tiny_shards_dir, cache, checkpoint_dir, ckpt_path=None) -> dict[int, float]:
     """6 steps of a cached run (one dataloader worker, no dropout), checkpointed at step 3; the losses by step."""
     teacher = AutoModelForMaskedLM.from_pretrained(teacher_dir)
     student = build_student(teacher)
@@ -179,7 +175,7 @@ def fit_from_cache(teacher_dir, shards_dir, cache, checkpoint_dir, ckpt_path=Non
             layer.p = 0.0
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)
     module = distillation_module(teacher, student, str(cache), optimizer=optimizer, scheduler=None, alpha_cos=0.0)
-    datamodule = data_module(teacher_dir, shards_dir, cache)
+    datamodule = data_module(teacher_dir, tiny_shards_dir, cache)
     datamodule.num_workers = 1
     recorder = LossRecorder()
     checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=3, save_top_k=-1, filename="{step}")
@@ -192,23 +188,23 @@ def fit_from_cache(teacher_dir, shards_dir, cache, checkpoint_dir, ckpt_path=Non
 
 
 def test_a_resumed_cached_run_continues_with_the_uninterrupted_losses(
-    full_cache, shards_dir, tiny_teacher_dir, tmp_path
+    full_cache, tiny_shards_dir, tiny_teacher_dir, tmp_path
 ):
-    full = fit_from_cache(tiny_teacher_dir, shards_dir, full_cache, tmp_path / "full")
+    full = fit_from_cache(tiny_teacher_dir, tiny_shards_dir, full_cache, tmp_path / "full")
     checkpoint = tmp_path / "full" / "step=3.ckpt"
     assert not any(key.startswith("teacher") for key in torch.load(checkpoint, weights_only=False)["state_dict"])
-    resumed = fit_from_cache(tiny_teacher_dir, shards_dir, full_cache, tmp_path / "resumed", str(checkpoint))
+    resumed = fit_from_cache(tiny_teacher_dir, tiny_shards_dir, full_cache, tmp_path / "resumed", str(checkpoint))
     assert sorted(full) == list(range(6)) and sorted(resumed) == [3, 4, 5]
     assert [resumed[step] for step in (3, 4, 5)] == [full[step] for step in (3, 4, 5)]  # bitwise equal
     assert len(set(full.values())) == 6
 
 
-def test_a_skeleton_teacher_gives_the_same_cached_step_as_the_loaded_one(full_cache, shards_dir, tiny_teacher_dir):
+def test_a_skeleton_teacher_gives_the_same_cached_step_as_the_loaded_one(full_cache, tiny_shards_dir, tiny_teacher_dir):
     skeleton = skeleton_of(str(tiny_teacher_dir))
     assert all(parameter.is_meta for parameter in skeleton.parameters())  # no weight read or allocated
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
     student = build_student(teacher)  # stands for a given pretrained student (student.name_or_path)
-    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader()))
+    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, full_cache).train_dataloader()))
     optimizer = torch.optim.SGD
     losses = [
         distillation_module(model, copy.deepcopy(student), str(full_cache), optimizer=optimizer)
@@ -257,10 +253,10 @@ def test_causal_rows_from_the_cache_at_k_equal_to_v_equal_live_training(tiny_cor
             optimizer.step()
 
 
-def test_the_cosine_term_alone_trains_from_cached_hidden_states(full_cache, shards_dir, tiny_teacher_dir):
+def test_the_cosine_term_alone_trains_from_cached_hidden_states(full_cache, tiny_shards_dir, tiny_teacher_dir):
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
     student = build_student(teacher)
-    batch = next(iter(data_module(tiny_teacher_dir, shards_dir, full_cache).train_dataloader()))
+    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, full_cache).train_dataloader()))
     settings = dict(optimizer=torch.optim.SGD, alpha_kl=0.0, alpha_label=0.0, kl_positions="all")
     live = DistillationModule(teacher, student, **settings).eval()
     cached = distillation_module(teacher, student, str(full_cache), **settings).eval()

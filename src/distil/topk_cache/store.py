@@ -108,7 +108,7 @@ def read_cache_metadata(directory: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"distill.teacher_cache={str(directory)!r} has no {METADATA_FILE}: write the cache with "
-            f"`python -m distil.cache_teacher shards=<shards_dir> teacher=<teacher> out={directory}`"
+            f"`python -m distil.cache_teacher shards=<shards_dir> teacher.name_or_path=<teacher> out={directory}`"
         )
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
