@@ -55,17 +55,26 @@ def write_metadata(directory: Path, metadata: dict) -> None:
 
 def read_metadata(directory: str | Path) -> dict:
     """The metadata of a shard directory; errors say what is missing and how to create it."""
+    return read_folder_metadata(
+        directory, FORMAT, VERSION, f"shards_dir={str(directory)!r}", f"python -m distil.prepare output_dir={directory}"
+    )
+
+
+def read_folder_metadata(directory: str | Path, format_name: str, version: int, key: str, command: str) -> dict:
+    """The `metadata.json` of a folder one of the project's writers made (shards, a teacher cache), of format
+    `format_name` and `version`; a missing, unreadable or other file names the config `key` and the `command` that
+    writes the folder."""
     path = Path(directory) / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"shards_dir={str(directory)!r} has no {METADATA_FILE}: create it with "
-            f"`python -m distil.prepare output_dir={directory}`"
-        )
-    metadata = json.loads(path.read_text(encoding="utf-8"))
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+        raise FileNotFoundError(f"{key} has no {METADATA_FILE}: write it with `{command}`")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is damaged ({error}): write it again with `{command}`") from error
+    if metadata.get("format") != format_name or metadata.get("version") != version:
         raise ValueError(
-            f"{path} is not a {FORMAT} v{VERSION} directory (found {metadata.get('format')} "
-            f"v{metadata.get('version')}); re-create it with `python -m distil.prepare`"
+            f"{path} is not a {format_name} v{version} folder (found {metadata.get('format')} "
+            f"v{metadata.get('version')}): write it again with `{command}`"
         )
     return metadata
 

@@ -23,14 +23,13 @@ when it is verified (always when the cache holds at most 512 MiB; `verify`).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from distil.data.shards import VERIFY_AUTO_BYTES, VERIFY_MODES, file_sha256
+from distil.data.shards import VERIFY_AUTO_BYTES, VERIFY_MODES, file_sha256, read_folder_metadata
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +103,8 @@ def open_arrays(directory: Path, shape: CacheShape, mode: str = "r") -> dict[str
 
 def read_cache_metadata(directory: str | Path) -> dict:
     """The metadata of a cache folder; errors say what is missing and how to create it."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"distill.teacher_cache={str(directory)!r} has no {METADATA_FILE}: write the cache with "
-            f"`python -m distil.cache_teacher shards=<shards_dir> teacher.name_or_path=<teacher> out={directory}`"
-        )
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ValueError(f"teacher cache file {path} is damaged ({error}); write the cache again") from error
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise ValueError(
-            f"{path} is not a {FORMAT} v{VERSION} folder (found {metadata.get('format')} v{metadata.get('version')}); "
-            "write it again with `python -m distil.cache_teacher`"
-        )
-    return metadata
+    command = f"python -m distil.cache_teacher shards=<shards_dir> teacher.name_or_path=<teacher> out={directory}"
+    return read_folder_metadata(directory, FORMAT, VERSION, f"distill.teacher_cache={str(directory)!r}", command)
 
 
 def check_cache_files(directory: str | Path, metadata: dict, verify: bool | str = "auto") -> None:
