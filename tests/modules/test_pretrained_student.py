@@ -94,10 +94,11 @@ def test_a_student_of_another_tokenizer_is_refused(teacher_dir, tmp_path):
         check_vocabulary(teacher_config, str(teacher_dir), tokenizer, str(teacher_dir), student_dir)
 
 
-def test_depth_or_layer_map_with_a_given_student_is_refused(teacher_dir, tmp_path):
+@pytest.mark.parametrize("key", ["num_layers", "hidden_size"])
+def test_depth_or_width_with_a_given_student_is_refused(key, teacher_dir, tmp_path):
     student_dir = save_student(tmp_path, tiny_causal_lm("llama", num_layers=2, vocab_size=300))
-    cfg = student_cfg(teacher_dir, student_dir, "student.num_layers=2")
-    with pytest.raises(ValueError, match=r"student.num_layers=2 cannot be combined with student.name_or_path="):
+    cfg = student_cfg(teacher_dir, student_dir, f"student.{key}=2")
+    with pytest.raises(ValueError, match=rf"student.{key}=2 cannot be combined with student.name_or_path="):
         check_student_config(cfg, AutoConfig.from_pretrained(teacher_dir))
 
 
