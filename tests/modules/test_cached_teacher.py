@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from distil.data.batch_stream import BatchStream
 from distil.data.datamodule import CorpusDataModule
 from distil.data.shard_rows import IndexedRow
 from distil.data.sources import LocalFiles
-from distil.modules.cached_teacher import distillation_module, skeleton_of
+from distil.modules.cached_teacher import distillation_module, skeleton_teacher
 from distil.modules.distillation import DistillationModule
 from distil.modules.student import build_student
 from distil.prepare import prepare
@@ -200,7 +200,7 @@ def test_a_resumed_cached_run_continues_with_the_uninterrupted_losses(
 
 
 def test_a_skeleton_teacher_gives_the_same_cached_step_as_the_loaded_one(full_cache, tiny_shards_dir, tiny_teacher_dir):
-    skeleton = skeleton_of(str(tiny_teacher_dir))
+    skeleton = skeleton_teacher(AutoConfig.from_pretrained(tiny_teacher_dir))
     assert all(parameter.is_meta for parameter in skeleton.parameters())  # no weight read or allocated
     teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
     student = build_student(teacher)  # stands for a given pretrained student (student.name_or_path)

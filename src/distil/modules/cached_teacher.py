@@ -24,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig
 
 from distil.families import teacher_family
 from distil.modules.distillation import DistillationModule
@@ -43,10 +42,6 @@ def skeleton_teacher(config) -> nn.Module:
     when the student is a given pretrained one."""
     with torch.device("meta"):
         return teacher_family(config).auto_class.from_config(config)
-
-
-def skeleton_of(name_or_path: str, trust_remote_code: bool = False) -> nn.Module:
-    return skeleton_teacher(AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code))
 
 
 def distillation_module(teacher: nn.Module, student: nn.Module, teacher_cache: str | None = None, **kwargs):
