@@ -5,6 +5,7 @@ one of each that every test uses: `compose_config` (Hydra configs), `tiny_run_ov
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -388,3 +389,14 @@ def tiny_shards_dir(tiny_teacher_dir, tiny_corpus_dir, tmp_path_factory) -> Path
     sources = [LocalFiles(str(tiny_corpus_dir / "*.txt"))]
     prepare(str(tiny_teacher_dir), sources, [], str(output), val_documents=5, seed=0, num_proc=1)
     return output
+
+
+def copy_with_a_flipped_byte(folder: Path, destination: Path, file_name: str, offset: int) -> Path:
+    """A copy of `folder` at `destination` whose file `file_name` has its byte at `offset` inverted: the same size,
+    other contents (what only a checksum finds); returns that file."""
+    shutil.copytree(folder, destination)
+    path = destination / file_name
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path

@@ -28,6 +28,7 @@ from distil.data.throughput import measure_tokens_per_second
 from distil.prepare import prepare
 from distil.run.folder_lock import FolderInUseError, FolderLock
 from distil.run.output_dirs import MARKER_FILE
+from tests.conftest import copy_with_a_flipped_byte
 from tests.data.conftest import WORDS, random_documents, write_text_file, write_tokenizer
 from tests.reliability.runs import file_digests
 
@@ -210,11 +211,7 @@ def test_a_truncated_middle_shard_is_named_when_the_loader_starts(prepared, toke
 
 def test_verify_shards_finds_a_changed_byte_that_keeps_the_size(prepared, tokenizer_dir, tmp_path):
     damaged = tmp_path / "shards"
-    shutil.copytree(prepared, damaged)
-    middle = damaged / "train-00001.bin"
-    data = bytearray(middle.read_bytes())
-    data[10] ^= 0xFF
-    middle.write_bytes(bytes(data))
+    middle = copy_with_a_flipped_byte(prepared, damaged, "train-00001.bin", 10)
     shard_datamodule(tokenizer_dir, damaged, verify_shards=False)  # sizes match: only the sha256 can see it
     for verify in (True, "auto"):  # auto: shards of at most 512 MiB in all are verified at start (these: a few KB)
         with pytest.raises(ValueError, match=rf"shard {middle} does not match the sha256 that metadata.json records"):

@@ -23,6 +23,7 @@ from distil.topk_cache.fingerprint import check_fingerprint, run_fingerprint
 from distil.topk_cache.store import TeacherCache
 from distil.topk_cache.stream import row_batch
 from distil.topk_cache.writer import cache_teacher
+from tests.conftest import copy_with_a_flipped_byte
 
 LENGTH = 16
 SETTINGS = dict(max_length=LENGTH, seed=7, mlm_probability=0.15, mlm_smoothing=None, temperature=2.0)
@@ -98,11 +99,7 @@ def test_another_teacher_is_refused(cache_dir, tiny_shards_dir, tiny_teacher_dir
 
 def test_a_damaged_file_is_named(cache_dir, tmp_path):
     damaged = tmp_path / "damaged"
-    shutil.copytree(cache_dir, damaged)
-    path = damaged / "topk_log_probs.bin"
-    data = bytearray(path.read_bytes())
-    data[100] ^= 0xFF
-    path.write_bytes(bytes(data))
+    copy_with_a_flipped_byte(cache_dir, damaged, "topk_log_probs.bin", 100)
     TeacherCache(damaged, verify=False)  # sizes agree: only the sha256 finds it
     with pytest.raises(ValueError, match=r"topk_log_probs\.bin does not match the sha256"):
         TeacherCache(damaged, verify="auto")
