@@ -17,24 +17,19 @@ is null, else `CachedTeacherDistillation`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-import logging
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from distil.families import teacher_family
 from distil.modules.distillation import DistillationModule
 from distil.modules.losses import topk_kl_loss
 from distil.modules.objective import weighted_logits_loss
-from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.topk_cache.objective import check_cached_objective
 from distil.topk_cache.store import read_cache_metadata
 from distil.topk_cache.stream import TEACHER_HIDDEN, TEACHER_TARGETS
-
-log = logging.getLogger(__name__)
 
 
 def skeleton_teacher(config) -> nn.Module:
@@ -76,56 +71,28 @@ class CachedTeacherDistillation(DistillationModule):
         def cached_kl(student_logits, targets, labels):
             return topk_kl_loss(student_logits, *targets, temperature)
 
-        self.cached_terms = [  # the live terms (weights, renamed keys included), the KL read from the cache
+        self.logits_terms = [  # the live terms (weights, renamed keys included), the KL read from the cache
             dataclasses.replace(term, loss=cached_kl) if term.name == "kl" else term for term in self.logits_terms
         ]
+        self.logits_objective = self.speed.compiled(
+            functools.partial(weighted_logits_loss, self.logits_terms), dynamic=False
+        )
 
-    def train(self, mode: bool = True) -> CachedTeacherDistillation:
-        return nn.Module.train(self, mode)
+    def teacher_outputs(self, inputs, attention_mask) -> tuple[torch.Tensor | None, None]:
+        """The teacher's cached last hidden states (B x L, H) when the cache holds them."""
+        hidden = inputs.get(TEACHER_HIDDEN)
+        return (hidden.flatten(0, 1) if hidden is not None else None), None
 
-    def distillation_losses(self, inputs: dict[str, torch.Tensor], rows: RowIndex | None = None) -> dict:
-        """Each loss term (unweighted) and their weighted sum under "loss", from the student's outputs and the
-        teacher's cached ones in `inputs`."""
-        rows = rows if rows is not None else RowIndex.of(inputs)
-        attention_mask = None if rows.padding_free else inputs["attention_mask"]
-        student_hidden = self.student_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
-        losses, total = self.cached_logits_losses(inputs, rows, student_hidden) if self.cached_terms else ({}, 0.0)
-        if self.alpha_cos > 0:
-            teacher_hidden = inputs[TEACHER_HIDDEN].flatten(0, 1)
-            real_student, real_teacher = select_rows(student_hidden, rows.real), select_rows(teacher_hidden, rows.real)
-            losses["cos"] = self.cosine_loss(real_student, real_teacher)
-            total = total + self.alpha_cos * losses["cos"]
-        losses["loss"] = total
-        return losses
-
-    def cached_logits_losses(self, inputs, rows: RowIndex, student_hidden: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        """The terms on the student's logits (the KL against the cached top-k outputs) and their weighted sum."""
-        vocab_rows = rows.real if self.logits_on_all_rows else rows.masked
-        labels = select_rows(inputs["labels"].flatten(), vocab_rows)
-        features = self.student_parts.head_features(select_rows(student_hidden, vocab_rows))
-        student_logits = F.linear(features, *self.student_parts.output_projection())
+    def teacher_logits_targets(self, inputs, teacher_hidden, vocab_rows) -> tuple[torch.Tensor, ...] | None:
+        """The teacher's cached top-k ids, log-probabilities and tail at the rows the soft-target term reads."""
+        if not self.needs_teacher_logits:
+            return None
         targets = tuple(inputs[key] for key in TEACHER_TARGETS)
-        if any(term.name == "kl" for term in self.cached_terms) and len(targets[0]) != len(labels):
+        rows = len(inputs["labels"].flatten()) if vocab_rows is None else len(vocab_rows)
+        if len(targets[0]) != rows:
             raise ValueError(
                 f"the batch holds the teacher's outputs at {len(targets[0])} positions and the soft-target term "
-                f"reads {len(labels)}: the cache was written for other kl_positions than distill.kl_positions="
+                f"reads {rows}: the cache was written for other kl_positions than distill.kl_positions="
                 f"{self.hparams.kl_positions!r}"
             )
-        total, contributions = weighted_logits_loss(
-            self.cached_terms, student_logits, targets, labels, labels.shape[0], rows.masked.numel()
-        )
-        return {term.name: value for term, value in zip(self.cached_terms, contributions)}, total
-
-    def validation_step(self, batch: IndexedBatch, batch_idx: int) -> None:
-        inputs, rows = batch
-        attention_mask = None if rows.padding_free else inputs["attention_mask"]
-        student_hidden = self.student_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
-        labels = select_rows(inputs["labels"].flatten(), rows.masked)
-        self.val_student.update(self.student_parts.vocab_head(select_rows(student_hidden, rows.masked)), labels)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict({f"val/student_{k}": v for k, v in self.val_student.compute().items()}, sync_dist=False)
-        self.val_student.reset()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.restored_schedule_steps = checkpoint.get("schedule_steps")
+        return targets

@@ -13,13 +13,14 @@ original token at a masked position; the next token, shifted by the collator, fo
 The model family (`distil.families`) splits both models into encoder, head features and output projection; nothing
 here depends on which family they are, and validation names its metrics by the family's kind (`mlm_*` or
 `next_token_*`). How the step is made fast lives beside it, in `distil.perf`, and is reached
-through one object, `speed` (`StepSpeed`): teacher precision, the chunked vocabulary loss and compilation.
+through one object, `speed` (`StepSpeed`): teacher precision, the chunked vocabulary loss and compilation. What the
+step reads of the teacher comes from two methods, `teacher_outputs` and `teacher_logits_targets`: a run from a cache
+of the teacher's outputs (`cached_teacher.py`) overrides those two and has no teacher to score in validation.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -28,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LRScheduler
 
 from distil.families import model_parts, teacher_family
 from distil.modules.internal_terms import internal_terms_of
 from distil.modules.losses import cosine_hidden_loss
+from distil.modules.lr_schedule import continue_on_new_schedule
 from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement, prediction_of
 from distil.modules.objective import (
     LogitsTerm,
@@ -44,8 +46,6 @@ from distil.modules.objective import (
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
 from distil.perf.step_speed import StepSpeed
 from distil.value_checks import is_number
-
-log = logging.getLogger(__name__)
 
 
 class DistillationModule(pl.LightningModule):
@@ -154,7 +154,8 @@ class DistillationModule(pl.LightningModule):
     def train(self, mode: bool = True) -> DistillationModule:
         """Lightning calls train() on the whole module each epoch; the teacher must stay in eval mode (no dropout)."""
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -172,12 +173,9 @@ class DistillationModule(pl.LightningModule):
         labels = inputs["labels"]
         rows = rows if rows is not None else RowIndex.of(inputs)
         attention_mask = None if rows.padding_free else inputs["attention_mask"]  # no padding: no mask (flash SDPA)
-        with torch.no_grad():
-            teacher_hidden, teacher_states = self.encode(
-                self.teacher_encoder, self.teacher_parts, inputs, attention_mask
-            )
+        teacher_hidden, teacher_states = self.teacher_outputs(inputs, attention_mask)
         student_hidden, student_states = self.encode(self.student_encoder, self.student_parts, inputs, attention_mask)
-        teacher_hidden, student_hidden = teacher_hidden.flatten(0, 1), student_hidden.flatten(0, 1)
+        student_hidden = student_hidden.flatten(0, 1)
 
         losses: dict[str, torch.Tensor] = {}
         loss = 0.0
@@ -188,7 +186,7 @@ class DistillationModule(pl.LightningModule):
             vocab_rows = rows.real if self.logits_on_all_rows else rows.masked  # None: every position
             total, contributions = self.logits_loss(
                 select_rows(student_hidden, vocab_rows),
-                select_rows(teacher_hidden, vocab_rows),
+                self.teacher_logits_targets(inputs, teacher_hidden, vocab_rows),
                 select_rows(labels.flatten(), vocab_rows),
                 rows.masked.numel(),
             )
@@ -200,6 +198,24 @@ class DistillationModule(pl.LightningModule):
             loss = loss + self.alpha_cos * losses["cos"]
         losses["loss"] = loss
         return losses
+
+    @torch.no_grad()
+    def teacher_outputs(self, inputs, attention_mask) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+        """The teacher's side of the step: its last hidden states (B x L, H) and every layer's when the internal terms
+        read them (the one place the step runs the teacher; a cached run reads them from the batch)."""
+        hidden, states = self.encode(self.teacher_encoder, self.teacher_parts, inputs, attention_mask)
+        return hidden.flatten(0, 1), states
+
+    @torch.no_grad()
+    def teacher_logits_targets(self, inputs, teacher_hidden: torch.Tensor, vocab_rows) -> torch.Tensor | None:
+        """What the logits terms read of the teacher at `vocab_rows`: its logits, or its head features in the chunked
+        path (which makes the logits chunk by chunk); None when no term reads them."""
+        if not self.needs_teacher_logits:
+            return None
+        features = self.teacher_parts.head_features(select_rows(teacher_hidden, vocab_rows))
+        if self.chunked_logits_loss is not None:
+            return features
+        return F.linear(features, *self.teacher_parts.output_projection())
 
     def encode(self, encoder, parts, inputs, attention_mask) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Last hidden states (B, L, H), and every layer's when the internal terms read them."""
@@ -213,30 +229,22 @@ class DistillationModule(pl.LightningModule):
         return [*self.student.parameters(), *extra]
 
     def logits_loss(
-        self, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, labels: torch.Tensor, masked_rows: int
+        self, student_hidden: torch.Tensor, teacher_targets, labels: torch.Tensor, masked_rows: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective on the vocabulary logits of the selected rows (with `speed.vocab_chunk_rows`: chunk by chunk,
-        never holding all the logits)."""
-        teacher_features = None
-        if self.needs_teacher_logits:
-            with torch.no_grad():
-                teacher_features = self.teacher_parts.head_features(teacher_hidden)
+        never holding all the logits); `teacher_targets` from `teacher_logits_targets`."""
         student_features = self.student_parts.head_features(student_hidden)
         if self.chunked_logits_loss is not None:
             return self.chunked_logits_loss(
                 student_features,
                 self.student_parts.output_projection(),
-                teacher_features,
+                teacher_targets,
                 self.teacher_parts.output_projection(),
                 labels,
                 masked_rows,
             )
-        teacher_logits = None
-        if teacher_features is not None:
-            with torch.no_grad():
-                teacher_logits = F.linear(teacher_features, *self.teacher_parts.output_projection())
         student_logits = F.linear(student_features, *self.student_parts.output_projection())
-        return self.logits_objective(student_logits, teacher_logits, labels, labels.shape[0], masked_rows)
+        return self.logits_objective(student_logits, teacher_targets, labels, labels.shape[0], masked_rows)
 
     def training_step(self, batch: IndexedBatch, batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch.inputs, batch.rows)
@@ -246,21 +254,24 @@ class DistillationModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: IndexedBatch, batch_idx: int) -> None:
+        """The student's metrics, and the teacher's and their agreement when the run has one (not a cached run)."""
         inputs, rows = batch
         attention_mask = None if rows.padding_free else inputs["attention_mask"]
-        teacher_hidden = self.teacher_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
         student_hidden = self.student_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
         labels = select_rows(inputs["labels"].flatten(), rows.masked)
-        teacher_logits = self.teacher_parts.vocab_head(select_rows(teacher_hidden, rows.masked))
         student_logits = self.student_parts.vocab_head(select_rows(student_hidden, rows.masked))
         self.val_student.update(student_logits, labels)
-        self.val_teacher.update(teacher_logits, labels)
-        self.val_agreement.update(student_logits, teacher_logits)
+        if self.teacher is not None:
+            teacher_hidden = self.teacher_encoder(inputs["input_ids"], attention_mask).flatten(0, 1)
+            teacher_logits = self.teacher_parts.vocab_head(select_rows(teacher_hidden, rows.masked))
+            self.val_teacher.update(teacher_logits, labels)
+            self.val_agreement.update(student_logits, teacher_logits)
 
     def on_validation_epoch_end(self) -> None:
         metrics = {f"val/student_{k}": v for k, v in self.val_student.compute().items()}
-        metrics |= {f"val/teacher_{k}": v for k, v in self.val_teacher.compute().items()}
-        metrics["val/top1_agreement"] = self.val_agreement.compute()
+        if self.teacher is not None:
+            metrics |= {f"val/teacher_{k}": v for k, v in self.val_teacher.compute().items()}
+            metrics["val/top1_agreement"] = self.val_agreement.compute()
         self.log_dict(metrics, sync_dist=False)  # torchmetrics already reduced them across ranks
         for metric in (self.val_student, self.val_teacher, self.val_agreement):
             metric.reset()
@@ -302,35 +313,13 @@ class DistillationModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the already-loaded teacher's weights back so strict loading of the state dict holds."""
-        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        if self.teacher is not None:
+            checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         self.restored_schedule_steps = checkpoint.get("schedule_steps")
 
     def on_train_start(self) -> None:
-        """A resume with another schedule length (e.g. a larger `trainer.max_steps` to train longer) continues on the
-        new schedule from its first step, with a warning.
-
-        The restored optimizer holds the learning rate the old schedule set for the next step (0 at its end). A
-        `LambdaLR` (the default schedule) is re-evaluated at the restored step, so that step already uses the new
-        schedule. With an unchanged length nothing is touched: the resume stays exact.
-        """
-        restored, current = self.restored_schedule_steps, self.schedule_steps
-        if restored is None or current is None or restored == current:
-            return
-        log.warning(
-            "LR schedule length changed since the checkpoint (saved %d optimizer steps, now %d, from trainer.max_steps "
-            "and the batches per step): from step %d on, the learning rate follows the %d-step schedule",
-            restored,
-            current,
-            self.trainer.global_step,
-            current,
-        )
-        for config in self.trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if isinstance(scheduler, LambdaLR):
-                steps = scheduler.last_epoch
-                lrs = [base * lr_lambda(steps) for base, lr_lambda in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-                for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
-                    group["lr"] = lr
+        """A resume with another schedule length continues on the new schedule (`lr_schedule.py`)."""
+        continue_on_new_schedule(self.trainer, self.restored_schedule_steps, self.schedule_steps)
 
 
 def mean_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
