@@ -20,6 +20,7 @@ from distil.data.sources import LocalFiles
 from distil.modules.cached_teacher import distillation_module, skeleton_teacher
 from distil.modules.distillation import DistillationModule
 from distil.modules.student import build_student
+from distil.perf.step_speed import StepSpeed
 from distil.prepare import prepare
 from distil.topk_cache.writer import cache_teacher
 from tests.conftest import assert_logged_terms_weigh_into_the_loss, run_cli
@@ -105,6 +106,34 @@ def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
     wrong = distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, kl_positions="all")
     with pytest.raises(ValueError, match=r"other kl_positions than distill.kl_positions='all'"):
         wrong.distillation_losses(batch)
+
+
+def test_the_chunked_vocabulary_path_reads_the_cache_with_the_plain_losses_and_gradients(
+    tiny_shards_dir, tiny_teacher_dir, tmp_path
+):
+    out = tmp_path / "k4_all"
+    cache_teacher(
+        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
+        kl_positions="all", batch_size=64,
+    )  # fmt: skip
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    student = build_student(teacher)
+    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, out).train_dataloader()))
+    results = []
+    for speed in (StepSpeed(), StepSpeed(vocab_chunk_rows=5)):  # 64 rows: 13 chunks, the last one of 4
+        module = distillation_module(
+            teacher, copy.deepcopy(student), str(out), optimizer=torch.optim.SGD, alpha_cos=0.0, speed=speed
+        ).eval()  # no dropout
+        losses = module.distillation_losses(batch)
+        losses["loss"].backward()
+        grads = {name: param.grad for name, param in module.student.named_parameters() if param.grad is not None}
+        results.append(({name: value.item() for name, value in losses.items()}, grads))
+    (plain, plain_grads), (chunked, chunked_grads) = results
+    assert set(plain) == {"kl", "label", "loss"} and plain["kl"] > 0
+    assert chunked == pytest.approx(plain, rel=1e-5)
+    assert chunked_grads.keys() == plain_grads.keys() and len(plain_grads) > 10
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_pass_p_reads_masking_p_mod_m_and_a_resumed_stream_continues_exactly(

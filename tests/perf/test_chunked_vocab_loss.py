@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distil.modules.objective import ObjectiveWeights, logits_terms, weighted_logits_loss
+from distil.modules.teacher_targets import TeacherLogits
 from distil.perf.chunked_vocab_loss import chunked_logits_loss
 
 ROWS, HIDDEN, VOCAB = 37, 16, 50
@@ -44,7 +45,7 @@ def all_at_once(student, teacher, labels, objective):
 
 def chunked(student, teacher, labels, objective, chunk_rows):
     masked = int((labels != -100).sum())
-    return chunked_logits_loss(student[0], student[1:], teacher[0], teacher[1:], labels, masked, chunk_rows, objective)
+    return chunked_logits_loss(student[0], student[1:], TeacherLogits(*teacher), labels, masked, chunk_rows, objective)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 8, 37, 100])
@@ -97,7 +98,7 @@ def test_a_150k_vocabulary_is_projected_one_chunk_of_rows_at_a_time_for_both_mod
         return objective(student_logits, teacher_logits, labels, rows, masked_rows)
 
     total, _ = chunked_logits_loss(
-        student[0], student[1:], teacher[0], teacher[1:], labels, rows, chunk_rows, recording
+        student[0], student[1:], TeacherLogits(*teacher), labels, rows, chunk_rows, recording
     )
     total.backward()
     assert max(largest) == chunk_rows * vocab and len(largest) == rows // chunk_rows  # never all rows' logits

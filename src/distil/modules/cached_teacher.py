@@ -26,7 +26,8 @@ from torch import nn
 from distil.families import teacher_family
 from distil.modules.distillation import DistillationModule
 from distil.modules.losses import topk_kl_loss
-from distil.modules.objective import weighted_logits_loss
+from distil.modules.objective import LogitsTerm, ObjectiveWeights
+from distil.modules.teacher_targets import CachedTeacherTargets
 from distil.topk_cache.objective import check_cached_objective
 from distil.topk_cache.store import read_cache_metadata
 from distil.topk_cache.stream import TEACHER_HIDDEN, TEACHER_TARGETS
@@ -58,32 +59,25 @@ class CachedTeacherDistillation(DistillationModule):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, teacher_cache: str, **kwargs) -> None:
         has_hidden = read_cache_metadata(teacher_cache)["shape"]["hidden_size"] > 0
-        speed = kwargs.get("speed")
-        chunk = getattr(speed, "vocab_chunk_rows", None)
         defaults = {key: p.default for key, p in inspect.signature(DistillationModule).parameters.items()}
-        check_cached_objective(defaults | kwargs, has_hidden, teacher_cache, chunk, kwargs.get("extra_terms", ()))
+        check_cached_objective(defaults | kwargs, has_hidden, teacher_cache, kwargs.get("extra_terms", ()))
         super().__init__(teacher, student, **kwargs)
         del self.teacher  # never moved, run or saved
         self.teacher = None
         self.teacher_parts = self.teacher_encoder = None
-        temperature = self.hparams.temperature
 
-        def cached_kl(student_logits, targets, labels):
-            return topk_kl_loss(student_logits, *targets, temperature)
-
-        self.logits_terms = [  # the live terms (weights, renamed keys included), the KL read from the cache
-            dataclasses.replace(term, loss=cached_kl) if term.name == "kl" else term for term in self.logits_terms
-        ]
-        self.logits_objective = self.speed.compiled(
-            functools.partial(weighted_logits_loss, self.logits_terms), dynamic=False
-        )
+    def vocabulary_terms(self, weights: ObjectiveWeights, extra_terms) -> list[LogitsTerm]:
+        """The live terms (weights and renamed keys included), the KL read from the cache."""
+        cached_kl = functools.partial(cached_kl_loss, temperature=weights.temperature)
+        terms = super().vocabulary_terms(weights, extra_terms)
+        return [dataclasses.replace(term, loss=cached_kl) if term.name == "kl" else term for term in terms]
 
     def teacher_outputs(self, inputs, attention_mask) -> tuple[torch.Tensor | None, None]:
         """The teacher's cached last hidden states (B x L, H) when the cache holds them."""
         hidden = inputs.get(TEACHER_HIDDEN)
         return (hidden.flatten(0, 1) if hidden is not None else None), None
 
-    def teacher_logits_targets(self, inputs, teacher_hidden, vocab_rows) -> tuple[torch.Tensor, ...] | None:
+    def teacher_logits_targets(self, inputs, teacher_hidden, vocab_rows) -> CachedTeacherTargets | None:
         """The teacher's cached top-k ids, log-probabilities and tail at the rows the soft-target term reads."""
         if not self.needs_teacher_logits:
             return None
@@ -95,4 +89,9 @@ class CachedTeacherDistillation(DistillationModule):
                 f"reads {rows}: the cache was written for other kl_positions than distill.kl_positions="
                 f"{self.hparams.kl_positions!r}"
             )
-        return targets
+        return CachedTeacherTargets(*targets)
+
+
+def cached_kl_loss(student_logits: torch.Tensor, targets: tuple[torch.Tensor, ...], labels, temperature: float):
+    """The soft-target term's loss per row from the cached top-k outputs (`losses.topk_kl_loss`)."""
+    return topk_kl_loss(student_logits, *targets, temperature)

@@ -38,12 +38,14 @@ from distil.modules.lr_schedule import continue_on_new_schedule
 from distil.modules.metrics import TokenPredictionMetrics, Top1Agreement, prediction_of
 from distil.modules.objective import (
     LogitsTerm,
+    ObjectiveWeights,
     check_cosine_widths,
     logits_terms,
     objective_weights,
     weighted_logits_loss,
 )
 from distil.modules.row_index import IndexedBatch, RowIndex, select_rows
+from distil.modules.teacher_targets import TeacherLogits, TeacherTargets
 from distil.perf.step_speed import StepSpeed
 from distil.value_checks import is_number
 
@@ -129,7 +131,7 @@ class DistillationModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.warmup_fraction = warmup_fraction
         self.alpha_cos = weights.alpha_cos
-        self.logits_terms = [term for term in [*logits_terms(weights), *extra_terms] if term.weight]
+        self.logits_terms = [term for term in self.vocabulary_terms(weights, extra_terms) if term.weight]
         self.needs_teacher_logits = any(term.needs_teacher for term in self.logits_terms)
         self.logits_on_all_rows = kl_positions == "all" and any(not term.masked_only for term in self.logits_terms)
         check_cosine_widths(weights.alpha_cos, teacher.config.hidden_size, student.config.hidden_size)
@@ -150,6 +152,10 @@ class DistillationModule(pl.LightningModule):
         self.val_student = TokenPredictionMetrics(prediction)
         self.val_teacher = TokenPredictionMetrics(prediction)
         self.val_agreement = Top1Agreement()
+
+    def vocabulary_terms(self, weights: ObjectiveWeights, extra_terms: Sequence[LogitsTerm]) -> list[LogitsTerm]:
+        """The terms on the vocabulary logits the weights and `extra_terms` ask for (a cached run reads its KL's)."""
+        return [*logits_terms(weights), *extra_terms]
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Lightning calls train() on the whole module each epoch; the teacher must stay in eval mode (no dropout)."""
@@ -207,15 +213,13 @@ class DistillationModule(pl.LightningModule):
         return hidden.flatten(0, 1), states
 
     @torch.no_grad()
-    def teacher_logits_targets(self, inputs, teacher_hidden: torch.Tensor, vocab_rows) -> torch.Tensor | None:
-        """What the logits terms read of the teacher at `vocab_rows`: its logits, or its head features in the chunked
-        path (which makes the logits chunk by chunk); None when no term reads them."""
+    def teacher_logits_targets(self, inputs, teacher_hidden: torch.Tensor, vocab_rows) -> TeacherLogits | None:
+        """What the logits terms read of the teacher at `vocab_rows`: its logits, made from its head features a range
+        of rows at a time (all at once, or chunk by chunk); None when no term reads them."""
         if not self.needs_teacher_logits:
             return None
         features = self.teacher_parts.head_features(select_rows(teacher_hidden, vocab_rows))
-        if self.chunked_logits_loss is not None:
-            return features
-        return F.linear(features, *self.teacher_parts.output_projection())
+        return TeacherLogits(features, *self.teacher_parts.output_projection())
 
     def encode(self, encoder, parts, inputs, attention_mask) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Last hidden states (B, L, H), and every layer's when the internal terms read them."""
@@ -229,22 +233,17 @@ class DistillationModule(pl.LightningModule):
         return [*self.student.parameters(), *extra]
 
     def logits_loss(
-        self, student_hidden: torch.Tensor, teacher_targets, labels: torch.Tensor, masked_rows: int
+        self, student_hidden: torch.Tensor, teacher: TeacherTargets | None, labels: torch.Tensor, masked_rows: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective on the vocabulary logits of the selected rows (with `speed.vocab_chunk_rows`: chunk by chunk,
-        never holding all the logits); `teacher_targets` from `teacher_logits_targets`."""
+        never holding all the logits); `teacher` from `teacher_logits_targets`."""
         student_features = self.student_parts.head_features(student_hidden)
+        projection = self.student_parts.output_projection()
         if self.chunked_logits_loss is not None:
-            return self.chunked_logits_loss(
-                student_features,
-                self.student_parts.output_projection(),
-                teacher_targets,
-                self.teacher_parts.output_projection(),
-                labels,
-                masked_rows,
-            )
-        student_logits = F.linear(student_features, *self.student_parts.output_projection())
-        return self.logits_objective(student_logits, teacher_targets, labels, labels.shape[0], masked_rows)
+            return self.chunked_logits_loss(student_features, projection, teacher, labels, masked_rows)
+        student_logits = F.linear(student_features, *projection)
+        teacher_logits = teacher.rows(0, len(labels)) if teacher is not None else None
+        return self.logits_objective(student_logits, teacher_logits, labels, labels.shape[0], masked_rows)
 
     def training_step(self, batch: IndexedBatch, batch_idx: int) -> torch.Tensor:
         losses = self.distillation_losses(batch.inputs, batch.rows)

@@ -2,19 +2,24 @@
 
 With `kl_positions=all` the logits of every token would hold B x L x V numbers per model (2 GB per model in bf16, 4 GB
 in fp32, at 256 x 128 tokens and BERT's 30522 words; XLM-R's 250k words make it 8 times more), plus the softmax
-intermediates autograd keeps for backward. Here each chunk of rows is projected by both models and the objective of
-`objective.py` is computed on it and differentiated by autograd at once, in the forward pass; the gradients for the
-student's features, projection weight and bias are accumulated and the chunk's logits are freed, so at most
-`chunk_rows x V` logits (and their autograd intermediates) exist at any time. Backward only scales the accumulated
+intermediates autograd keeps for backward. Here each chunk of rows is projected by the student and the objective of
+`objective.py` is computed on it, with the teacher's side of those rows (its logits projected there, or a cache's
+outputs), and differentiated by autograd at once, in the forward pass; the gradients for the student's features,
+projection weight and bias are accumulated and the chunk's logits are freed, so at most `chunk_rows x V` logits (and
+their autograd intermediates) exist at any time. Backward only scales the accumulated
 gradients by the incoming gradient. No gradient formula is written by hand: a new loss term works here unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from distil.modules.teacher_targets import TeacherTargets
 
 ChunkObjective = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]
@@ -30,9 +35,7 @@ class ChunkedLogitsLoss(torch.autograd.Function):
         student_features: torch.Tensor,
         student_weight: torch.Tensor,
         student_bias: torch.Tensor,
-        teacher_features: torch.Tensor | None,
-        teacher_weight: torch.Tensor,
-        teacher_bias: torch.Tensor,
+        teacher: TeacherTargets | None,
         labels: torch.Tensor,
         masked_rows: int,
         chunk_rows: int,
@@ -46,8 +49,7 @@ class ChunkedLogitsLoss(torch.autograd.Function):
         with torch.autocast(device_type, enabled=False):
             weight = student_weight.detach().to(dtype).requires_grad_(with_grad)
             bias = student_bias.detach().float().requires_grad_(with_grad)  # fp32: its gradient sums many rows
-            if teacher_features is not None:
-                teacher_weight, teacher_bias = teacher_weight.to(dtype), teacher_bias.to(dtype)
+            teacher = teacher.to(dtype) if teacher is not None else None
             grad_features = torch.empty_like(student_features) if with_grad else None
             grad_weight = torch.zeros_like(student_weight, dtype=torch.float32) if with_grad else None
             grad_bias = torch.zeros_like(student_bias, dtype=torch.float32) if with_grad else None
@@ -55,9 +57,7 @@ class ChunkedLogitsLoss(torch.autograd.Function):
             for start in range(0, max(rows, 1), chunk_rows):  # one empty chunk when no row is selected
                 stop = min(start + chunk_rows, rows)
                 features = student_features[start:stop].detach().to(dtype).requires_grad_(with_grad)
-                teacher_logits = None
-                if teacher_features is not None:
-                    teacher_logits = F.linear(teacher_features[start:stop].to(dtype), teacher_weight, teacher_bias)
+                teacher_logits = teacher.rows(start, stop) if teacher is not None else None
                 with torch.set_grad_enabled(with_grad):
                     student_logits = F.linear(features, weight).float() + bias
                     chunk_total, chunk_contributions = objective(
@@ -78,14 +78,13 @@ class ChunkedLogitsLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total: torch.Tensor, _grad_contributions: torch.Tensor):
         grads = [None if g is None else g * grad_total.to(g.dtype) for g in ctx.saved_tensors]
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 def chunked_logits_loss(
     student_features: torch.Tensor,
     student_projection: tuple[torch.Tensor, torch.Tensor],
-    teacher_features: torch.Tensor | None,
-    teacher_projection: tuple[torch.Tensor, torch.Tensor],
+    teacher: TeacherTargets | None,
     labels: torch.Tensor,
     masked_rows: int,
     chunk_rows: int,
@@ -94,9 +93,11 @@ def chunked_logits_loss(
     """The objective over all rows without ever holding all their logits.
 
     Args:
-        student_features, teacher_features: (N, H) masked-LM head features (the head before its output projection)
-            of the N selected rows; teacher None when no term reads the teacher's logits.
-        student_projection, teacher_projection: (weight (V, H), bias (V,)) of each output projection.
+        student_features: (N, H) head features (the head before its output projection) of the N selected rows.
+        student_projection: (weight (V, H), bias (V,)) of the student's output projection.
+        teacher: what the terms read of the teacher at those rows, a chunk at a time
+            (`distil.modules.teacher_targets`: the live teacher's logits or a cache's outputs); None when no term
+            reads the teacher.
         labels: (N,) original ids at the masked rows among the N, -100 elsewhere.
         masked_rows: number of masked rows among the N (a host int, so no device sync is needed).
         chunk_rows: rows projected at a time (>= 1: `StepSpeed.vocab_chunk_rows`, checked there).
@@ -108,8 +109,7 @@ def chunked_logits_loss(
     return ChunkedLogitsLoss.apply(
         student_features,
         *student_projection,
-        teacher_features,
-        *teacher_projection,
+        teacher,
         labels,
         masked_rows,
         chunk_rows,

@@ -56,7 +56,7 @@ class StepSpeed:
         return torch.compile(function, **options) if self.compile else function
 
     def chunked(self, objective: ChunkObjective) -> Callable | None:
-        """`(student_features, student_projection, teacher_features, teacher_projection, labels, masked_rows) ->
+        """`(student_features, student_projection, teacher, labels, masked_rows) ->
         (total, contributions)`: the objective over all rows, `vocab_chunk_rows` at a time (`chunked_logits_loss`);
         None when the logits are computed all at once."""
         if self.vocab_chunk_rows is None:

@@ -75,8 +75,7 @@ def check_teacher_cache(cfg: DictConfig) -> None:
     )
     check_fingerprint(metadata["fingerprint"], expected, directory)
     has_hidden = metadata["shape"]["hidden_size"] > 0
-    chunk = cfg.distill.speed.get("vocab_chunk_rows")
-    check_cached_objective(dataclasses.asdict(distill_weights(cfg)), has_hidden, directory, chunk)
+    check_cached_objective(dataclasses.asdict(distill_weights(cfg)), has_hidden, directory)
     shape = metadata["shape"]
     log.info(
         "no teacher forward: top-%d teacher outputs of %s, %d masking(s)", shape["k"], directory, shape["maskings"]

@@ -14,7 +14,7 @@ NOT_FROM_CACHE = {  # keys whose terms need the live teacher, and the value they
 }
 
 
-def check_cached_objective(settings: dict, has_hidden: bool, directory, vocab_chunk_rows=None, extra_terms=()) -> None:
+def check_cached_objective(settings: dict, has_hidden: bool, directory, extra_terms=()) -> None:
     """Refuse, naming the key, what a cache of top-k outputs cannot give (module docstring)."""
     for key, allowed in NOT_FROM_CACHE.items():
         value = settings.get(key, allowed)
@@ -29,11 +29,6 @@ def check_cached_objective(settings: dict, has_hidden: bool, directory, vocab_ch
             f"distill.alpha_cos={settings['alpha_cos']} needs the teacher's hidden states, and "
             f"distill.teacher_cache={str(directory)!r} holds none: set distill.alpha_cos=0 or write the cache with "
             "hidden_states=true"
-        )
-    if vocab_chunk_rows is not None:
-        raise ValueError(
-            f"distill.speed.vocab_chunk_rows={vocab_chunk_rows} is not supported with distill.teacher_cache: the "
-            "cached step holds only the student's logits; set it to null"
         )
     if any(term.needs_teacher for term in extra_terms):
         raise ValueError("distill.extra_terms on the teacher's logits cannot run from distill.teacher_cache")
