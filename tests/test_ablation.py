@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from distil.ablation import ablation_rows, run_ablation
+from distil.ablation import ablation_rows, run_ablation, run_module
 from distil.modules.teacher import load_teacher_config
 from distil.run.config_checks import check_distill_config, check_student_config
 from tests.conftest import CONF_DIR, compose_config
@@ -151,3 +151,14 @@ def test_every_variant_of_every_table_passes_the_run_checks_on_its_teacher(table
             pytest.skip(f"shared teacher not found at {teacher} (set DISTIL_SHARED)")
         check_distill_config(run)
         check_student_config(run, load_teacher_config(str(teacher)))
+
+
+def test_a_command_appends_to_its_log_so_an_earlier_attempts_output_is_kept(tmp_path):
+    log_file = tmp_path / "variant" / "train.out"
+    log_file.parent.mkdir()
+    log_file.write_text("the first attempt's output\n")
+    with pytest.raises(RuntimeError, match=r"json.tool --no-such-option failed with exit code 2; see .*train.out"):
+        run_module("json.tool", ["--no-such-option"], log_file)
+    text = log_file.read_text()
+    assert text.startswith("the first attempt's output\n$ ") and "json.tool --no-such-option\n" in text
+    assert "unrecognized arguments: --no-such-option" in text

@@ -34,11 +34,14 @@ TEACHER = "teacher"  # the column and folder of the teacher
 
 
 def run_module(module: str, arguments: list[str], log_file: Path) -> None:
-    """`python -m <module> <arguments>`, its output into `log_file`; a failure names the command and the log."""
+    """`python -m <module> <arguments>`, its output appended to `log_file` after a line naming the command (an earlier
+    attempt's output, or that of a run still writing there, is kept); a failure names the command and the log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", module, *arguments]
-    log.info("%s > %s", " ".join(command), log_file)
-    with open(log_file, "w") as out:
+    log.info("%s >> %s", " ".join(command), log_file)
+    with open(log_file, "a") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {result.returncode}; see {log_file}")
