@@ -72,6 +72,24 @@ def test_written_values_equal_the_teachers(cache_dir, tiny_shards_dir, tiny_teac
     assert (first != second).any(axis=1).mean() > 0.5  # two maskings differ on most rows
 
 
+def test_the_top_k_mass_is_the_teachers_probability_on_its_top_k_ids_over_the_cached_positions(
+    cache_dir, tiny_shards_dir, tiny_teacher_dir
+):
+    cache = TeacherCache(cache_dir)
+    rows, collator = rows_and_collator(tiny_shards_dir, tiny_teacher_dir)
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir).eval()
+    masses = []
+    for r in range(cache.shape.rows):
+        for m in range(2):
+            batch = row_batch(collator, rows.read_rows(np.array([r]))[0], 7, r, m)
+            with torch.no_grad():
+                logits = teacher(input_ids=batch["input_ids"]).logits[0, batch["labels"][0] != -100]
+            masses.append(torch.softmax(logits / 2.0, dim=-1).topk(5, dim=-1).values.sum(-1))
+    expected = torch.cat(masses).double().mean().item()
+    assert 0.05 < expected < 0.95  # neither end: a wrong position set would show
+    assert cache.top_k_mass() == pytest.approx(expected, abs=1e-5)
+
+
 def test_a_cache_of_other_settings_is_refused_naming_each_difference(cache_dir, tiny_shards_dir, tiny_teacher_dir):
     cache = TeacherCache(cache_dir)
     metadata = read_metadata(tiny_shards_dir)

@@ -49,6 +49,17 @@ def data_module(teacher_dir, tiny_shards_dir, cache) -> CorpusDataModule:
     )  # fmt: skip
 
 
+def top4_cache(tiny_shards_dir, tiny_teacher_dir, out, kl_positions: str):
+    """Write a k = 4 cache of the tiny teacher to `out`; the teacher, a student of it, and the cache's first batch."""
+    cache_teacher(
+        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
+        kl_positions=kl_positions, batch_size=64,
+    )  # fmt: skip
+    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
+    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, out).train_dataloader()))
+    return teacher, build_student(teacher), batch
+
+
 def test_training_from_the_cache_at_k_equal_to_v_equals_live_training_step_for_step(
     full_cache, tiny_shards_dir, tiny_teacher_dir
 ):
@@ -84,12 +95,7 @@ def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
     tiny_shards_dir, tiny_teacher_dir, tmp_path
 ):
     out = tmp_path / "k4"
-    cache_teacher(
-        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
-        kl_positions="masked", batch_size=64,
-    )  # fmt: skip
-    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
-    student = build_student(teacher)
+    teacher, student, batch = top4_cache(tiny_shards_dir, tiny_teacher_dir, out, kl_positions="masked")
     optimizer = torch.optim.SGD
     with pytest.raises(ValueError, match=r"distill.alpha_cos=1.0 needs the teacher's hidden states"):
         distillation_module(teacher, student, str(out), optimizer=optimizer)
@@ -97,7 +103,6 @@ def test_a_top_k_cache_differs_from_the_full_kl_and_refuses_what_it_cannot_give(
         distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, alpha_mse=1.0)
     cached = distillation_module(teacher, student, str(out), optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
     live = DistillationModule(teacher, student, optimizer=optimizer, alpha_cos=0.0, kl_positions="masked")
-    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, out).train_dataloader()))
     assert batch["teacher_topk_ids"].shape == (4 * 3, 4)  # ceil(15% x 14) = 3 masked positions per row, k = 4
     with torch.no_grad():
         cached_kl = cached.eval().distillation_losses(batch)["kl"]
@@ -112,13 +117,7 @@ def test_the_chunked_vocabulary_path_reads_the_cache_with_the_plain_losses_and_g
     tiny_shards_dir, tiny_teacher_dir, tmp_path
 ):
     out = tmp_path / "k4_all"
-    cache_teacher(
-        str(tiny_shards_dir), str(tiny_teacher_dir), str(out), topk=4, max_length=LENGTH, seed=SEED, mlm_smoothing=None,
-        kl_positions="all", batch_size=64,
-    )  # fmt: skip
-    teacher = AutoModelForMaskedLM.from_pretrained(tiny_teacher_dir)
-    student = build_student(teacher)
-    batch = next(iter(data_module(tiny_teacher_dir, tiny_shards_dir, out).train_dataloader()))
+    teacher, student, batch = top4_cache(tiny_shards_dir, tiny_teacher_dir, out, kl_positions="all")
     results = []
     for speed in (StepSpeed(), StepSpeed(vocab_chunk_rows=5)):  # 64 rows: 13 chunks, the last one of 4
         module = distillation_module(

@@ -159,6 +159,15 @@ class TeacherCache:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "loaded": None}  # memory maps are opened again in the process that reads them
 
+    def top_k_mass(self) -> float:
+        """The teacher's probability (at the distillation temperature) on its top-k ids, averaged over the cached
+        positions: how much of the soft targets the top-k support keeps; the tail bucket holds the rest."""
+        arrays = self.arrays()
+        tail_mass = np.exp(np.asarray(arrays["tail_log_prob"], dtype=np.float64))
+        if self.kl_positions == "masked" and "masked_positions" in arrays:  # a row's unused mask slots hold none
+            return float(1 - tail_mass[np.asarray(arrays["masked_positions"]) >= 0].mean())
+        return float(1 - tail_mass.mean())  # shard rows are full: every position is cached
+
     def describe(self) -> str:
         shape = self.shape
         return (
