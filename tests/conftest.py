@@ -1,18 +1,28 @@
 """Fixtures and helpers shared by all tests: tiny models built in memory, the ../shared assets when present, and the
 one of each that every test uses: `compose_config` (Hydra configs), `tiny_run_overrides` (a tiny run of
-`distil.train`) and `run_cli` / `start_cli` (the commands in a subprocess, isolated from this machine's W&B setup)."""
+`distil.train`) and `run_cli` / `start_cli` (the commands in a forked child or a subprocess, isolated from this
+machine's W&B setup)."""
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from transformers import (
     AutoModelForCausalLM,
@@ -77,16 +87,70 @@ def run_cli(
     timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     """Run `python -m <module>` (default distil.train; or `command`) with Hydra overrides `args` from the repository
-    root, isolated from this machine's W&B setup (`cli_env`), to the end; output captured."""
-    return subprocess.run(
-        cli_command(home, module, args, command),
-        cwd=REPO_ROOT,
-        env=cli_env(home, env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    root, isolated from this machine's W&B setup (`cli_env`), to the end; output captured.
+
+    The module runs in a fork of this test process (`run_forked`), which has torch, Lightning and transformers
+    imported already (a fresh interpreter spends about 6 s importing them). A `command`, or extra `env` variables
+    (which a library may read when it is imported, as huggingface_hub does HF_HUB_OFFLINE), run in a subprocess."""
+    argv = cli_command(home, module, args, command)
+    if command is not None or env:
+        return subprocess.run(
+            argv, cwd=REPO_ROOT, env=cli_env(home, env), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    return run_forked(module, argv, cli_env(home, env), timeout)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning to stderr as a fresh interpreter does."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_forked(module: str, argv: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    """`python -m module argv[3:]` as a fresh interpreter would run it (its environment `env`, the repository root as
+    working directory, default warning filters, no exit handler of this process), in a forked child: its exit status,
+    stdout and stderr."""
+    outputs = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            for fd, file in enumerate(outputs, start=1):
+                os.dup2(file.fileno(), fd)
+            sys.stdout, sys.stderr = (open(fd, "w", buffering=1, closefd=False) for fd in (1, 2))
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(REPO_ROOT)
+            atexit._clear()  # this process's exit handlers (pytest's) are not the command's
+            warnings.resetwarnings()  # then a fresh interpreter's filters (the first that matches applies)
+            for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            warnings.showwarning = show_warning  # printed, not recorded by pytest
+            GlobalHydra.instance().clear()
+            sys.argv = [module, *argv[3:]]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+            if isinstance(exit.code, str):
+                print(exit.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            atexit._run_exitfuncs()
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(argv, timeout)
+        time.sleep(0.02)
+    stdout, stderr = (file.seek(0) or file.read().decode(errors="replace") for file in outputs)
+    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status[1]), stdout, stderr)
 
 
 def start_cli(home: Path, *args: str, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
