@@ -85,15 +85,17 @@ def run_cli(
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
     timeout: int = 300,
+    new_interpreter: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run `python -m <module>` (default distil.train; or `command`) with Hydra overrides `args` from the repository
     root, isolated from this machine's W&B setup (`cli_env`), to the end; output captured.
 
     The module runs in a fork of this test process (`run_forked`), which has torch, Lightning and transformers
-    imported already (a fresh interpreter spends about 6 s importing them). A `command`, or extra `env` variables
-    (which a library may read when it is imported, as huggingface_hub does HF_HUB_OFFLINE), run in a subprocess."""
+    imported already (a fresh interpreter spends about 6 s importing them). A `command`, and a module whose `env`
+    holds a variable some library reads when it is imported (as huggingface_hub reads HF_HUB_OFFLINE: say
+    `new_interpreter=True`), run in a subprocess."""
     argv = cli_command(home, module, args, command)
-    if command is not None or env:
+    if command is not None or new_interpreter:
         return subprocess.run(
             argv, cwd=REPO_ROOT, env=cli_env(home, env), capture_output=True, text=True, timeout=timeout, check=False
         )

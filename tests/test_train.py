@@ -92,7 +92,7 @@ def test_a_bad_value_on_the_command_line_fails_before_anything_is_loaded(tmp_pat
 
 def test_demo_without_shared_assets_or_hub_names_what_to_set(tmp_path):
     env = {"DISTIL_SHARED": str(tmp_path / "absent"), "HF_HUB_OFFLINE": "1"}
-    result = run_cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    result = run_cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", env=env, new_interpreter=True)
     assert result.returncode != 0
     assert "teacher.name_or_path='google/bert_uncased_L-12_H-256_A-4'" in result.stderr  # the public fallback
     assert "set DISTIL_SHARED to the shared assets folder" in result.stderr
