@@ -116,6 +116,9 @@ def run_forked(module: str, argv: list[str], env: dict[str, str], timeout: int) 
     if pid == 0:  # the child: never returns
         code = 1
         try:
+            # torch replaces the parent's thread pool on first use after a fork; do it now, while this is the only
+            # thread (threads racing for it, as transformers' weight loading threads do, can find none)
+            torch.set_num_threads(torch.get_num_threads())
             for fd, file in enumerate(outputs, start=1):
                 os.dup2(file.fileno(), fd)
             sys.stdout, sys.stderr = (open(fd, "w", buffering=1, closefd=False) for fd in (1, 2))
