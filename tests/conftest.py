@@ -93,9 +93,10 @@ def run_cli(
     The module runs in a fork of this test process (`run_forked`), which has torch, Lightning and transformers
     imported already (a fresh interpreter spends about 6 s importing them). A `command`, and a module whose `env`
     holds a variable some library reads when it is imported (as huggingface_hub reads HF_HUB_OFFLINE: say
-    `new_interpreter=True`), run in a subprocess."""
+    `new_interpreter=True`), run in a subprocess; so does every command off Linux (macOS cannot fork a process that
+    has loaded its system frameworks safely)."""
     argv = cli_command(home, module, args, command)
-    if command is not None or new_interpreter:
+    if command is not None or new_interpreter or sys.platform != "linux":
         return subprocess.run(
             argv, cwd=REPO_ROOT, env=cli_env(home, env), capture_output=True, text=True, timeout=timeout, check=False
         )

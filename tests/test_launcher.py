@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import run_forked
 
 PROBE = """
@@ -18,6 +20,7 @@ sys.exit("the command's refusal")
 """
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="run_cli forks commands on Linux only")
 def test_a_forked_command_has_a_fresh_interpreters_status_output_warnings_and_environment(tmp_path, monkeypatch):
     (tmp_path / "launcher_probe.py").write_text(PROBE)
     monkeypatch.syspath_prepend(str(tmp_path))
