@@ -34,23 +34,18 @@ from torch.utils.data import DataLoader
 
 from distil.data.tokenization import vocabulary_fingerprint
 from distil.run.checkpoint_io import CheckpointError, atomic_torch_save, verify_archive
+from distil.run.digests import config_sha256, sha256_json
 from distil.tasks.batches import HIDDEN, model_inputs, per_feature
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the stored layout changes
-CONFIG_FIELDS_IGNORED = ("_name_or_path", "transformers_version")  # where a model was read from, not what it is
 SEQUENCE_FIELDS = ("input_ids", "token_type_ids", "attention_mask")  # the inputs that decide a teacher's outputs
-
-
-def sha256_json(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of the model's config (without where it was read from) and every tensor of its state dict."""
-    config = {k: v for k, v in model.config.to_dict().items() if k not in CONFIG_FIELDS_IGNORED}
-    digest = hashlib.sha256(sha256_json(config).encode())
+    digest = hashlib.sha256(config_sha256(model.config.to_dict()).encode())
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

@@ -27,14 +27,10 @@ from pathlib import Path
 from transformers.utils import cached_file
 
 from distil.data.shards import file_sha256
+from distil.run.digests import config_sha256, sha256_json
 
-CONFIG_FIELDS_IGNORED = ("_name_or_path", "transformers_version")  # where a model was read from, not what it is
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")  # the first that matches is what transformers loads
 CACHE_CHOICES = ("k", "maskings", "precision")  # fields the cache chooses and a training run does not
-
-
-def sha256_json(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def model_folder(name_or_path: str) -> Path:
@@ -54,7 +50,7 @@ def teacher_fingerprint(name_or_path: str) -> str:
     """sha256 of the teacher's config (without where it was read from) and of each weight file's name and bytes."""
     folder = model_folder(name_or_path)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    digest = hashlib.sha256(sha256_json({k: v for k, v in config.items() if k not in CONFIG_FIELDS_IGNORED}).encode())
+    digest = hashlib.sha256(config_sha256(config).encode())
     files = next((sorted(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS if any(folder.glob(pattern))), [])
     if not files:
         raise FileNotFoundError(f"teacher={name_or_path!r}: no weight file ({', '.join(WEIGHT_PATTERNS)}) in {folder}")
