@@ -121,20 +121,30 @@ def write_whole(
     check_replaceable(target, kind, overwrite, key)
     remove_staging_leftovers(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    previous = staging.with_suffix(".old")  # unique like the staging folder; not matched by the leftover cleanup
     try:
         write(staging)
-        marker = {"kind": kind, **(details or {})}
-        (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        give_umask_permissions(staging)
+        move_into_place(staging, target, kind, details)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def move_into_place(staging: Path, target: Path, kind: str, details: dict | None = None) -> None:
+    """Mark the filled `staging` folder as an output of `kind` (with `details`), give it the umask's permissions and
+    rename it to `target`; an earlier `target` is moved aside first (and put back when the rename fails), then
+    deleted once the new folder is in place."""
+    previous = staging.with_suffix(".old")  # unique like the staging folder; not matched by the leftover cleanup
+    marker = {"kind": kind, **(details or {})}
+    (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    give_umask_permissions(staging)
+    try:
         if target.exists():
             target.rename(previous)
         staging.rename(target)
     except BaseException:
         if previous.exists() and not target.exists():
             previous.rename(target)
-        shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_directory(target.parent)
     shutil.rmtree(previous, ignore_errors=True)
-    return target

@@ -33,9 +33,8 @@ from distil.data.shard_rows import ShardRows
 from distil.data.shards import TOKEN_COUNTS_FILE, check_split_files, check_tokenizer, file_sha256, read_metadata
 from distil.data.tokenization import load_tokenizer
 from distil.families import teacher_family
-from distil.run.checkpoint_io import fsync_directory
 from distil.run.folder_lock import FolderLock
-from distil.run.output_dirs import MARKER_FILE, check_replaceable, give_umask_permissions
+from distil.run.output_dirs import check_replaceable, move_into_place
 from distil.topk_cache.fingerprint import run_fingerprint
 from distil.topk_cache.store import (
     FORMAT,
@@ -112,7 +111,8 @@ def write_json(path: Path, value) -> None:
 
 
 def finish(staging: Path, target: Path, plan: dict, shape: CacheShape, causal: bool, kl_positions: str) -> dict:
-    """Record every file's size and sha256 in metadata.json, then rename the staging folder into place."""
+    """Record every file's size and sha256 in metadata.json, then move the staging folder into place
+    (`move_into_place`, as every whole-folder output)."""
     (staging / DONE_FILE).unlink()
     (staging / PLAN_FILE).unlink()
     files = {
@@ -131,14 +131,7 @@ def finish(staging: Path, target: Path, plan: dict, shape: CacheShape, causal: b
         "files": files,
     }
     write_json(staging / METADATA_FILE, metadata)
-    write_json(staging / MARKER_FILE, {"kind": KIND})
-    give_umask_permissions(staging)
-    previous = staging.with_suffix(".old")
-    if target.exists():
-        target.rename(previous)
-    staging.rename(target)
-    fsync_directory(target.parent)
-    shutil.rmtree(previous, ignore_errors=True)
+    move_into_place(staging, target, KIND)
     return metadata
 
 
