@@ -152,16 +152,13 @@ def run_summary(metrics: dict[str, float], steps: int, seconds: float, student_d
     if prediction is None:
         return footer
     accuracy = prediction.accuracy
+    scored = ((f"held-out {prediction.label} accuracy (%)", accuracy, 100), ("perplexity", "ppl", 1))
     if f"val/teacher_{accuracy}" not in metrics:  # trained from a teacher cache: no teacher was scored
-        rows = [(f"held-out {prediction.label} accuracy (%)", f"{metrics[f'val/student_{accuracy}'] * 100:.2f}")]
-        rows.append(("perplexity", f"{metrics['val/student_ppl']:.2f}"))
+        rows = [(label, f"{metrics[f'val/student_{key}'] * scale:.2f}") for label, key, scale in scored]
         return format_comparison(rows, ("", "student")) + "\n" + footer
     rows = [
         (label, f"{metrics[f'val/teacher_{key}'] * scale:.2f}", f"{metrics[f'val/student_{key}'] * scale:.2f}")
-        for label, key, scale in (
-            (f"held-out {prediction.label} accuracy (%)", accuracy, 100),
-            ("perplexity", "ppl", 1),
-        )
+        for label, key, scale in scored
     ]
     share = percent(metrics[f"val/student_{accuracy}"], metrics[f"val/teacher_{accuracy}"])
     rows[0] += (format_percent(share),)

@@ -62,8 +62,7 @@ class CachedTeacherDistillation(DistillationModule):
         defaults = {key: p.default for key, p in inspect.signature(DistillationModule).parameters.items()}
         check_cached_objective(defaults | kwargs, has_hidden, teacher_cache, kwargs.get("extra_terms", ()))
         super().__init__(teacher, student, **kwargs)
-        del self.teacher  # never moved, run or saved
-        self.teacher = None
+        self.teacher = None  # never moved, run or saved
         self.teacher_parts = self.teacher_encoder = None
 
     def vocabulary_terms(self, weights: ObjectiveWeights, extra_terms) -> list[LogitsTerm]:
